@@ -1,0 +1,32 @@
+import type { TensorMap } from './tensor.ts';
+
+/** Declared input or output of a model, as the backend reports it. */
+export interface IOInfo {
+  name: string;
+  /** Element type name, e.g. `float32`; `undefined` when the backend does not say. */
+  dtype?: string;
+  /** Dims; a string or -1 marks a dynamic dimension. */
+  shape?: (number | string)[];
+}
+
+/** A created model session: the one thing every backend provides. */
+export interface BackendSession {
+  readonly inputs: IOInfo[];
+  readonly outputs: IOInfo[];
+  run(feeds: TensorMap): Promise<TensorMap>;
+  release(): Promise<void>;
+}
+
+/** Options every backend accepts. */
+export interface BackendOptions {
+  /** Intra-op threads. Fixed per process for wasm backends (see each backend). */
+  threads?: number;
+  /** Execution provider, for backends that have several (ORT: `wasm`, `webgpu`). */
+  executionProvider?: string;
+}
+
+/** A backend: turns model bytes into a session. */
+export interface Backend {
+  readonly name: string;
+  create(model: Uint8Array, opts?: BackendOptions): Promise<BackendSession>;
+}

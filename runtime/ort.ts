@@ -1,0 +1,92 @@
+/**
+ * onnxruntime-web backend (wasm execution provider, webgpu where the platform has it).
+ *
+ * ORT's wasm files are always loaded from local disk or from bytes/paths the app
+ * hands over: keylock never lets ORT reach a CDN. In Node, ORT resolves its
+ * `ort-wasm-simd-threaded.{mjs,wasm}` next to its own module file, which is
+ * node_modules in the source tree and the bundle's folder in a device bundle.
+ */
+import * as ort from 'onnxruntime-web';
+import { BackendUnavailableError } from './errors.ts';
+import type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
+import { isDType, type DType, type TensorData, type TensorMap } from './tensor.ts';
+
+let initializedThreads: number | undefined;
+
+/**
+ * Points ORT at a local folder (path or file:/http: URL ending in `/`) that holds
+ * its wasm files. Call before the first session; a device bundle calls it with
+ * its own folder.
+ */
+export function setOrtWasmPaths(prefix: string): void {
+  ort.env.wasm.wasmPaths = prefix;
+}
+
+/**
+ * ORT fixes the thread count when its wasm module initializes, on the first
+ * session. Asking for another count later would silently run with the old
+ * one, so it is an error instead.
+ */
+function ensureThreads(threads: number): void {
+  if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`);
+  if (initializedThreads === undefined) {
+    ort.env.wasm.numThreads = threads;
+    initializedThreads = threads;
+  } else if (initializedThreads !== threads) {
+    throw new BackendUnavailableError(
+      `onnxruntime-web was initialized with ${initializedThreads} thread(s) in this process; ${threads} cannot be used until restart`);
+  }
+}
+
+function toOrt(t: TensorData): ort.Tensor {
+  // ORT's type union does not cover every keylock dtype; unsupported ones fail inside ORT with its own message.
+  return new ort.Tensor(t.dtype as 'float32', t.data as Float32Array, t.dims);
+}
+
+function fromOrt(t: ort.Tensor): TensorData {
+  if (!isDType(t.type)) throw new BackendUnavailableError(`onnxruntime-web returned a ${t.type} tensor, which keylock does not carry`);
+  return { dtype: t.type as DType, dims: [...t.dims], data: t.data as TensorData['data'] };
+}
+
+function ioInfo(meta: readonly ort.InferenceSession.ValueMetadata[]): IOInfo[] {
+  return meta.map((m) => m.isTensor
+    ? { name: m.name, dtype: m.type, shape: m.shape.map((d) => (d === 4294967295 ? -1 : d)) }
+    : { name: m.name });
+}
+
+class OrtSession implements BackendSession {
+  readonly inputs: IOInfo[];
+  readonly outputs: IOInfo[];
+  constructor(private readonly session: ort.InferenceSession) {
+    this.inputs = ioInfo(session.inputMetadata);
+    this.outputs = ioInfo(session.outputMetadata);
+  }
+  async run(feeds: TensorMap): Promise<TensorMap> {
+    const f: Record<string, ort.Tensor> = {};
+    for (const [k, v] of Object.entries(feeds)) f[k] = toOrt(v);
+    const out = await this.session.run(f);
+    const r: TensorMap = {};
+    for (const [k, v] of Object.entries(out)) r[k] = fromOrt(v);
+    return r;
+  }
+  release(): Promise<void> {
+    return this.session.release();
+  }
+}
+
+/** Creates an ORT session from model bytes. */
+export async function createOrtSession(model: Uint8Array, opts: BackendOptions = {}): Promise<BackendSession> {
+  ensureThreads(opts.threads ?? 1);
+  const ep = opts.executionProvider ?? 'wasm';
+  if (ep !== 'wasm' && ep !== 'webgpu') throw new BackendUnavailableError(`onnxruntime-web execution provider must be wasm or webgpu, got ${ep}`);
+  let s: ort.InferenceSession;
+  try {
+    s = await ort.InferenceSession.create(model, { executionProviders: [ep], graphOptimizationLevel: 'all' });
+  } catch (e) {
+    throw new BackendUnavailableError(`onnxruntime-web could not create a ${ep} session: ${(e as Error).message}`, { cause: e });
+  }
+  return new OrtSession(s);
+}
+
+/** The onnxruntime-web backend, for the backend table. */
+export const ortWasmBackend: Backend = { name: 'wasm', create: createOrtSession };

@@ -1,0 +1,102 @@
+/**
+ * `keylock <command>`: the CLI for vendors (keygen, lock, grant, revoke, ...)
+ * and devices (device init, install, run). Errors go to stderr as
+ * `keylock: error: …` and `keylock: hint: …`.
+ *
+ * Exit codes: 0 ok, 1 error, 2 usage, 3 the model is halted or disabled.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { KeylockError } from '../../runtime/errors.ts';
+import { COMMANDS } from './commands.ts';
+
+/** A usage mistake: wrong flags or arguments (exit 2). */
+export class UsageError extends Error {
+  constructor(message: string, readonly hint?: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** An error the CLI reports with a hint (exit 1, or `exitCode`). */
+export class CliError extends Error {
+  constructor(message: string, readonly hint?: string, readonly exitCode = 1) {
+    super(message);
+    this.name = 'CliError';
+  }
+}
+
+/** What a command declares: its flags and what it does. */
+export interface Command {
+  summary: string;
+  usage: string;
+  options: NonNullable<ParseArgsConfig['options']>;
+  /** How many positional arguments it takes: [min, max]. */
+  positionals: [number, number];
+  run(args: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] }): Promise<number | void>;
+}
+
+function help(): string {
+  const lines = ['usage: keylock <command> [options]', '', 'commands:'];
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(16)} ${c.summary}`);
+  lines.push('', 'keylock <command> --help shows a command\'s options.');
+  return lines.join('\n');
+}
+
+/** Runs the CLI; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  let [name, ...rest] = argv;
+  if (name === 'device' && rest[0] && !rest[0].startsWith('-')) {
+    name = `device ${rest[0]}`;
+    rest = rest.slice(1);
+  }
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(help() + '\n');
+    return name ? 0 : 2;
+  }
+  const cmd = COMMANDS[name];
+  try {
+    if (!cmd) throw new UsageError(`unknown command "${name}"`, 'run `keylock --help` for the list of commands');
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(`usage: keylock ${cmd.usage}\n`);
+      return 0;
+    }
+    let parsed;
+    try {
+      parsed = parseArgs({ args: rest, options: cmd.options, allowPositionals: true, strict: true });
+    } catch (e) {
+      throw new UsageError((e as Error).message, `usage: keylock ${cmd.usage}`);
+    }
+    const [min, max] = cmd.positionals;
+    if (parsed.positionals.length < min || parsed.positionals.length > max) {
+      throw new UsageError(`${name} takes ${min === max ? min : `${min} to ${max}`} argument(s), got ${parsed.positionals.length}`, `usage: keylock ${cmd.usage}`);
+    }
+    return (await cmd.run(parsed as never)) ?? 0;
+  } catch (e) {
+    return report(e);
+  }
+}
+
+function report(e: unknown): number {
+  const err = (m: string): void => { process.stderr.write(`keylock: error: ${m}\n`); };
+  const hint = (m: string | undefined): void => { if (m) process.stderr.write(`keylock: hint: ${m}\n`); };
+  if (e instanceof UsageError) {
+    err(e.message); hint(e.hint);
+    return 2;
+  }
+  if (e instanceof CliError) {
+    err(e.message); hint(e.hint);
+    return e.exitCode;
+  }
+  if (e instanceof KeylockError) {
+    err(`${e.message} (${e.code})`);
+    return 1;
+  }
+  const fsErr = e as NodeJS.ErrnoException;
+  if (fsErr && typeof fsErr.code === 'string' && fsErr.path) {
+    err(`${fsErr.code === 'ENOENT' ? 'no such file' : fsErr.code}: ${fsErr.path}`);
+    return 1;
+  }
+  err(e instanceof Error ? `${e.name}: ${e.message}` : String(e));
+  if (process.env.KEYLOCK_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+  return 1;
+}
