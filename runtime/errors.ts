@@ -77,3 +77,95 @@ export class BackendUnavailableError extends KeylockError {
 export function expectedGot(what: string, expected: unknown, got: unknown): string {
   return `${what}: expected ${String(expected)}, got ${String(got)}`;
 }
+
+/** The canary's recorded outputs did not come out of the unlocked model. */
+export class CanaryMismatchError extends KeylockError {
+  constructor(message: string) {
+    super('canary-mismatch', message);
+  }
+}
+
+/** `run()` on a model that is not ready: carries the reason it halted. */
+export class HaltedError extends KeylockError {
+  constructor(readonly reason: KeylockError) {
+    super(reason.code, `the model is halted: ${reason.message}`, { cause: reason });
+  }
+}
+
+/** Formats Unix seconds for messages (ISO time plus the raw number). */
+function when(t: number): string {
+  const d = new Date(t * 1000);
+  return Number.isFinite(d.getTime()) ? `${d.toISOString()} (${t})` : String(t);
+}
+
+/** A grant is outside its licence window: expired, or not valid yet. */
+export class ExpiredGrantError extends KeylockError {
+  constructor(readonly modelId: string, readonly notBefore: number, readonly notAfter: number, readonly now: number) {
+    super('expired', now < notBefore
+      ? `the grant for model "${modelId}" is not valid yet: expected a time from ${when(notBefore)} to ${when(notAfter)}, got ${when(now)}`
+      : `the grant for model "${modelId}" has expired: expected a time from ${when(notBefore)} to ${when(notAfter)}, got ${when(now)}`);
+  }
+}
+
+/** A grant, model or device is on the installed revocation list. */
+export class RevokedError extends KeylockError {
+  constructor(message: string) {
+    super('revoked', message);
+  }
+}
+
+/** A file would move a monotonic state backwards (older revocation list, older keystore). */
+export class RollbackError extends KeylockError {
+  constructor(message: string) {
+    super('rollback', message);
+  }
+}
+
+/** A vendor token that works once was presented again. */
+export class ReplayError extends KeylockError {
+  constructor(message: string) {
+    super('replay', message);
+  }
+}
+
+/** The model was disabled after too many failures; only a vendor reinstate token lifts it. */
+export class DisabledError extends KeylockError {
+  constructor(readonly modelId: string, readonly at: number, readonly reason: string) {
+    super('disabled', `model "${modelId}" is disabled on this device since ${when(at)} (${reason}); expected a vendor reinstate token to lift it`);
+  }
+}
+
+/** A grant or token was issued for another device. */
+export class WrongDeviceError extends KeylockError {
+  constructor(message: string) {
+    super('wrong-device', message);
+  }
+}
+
+/** A file was signed by a vendor key this device has not pinned. */
+export class UntrustedSignerError extends KeylockError {
+  constructor(message: string) {
+    super('untrusted-signer', message);
+  }
+}
+
+/** The keystore's storage key could not be obtained, or does not open the keystore. */
+export class UnlockError extends KeylockError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('unlock-failed', message, options);
+  }
+}
+
+/** The keystore holds no grant for the model. */
+export class NoGrantError extends KeylockError {
+  constructor(message: string) {
+    super('no-grant', message);
+  }
+}
+
+/** Another writer holds the keystore's lock file for longer than the wait allows. */
+export class KeystoreBusyError extends KeylockError {
+  constructor(message: string) {
+    super('busy', message);
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * The `.kls` keystore file: an unsealed outer map (what a tool may read without
+ * the storage key) around a secretbox-sealed body that repeats every outer
+ * field that matters, so the outer copies cannot be swapped.
+ *
+ *   outer: { format: "keylock/kls", version: 1, deviceId, devicePub: bstr(32), vendorKeys: [bstr(32)],
+ *            unlock: { kind, ... }, kcv: bstr(16), generation: uint, nonce: bstr(24), body: bstr }
+ *   body = secretbox(CBOR(state), nonce, sealKey)   (MAC || ciphertext)
+ *
+ * From the 32-byte storage key: sealKey = HMAC-SHA-256(storageKey, "keylock/v1/kls/seal"),
+ * kcv = HMAC-SHA-256(storageKey, "keylock/v1/kls/kcv")[0..16]. The check value
+ * tells a wrong storage key (UnlockError) from a damaged body (TamperedError).
+ */
+import { decodeCbor, encodeCbor, Fields } from './cbor.ts';
+import { equalBytes, hmacSha256, open, randomBytes, seal, SIZES, wipe } from './nacl.ts';
+import { ids } from './revocation.ts';
+import { parseUnlockRecord, unlockRecordToCbor, type UnlockRecord } from './unlock.ts';
+import { FormatError, TamperedError, UnlockError, UnsupportedVersionError } from '../runtime/errors.ts';
+
+export const KLS_FORMAT = 'keylock/kls';
+export const KLS_VERSION = 1;
+/** Largest `.kls` accepted. */
+export const MAX_KLS_BYTES = 16 << 20;
+/** Most pinned vendor keys. */
+export const MAX_VENDOR_KEYS = 16;
+/** Most grants, failure counters, disabled entries each. */
+export const MAX_KLS_ENTRIES = 1 << 16;
+/** Most used reinstate token ids remembered. */
+export const MAX_USED_TOKENS = 1 << 18;
+
+const enc = new TextEncoder();
+const SEAL_LABEL = enc.encode('keylock/v1/kls/seal');
+const KCV_LABEL = enc.encode('keylock/v1/kls/kcv');
+
+/** One installed grant, as the keystore keeps it. */
+export interface GrantRecord {
+  grantId: string;
+  modelId: string;
+  modelKey: Uint8Array;
+  notBefore: number;
+  notAfter: number;
+  issued: number;
+  vendorKey: Uint8Array;
+  /** Device time (Unix seconds) when it was installed. */
+  installedAt: number;
+}
+
+/** The installed revocation list (listVersion 0: none yet). */
+export interface RevocationState {
+  listVersion: number;
+  issued: number;
+  grants: string[];
+  models: string[];
+  devices: string[];
+}
+
+/** Everything inside the sealed body. */
+export interface KeystoreState {
+  deviceId: string;
+  devicePub: Uint8Array;
+  deviceSecret: Uint8Array;
+  vendorKeys: Uint8Array[];
+  generation: number;
+  grants: GrantRecord[];
+  revocation: RevocationState;
+  failures: Map<string, number>;
+  disabled: Map<string, { at: number; reason: string }>;
+  usedTokens: string[];
+  /** Latest vendor-signed time seen (Unix seconds); the clock never counts as earlier than this. */
+  lastTrustedTime: number;
+}
+
+/** The parsed outer map, before the body is opened. */
+export interface KlsOuter {
+  deviceId: string;
+  devicePub: Uint8Array;
+  vendorKeys: Uint8Array[];
+  unlock: UnlockRecord;
+  kcv: Uint8Array;
+  generation: number;
+  nonce: Uint8Array;
+  body: Uint8Array;
+}
+
+/** The two keys a storage key gives: the secretbox key and the check value. */
+export function klsKeys(storageKey: Uint8Array): { sealKey: Uint8Array; kcv: Uint8Array } {
+  if (!(storageKey instanceof Uint8Array) || storageKey.byteLength !== 32) throw new RangeError('storage key must be 32 bytes');
+  return { sealKey: hmacSha256(storageKey, SEAL_LABEL), kcv: hmacSha256(storageKey, KCV_LABEL).slice(0, 16) };
+}
+
+/** Seals `state` into `.kls` bytes (fresh random nonce each time). */
+export function encodeKls(state: KeystoreState, keys: { sealKey: Uint8Array; kcv: Uint8Array }, unlock: UnlockRecord): Uint8Array {
+  const plain = encodeCbor({
+    format: KLS_FORMAT, version: KLS_VERSION,
+    deviceId: state.deviceId, devicePub: state.devicePub, deviceSecret: state.deviceSecret,
+    vendorKeys: state.vendorKeys, generation: state.generation,
+    grants: state.grants.map((g) => ({ ...g })),
+    revocation: { ...state.revocation },
+    failures: [...state.failures].map(([modelId, count]) => ({ modelId, count })),
+    disabled: [...state.disabled].map(([modelId, d]) => ({ modelId, at: d.at, reason: d.reason })),
+    usedTokens: state.usedTokens,
+    lastTrustedTime: state.lastTrustedTime,
+  });
+  const nonce = randomBytes(SIZES.secretboxNonce);
+  const body = seal(plain, nonce, keys.sealKey);
+  wipe(plain);
+  return encodeCbor({
+    format: KLS_FORMAT, version: KLS_VERSION,
+    deviceId: state.deviceId, devicePub: state.devicePub, vendorKeys: state.vendorKeys,
+    unlock: unlockRecordToCbor(unlock), kcv: keys.kcv, generation: state.generation, nonce, body,
+  });
+}
+
+/** Parses the outer map (no key needed). */
+export function decodeKlsOuter(bytes: Uint8Array): KlsOuter {
+  const f = Fields.of(KLS_FORMAT, decodeCbor(bytes, KLS_FORMAT, MAX_KLS_BYTES));
+  const format = f.text('format', 64);
+  if (format !== KLS_FORMAT) throw new FormatError(`expected a ${KLS_FORMAT} file, got format "${format}"`);
+  const version = f.uint('version');
+  if (version !== KLS_VERSION) throw new UnsupportedVersionError(KLS_FORMAT, KLS_VERSION, version);
+  return {
+    deviceId: f.text('deviceId', 256),
+    devicePub: f.bytes('devicePub', { len: SIZES.boxPublic }),
+    vendorKeys: keyList(f),
+    unlock: parseUnlockRecord(f.map('unlock')),
+    kcv: f.bytes('kcv', { len: 16 }),
+    generation: f.uint('generation'),
+    nonce: f.bytes('nonce', { len: SIZES.secretboxNonce }),
+    body: f.bytes('body', { max: MAX_KLS_BYTES }),
+  };
+}
+
+/**
+ * Opens the sealed body with the storage key's derived keys. A check-value
+ * mismatch is UnlockError; a MAC failure, or a body that disagrees with the
+ * outer map, is TamperedError.
+ */
+export function openKlsBody(outer: KlsOuter, keys: { sealKey: Uint8Array; kcv: Uint8Array }): KeystoreState {
+  if (!equalBytes(keys.kcv, outer.kcv)) {
+    throw new UnlockError(`${KLS_FORMAT}: the storage key does not match this keystore's key check value (wrong key file, variable, passphrase or hook)`);
+  }
+  const plain = open(outer.body, outer.nonce, keys.sealKey, () => new TamperedError(`${KLS_FORMAT}: the sealed body's MAC does not verify (the file was changed)`));
+  let b: Fields;
+  try {
+    b = Fields.of(`${KLS_FORMAT} body`, decodeCbor(plain, `${KLS_FORMAT} body`, MAX_KLS_BYTES));
+  } catch (e) {
+    wipe(plain);
+    throw e;
+  }
+  // Decoded byte strings may share `plain`'s memory: copy the secrets out before wiping it.
+  try {
+    if (b.text('format', 64) !== KLS_FORMAT || b.uint('version') !== KLS_VERSION) throw new FormatError(`${KLS_FORMAT}: the sealed body names another format or version`);
+    const state: KeystoreState = {
+      deviceId: b.text('deviceId', 256),
+      devicePub: b.bytes('devicePub', { len: SIZES.boxPublic }).slice(),
+      deviceSecret: b.bytes('deviceSecret', { len: SIZES.boxSecret }).slice(),
+      vendorKeys: keyList(b).map((k) => k.slice()),
+      generation: b.uint('generation'),
+      grants: b.array('grants', MAX_KLS_ENTRIES).map((v, i) => grantRecord(Fields.of(`${b.what}.grants[${i}]`, v))),
+      revocation: revocation(b.map('revocation')),
+      failures: new Map(b.array('failures', MAX_KLS_ENTRIES).map((v, i) => {
+        const e = Fields.of(`${b.what}.failures[${i}]`, v);
+        return [e.text('modelId', 256), e.uint('count')] as const;
+      })),
+      disabled: new Map(b.array('disabled', MAX_KLS_ENTRIES).map((v, i) => {
+        const e = Fields.of(`${b.what}.disabled[${i}]`, v);
+        return [e.text('modelId', 256), { at: e.uint('at'), reason: e.text('reason', 1024) }] as const;
+      })),
+      usedTokens: ids(b, 'usedTokens', MAX_USED_TOKENS),
+      lastTrustedTime: b.uint('lastTrustedTime'),
+    };
+    const same = state.deviceId === outer.deviceId && equalBytes(state.devicePub, outer.devicePub)
+      && state.generation === outer.generation && state.vendorKeys.length === outer.vendorKeys.length
+      && state.vendorKeys.every((k, i) => equalBytes(k, outer.vendorKeys[i]));
+    if (!same) {
+      wipeState(state);
+      throw new TamperedError(`${KLS_FORMAT}: the outer device id, device key, vendor keys or generation differ from the sealed copies (the file was changed)`);
+    }
+    return state;
+  } finally {
+    wipe(plain);
+  }
+}
+
+/** Overwrites every secret a state holds (best effort). */
+export function wipeState(s: KeystoreState): void {
+  wipe(s.deviceSecret);
+  for (const g of s.grants) wipe(g.modelKey);
+}
+
+function keyList(f: Fields): Uint8Array[] {
+  return f.array('vendorKeys', MAX_VENDOR_KEYS).map((k, i) => {
+    if (!(k instanceof Uint8Array) || k.byteLength !== SIZES.signPublic) throw new FormatError(`${f.what}.vendorKeys[${i}]: expected ${SIZES.signPublic} bytes, got ${k instanceof Uint8Array ? `${k.byteLength} bytes` : typeof k}`);
+    return k;
+  });
+}
+
+function grantRecord(g: Fields): GrantRecord {
+  return {
+    grantId: g.text('grantId', 64), modelId: g.text('modelId', 256),
+    modelKey: g.bytes('modelKey', { len: 32 }).slice(),
+    notBefore: g.uint('notBefore'), notAfter: g.uint('notAfter'), issued: g.uint('issued'),
+    vendorKey: g.bytes('vendorKey', { len: SIZES.signPublic }).slice(), installedAt: g.uint('installedAt'),
+  };
+}
+
+function revocation(r: Fields): RevocationState {
+  return { listVersion: r.uint('listVersion'), issued: r.uint('issued'), grants: ids(r, 'grants'), models: ids(r, 'models'), devices: ids(r, 'devices') };
+}

@@ -1,0 +1,69 @@
+/**
+ * The `.klr` revocation list: a vendor-signed, monotonically numbered list of
+ * revoked grant, model and device ids.
+ *
+ *   envelope: { format: "keylock/klr", version: 1, signed: bstr, sig: bstr(64), vendorKey: bstr(32) }
+ *   body:     { format, version, listVersion: uint >= 1, issued: uint, vendorKey: bstr(32),
+ *               grants: [text], models: [text], devices: [text] }
+ *
+ * `listVersion` (the brief's "version") is renamed because every signed body
+ * already carries `version`, the file format's version.
+ */
+import type { Fields } from './cbor.ts';
+import { openVendorFile, sealVendorFile, unixNow } from './vendorfile.ts';
+import { checkId } from './grant.ts';
+import { FormatError } from '../runtime/errors.ts';
+
+export const KLR_FORMAT = 'keylock/klr';
+export const KLR_VERSION = 1;
+/** Largest `.klr` accepted. */
+export const MAX_KLR_BYTES = 16 << 20;
+/** Most ids in each of a list's arrays. */
+export const MAX_REVOKED_IDS = 1 << 18;
+
+/** A verified revocation list (ids sorted, duplicates dropped). */
+export interface RevocationList {
+  listVersion: number;
+  issued: number;
+  grants: string[];
+  models: string[];
+  devices: string[];
+}
+
+/** Builds and signs a revocation list (vendor side). */
+export function makeRevocation(req: { listVersion: number; grants?: string[]; models?: string[]; devices?: string[]; issued?: number; vendorSeed: Uint8Array }): Uint8Array {
+  if (!Number.isSafeInteger(req.listVersion) || req.listVersion < 1) throw new RangeError(`listVersion must be an integer >= 1, got ${req.listVersion}`);
+  const lists = { grants: req.grants ?? [], models: req.models ?? [], devices: req.devices ?? [] };
+  for (const [k, ids] of Object.entries(lists)) for (const id of ids) checkId(`revoked ${k} id`, id);
+  return sealVendorFile(KLR_FORMAT, KLR_VERSION, {
+    listVersion: req.listVersion, issued: req.issued ?? unixNow(),
+    grants: normalizeIds(lists.grants), models: normalizeIds(lists.models), devices: normalizeIds(lists.devices),
+  }, req.vendorSeed);
+}
+
+/** Verifies a revocation list against the pinned vendor keys and decodes it. */
+export function openRevocation(bytes: Uint8Array, vendorKeys: readonly Uint8Array[]): RevocationList {
+  const { body } = openVendorFile(bytes, KLR_FORMAT, KLR_VERSION, MAX_KLR_BYTES, vendorKeys);
+  const listVersion = body.uint('listVersion');
+  if (listVersion < 1) throw new FormatError(`${KLR_FORMAT}.listVersion: expected >= 1, got ${listVersion}`);
+  return { listVersion, issued: body.uint('issued'), grants: ids(body, 'grants'), models: ids(body, 'models'), devices: ids(body, 'devices') };
+}
+
+/** Reads an array of ids from a decoded map (shared with the keystore body). */
+export function ids(f: Fields, key: string, max = MAX_REVOKED_IDS): string[] {
+  return normalizeIds(f.array(key, max).map((v, i) => {
+    if (typeof v !== 'string' || v.length === 0 || v.length > 256) throw new FormatError(`${f.what}.${key}[${i}]: expected an id (1..256 characters), got ${typeof v === 'string' ? `${v.length} characters` : typeof v}`);
+    return v;
+  }));
+}
+
+/** Sorted, without duplicates: two lists with the same ids compare equal. */
+export function normalizeIds(list: readonly string[]): string[] {
+  return [...new Set(list)].sort();
+}
+
+/** Same ids in all three arrays (both normalized). */
+export function sameRevocations(a: Pick<RevocationList, 'grants' | 'models' | 'devices'>, b: Pick<RevocationList, 'grants' | 'models' | 'devices'>): boolean {
+  const eq = (x: string[], y: string[]) => x.length === y.length && x.every((v, i) => v === y[i]);
+  return eq(a.grants, b.grants) && eq(a.models, b.models) && eq(a.devices, b.devices);
+}

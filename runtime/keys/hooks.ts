@@ -1,0 +1,17 @@
+import type { TensorData, TensorMap } from '../tensor.ts';
+
+/** What a scheme contributes to every run, prepared once per loaded model. */
+export interface RunHooks {
+  /** Extra feeds (key tensors), allocated once and reused on every run. */
+  feeds?: TensorMap;
+  /** Rewrites one user input (e.g. shuffles it) into a buffer the hook owns and reuses. */
+  transformInput?: (name: string, t: TensorData) => TensorData;
+  /** Zeroizes key material held by the hooks. */
+  wipe(): void;
+}
+
+/** Context every applier gets. */
+export interface ApplyContext {
+  modelId: string;
+  modelKey: Uint8Array;
+}

@@ -1,0 +1,259 @@
+/**
+ * A loaded, locked model: verifies the `.klm`, checks the key, undoes the
+ * load-time locks, creates the backend session and applies run-time keys
+ * (shuffled inputs, sign-flip key tensors) inline on every `run()`.
+ *
+ * States: `ready` runs; `halted` rejects every `run()` at once with the typed
+ * reason; `disabled` (persisted by the keystore) also rejects, until a vendor
+ * reinstate token lifts it. A model never returns numbers unless ready.
+ */
+import { equalBytes, wipe } from '../keystore/nacl.ts';
+import type { Backend, BackendSession } from './backend.ts';
+import {
+  CanaryMismatchError, HaltedError, InputMismatchError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
+} from './errors.ts';
+import { openKlm, type IOSpec, type KlmFile, type LockEntry, type Manifest } from './klm.ts';
+import { restoreAdvparams } from './keys/advparams.ts';
+import { restoreDeeplock } from './keys/deeplock.ts';
+import { keyCheckValue } from './keys/derive.ts';
+import type { ApplyContext, RunHooks } from './keys/hooks.ts';
+import { restoreSealed } from './keys/sealed.ts';
+import { shuffleHooks } from './keys/shuffle.ts';
+import { restoreSignflip, signflipHooks } from './keys/signflip.ts';
+import { ortWasmBackend } from './ort.ts';
+import { decodeRecorded } from './recorded.ts';
+import { shapeSize, type TensorData, type TensorMap } from './tensor.ts';
+
+/** Model state; see the module comment. */
+export type ModelState = 'ready' | 'halted' | 'disabled';
+
+/** Backends by name. A name that is not here is an error, never a fallback. */
+export const BACKENDS: Record<string, Backend> = {
+  wasm: ortWasmBackend,
+  webgpu: { name: 'webgpu', create: (m, o) => ortWasmBackend.create(m, { ...o, executionProvider: 'webgpu' }) },
+};
+
+/** Where the model key comes from, and how to run. */
+export interface LoadOptions {
+  /** The model key itself (the vendor's own check of a lock, tests). */
+  modelKey?: Uint8Array;
+  /** Trusted vendor public keys; without them the signature proves integrity only. */
+  trust?: readonly Uint8Array[];
+  /** Backend name from BACKENDS (default `wasm`). */
+  backend?: string;
+  threads?: number;
+}
+
+/** Latency figures over the most recent runs, in milliseconds. */
+export interface RunStats {
+  runs: number;
+  p50: number;
+  p99: number;
+}
+
+type Listener = (e: KeylockError) => void;
+
+const WINDOW = 1024;
+
+/** The loaded model. Create with `loadModel`. */
+export class LockedModel {
+  private _state: ModelState = 'ready';
+  private _error?: KeylockError;
+  private session?: BackendSession;
+  private hooks: RunHooks[] = [];
+  private queue: Promise<unknown> = Promise.resolve();
+  private listeners: Record<'halt' | 'disable', Listener[]> = { halt: [], disable: [] };
+  private lat = new Float64Array(WINDOW);
+  private runs = 0;
+
+  /** @internal */
+  constructor(readonly manifest: Manifest | undefined) {}
+
+  /** `ready`, `halted` or `disabled`. */
+  get state(): ModelState { return this._state; }
+  /** Why the model is not ready, if it is not. */
+  get error(): KeylockError | undefined { return this._error; }
+  /** The model's declared (user-facing) inputs and outputs. */
+  get inputs(): IOSpec[] { return this.manifest?.inputs ?? []; }
+  get outputs(): IOSpec[] { return this.manifest?.outputs ?? []; }
+
+  /** Subscribes to `halt` or `disable`. */
+  on(event: 'halt' | 'disable', fn: Listener): this {
+    this.listeners[event].push(fn);
+    return this;
+  }
+
+  /** @internal Moves to halted (or disabled) and wipes run-time key material. */
+  halt(e: KeylockError, state: 'halted' | 'disabled' = 'halted'): void {
+    this._state = state;
+    this._error = e;
+    for (const h of this.hooks) h.wipe();
+    this.hooks = [];
+    void this.session?.release().catch(() => undefined);
+    this.session = undefined;
+    for (const fn of this.listeners[state === 'disabled' ? 'disable' : 'halt']) fn(e);
+  }
+
+  /** @internal */
+  attach(session: BackendSession, hooks: RunHooks[]): void {
+    this.session = session;
+    this.hooks = hooks;
+  }
+
+  /** Latency p50/p99 over the last runs. */
+  get stats(): RunStats {
+    const n = Math.min(this.runs, WINDOW);
+    const a = Array.from(this.lat.subarray(0, n)).sort((x, y) => x - y);
+    const q = (p: number): number => (n ? a[Math.min(n - 1, Math.floor(p * n))] : NaN);
+    return { runs: this.runs, p50: q(0.5), p99: q(0.99) };
+  }
+
+  /**
+   * Runs the model. Rejects at once with a HaltedError (whose `reason` is the
+   * typed cause) unless the model is ready, and with InputMismatchError when the
+   * inputs do not match the declared names, dtypes and shapes.
+   */
+  run(inputs: TensorMap): Promise<TensorMap> {
+    if (this._state !== 'ready' || !this.session) return Promise.reject(new HaltedError(this._error ?? new KeylockError('halted', 'not ready')));
+    const r = this.queue.then(() => this.runNow(inputs));
+    this.queue = r.catch(() => undefined);
+    return r;
+  }
+
+  private async runNow(inputs: TensorMap): Promise<TensorMap> {
+    if (this._state !== 'ready' || !this.session) throw new HaltedError(this._error ?? new KeylockError('halted', 'not ready'));
+    checkInputs(this.inputs, inputs);
+    const t0 = performance.now();
+    const feeds: TensorMap = {};
+    for (const [name, t] of Object.entries(inputs)) {
+      let x = t;
+      for (const h of this.hooks) if (h.transformInput) x = h.transformInput(name, x);
+      feeds[name] = x;
+    }
+    for (const h of this.hooks) if (h.feeds) Object.assign(feeds, h.feeds);
+    const out = await this.session.run(feeds);
+    this.lat[this.runs % WINDOW] = performance.now() - t0;
+    this.runs++;
+    return out;
+  }
+
+  /** Releases the backend session and wipes key material. */
+  async release(): Promise<void> {
+    for (const h of this.hooks) h.wipe();
+    this.hooks = [];
+    const s = this.session;
+    this.session = undefined;
+    if (this._state === 'ready') { this._state = 'halted'; this._error = new KeylockError('released', 'the model was released'); }
+    await s?.release();
+  }
+}
+
+/** Checks user inputs against the manifest's declared inputs. */
+export function checkInputs(specs: readonly IOSpec[], inputs: TensorMap): void {
+  const names = Object.keys(inputs);
+  for (const s of specs) {
+    const t = inputs[s.name];
+    if (!t) throw new InputMismatchError(`missing input "${s.name}"; the model takes ${specs.map((x) => `"${x.name}"`).join(', ')}, got ${names.map((x) => `"${x}"`).join(', ') || 'none'}`);
+    if (t.dtype !== s.dtype) throw new InputMismatchError(`input "${s.name}": expected ${s.dtype}, got ${t.dtype}`);
+    const fixed = s.shape.length === t.dims.length && s.shape.every((d, i) => typeof d !== 'number' || d < 0 || d === t.dims[i]);
+    if (!fixed) throw new InputMismatchError(`input "${s.name}": expected shape [${s.shape.join(',')}], got [${t.dims.join(',')}]`);
+    if (t.data.length !== shapeSize(t.dims)) throw new InputMismatchError(`input "${s.name}": dims [${t.dims.join(',')}] need ${shapeSize(t.dims)} elements, got ${t.data.length}`);
+  }
+  for (const n of names) {
+    if (!specs.some((s) => s.name === n)) throw new InputMismatchError(`unknown input "${n}"; the model takes ${specs.map((x) => `"${x.name}"`).join(', ')}`);
+  }
+}
+
+/** Undoes every load-time lock on `model` (a private copy), last applied first. */
+export function restoreModel(model: Uint8Array, locks: readonly LockEntry[], ctx: ApplyContext): void {
+  for (let i = locks.length - 1; i >= 0; i--) {
+    const l = locks[i];
+    if (l.scheme === 'sealed') restoreSealed(model, l, ctx);
+    else if (l.scheme === 'deeplock') restoreDeeplock(model, l, ctx);
+    else if (l.scheme === 'advparams') restoreAdvparams(model, l, ctx);
+    else if (l.scheme === 'signflip') restoreSignflip(model, l, ctx);
+  }
+}
+
+/** Run-time hooks of every lock, in lock order. */
+export function runHooks(locks: readonly LockEntry[], ctx: ApplyContext): RunHooks[] {
+  const hooks: RunHooks[] = [];
+  for (const l of locks) {
+    if (l.scheme === 'shuffle') hooks.push(shuffleHooks(l, ctx));
+    else if (l.scheme === 'signflip' && l.mode === 'input') hooks.push(signflipHooks(l, ctx));
+  }
+  return hooks;
+}
+
+/** Throws KeyMismatchError unless `modelKey` matches the manifest's key check value. */
+export function checkKey(manifest: Manifest, modelKey: Uint8Array): void {
+  if (modelKey.byteLength !== 32) throw new KeyMismatchError(`model key must be 32 bytes, got ${modelKey.byteLength}`);
+  const kcv = keyCheckValue(modelKey);
+  const ok = equalBytes(kcv, manifest.kcv);
+  wipe(kcv);
+  if (!ok) throw new KeyMismatchError(`the key does not open model "${manifest.modelId}" (key check value mismatch)`);
+}
+
+/** Compares outputs bit for bit with a recorded-outputs file. */
+function checkCanary(expected: TensorMap, got: TensorMap, i: number): void {
+  for (const [name, e] of Object.entries(expected)) {
+    const g = got[name];
+    const eb = new Uint8Array(e.data.buffer, e.data.byteOffset, e.data.byteLength);
+    const gb = g && new Uint8Array(g.data.buffer, g.data.byteOffset, g.data.byteLength);
+    if (!gb || !equalBytes(eb, gb)) throw new CanaryMismatchError(`canary sample ${i}: output "${name}" differs from the recorded one`);
+  }
+}
+
+/**
+ * Loads a `.klm` with a model key. Check failures (signature, digest, key,
+ * canary) do not throw: they return a model in state `halted` whose `error`
+ * says why. API misuse (no key given, unknown backend) throws.
+ */
+export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<LockedModel> {
+  if (!opts.modelKey) throw new TypeError('loadModel needs a modelKey (or a keystore)');
+  const backend = BACKENDS[opts.backend ?? 'wasm'];
+  if (!backend) throw new UnsupportedModelError(`unknown backend "${opts.backend}"; available: ${Object.keys(BACKENDS).join(', ')}`);
+  let file: KlmFile;
+  try {
+    file = openKlm(klm, opts.trust);
+  } catch (e) {
+    const m = new LockedModel(undefined);
+    m.halt(asKeylockError(e));
+    return m;
+  }
+  const model = new LockedModel(file.manifest);
+  try {
+    await unlockInto(model, file, opts.modelKey, backend, opts.threads);
+  } catch (e) {
+    model.halt(asKeylockError(e));
+  }
+  return model;
+}
+
+/** Shared by every key source: key check, restore, session, hooks, canary. */
+export async function unlockInto(model: LockedModel, file: KlmFile, modelKey: Uint8Array, backend: Backend, threads?: number): Promise<void> {
+  const { manifest } = file;
+  checkKey(manifest, modelKey);
+  const ctx: ApplyContext = { modelId: manifest.modelId, modelKey };
+  const bytes = new Uint8Array(file.model); // private copy: the caller's buffer is never changed
+  let session: BackendSession;
+  try {
+    restoreModel(bytes, manifest.locks, ctx);
+    session = await backend.create(bytes, { threads });
+  } finally {
+    wipe(bytes); // the backend holds its own copy; the plaintext in JS memory goes now
+  }
+  model.attach(session, runHooks(manifest.locks, ctx));
+  if (manifest.canary) {
+    const ins = decodeRecorded(manifest.canary.inputs, 'inputs');
+    const outs = decodeRecorded(manifest.canary.outputs, 'outputs');
+    for (let i = 0; i < ins.length; i++) checkCanary(outs[i]?.outputs ?? {}, await model.run(ins[i].inputs!), i);
+  }
+}
+
+function asKeylockError(e: unknown): KeylockError {
+  if (e instanceof KeylockError) return e;
+  return new TamperedError(`the model could not be loaded: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+}
+
+export type { TensorData };
