@@ -85,13 +85,6 @@ export class CanaryMismatchError extends KeylockError {
   }
 }
 
-/** `run()` on a model that is not ready: carries the reason it halted. */
-export class HaltedError extends KeylockError {
-  constructor(readonly reason: KeylockError) {
-    super(reason.code, `the model is halted: ${reason.message}`, { cause: reason });
-  }
-}
-
 /** Formats Unix seconds for messages (ISO time plus the raw number). */
 function when(t: number): string {
   const d = new Date(t * 1000);
@@ -167,5 +160,12 @@ export class NoGrantError extends KeylockError {
 export class KeystoreBusyError extends KeylockError {
   constructor(message: string) {
     super('busy', message);
+  }
+}
+
+/** Too many wrong unlock secrets: the keystore refuses further attempts until `retryAt` (Unix seconds). */
+export class LockoutError extends KeylockError {
+  constructor(readonly failures: number, readonly retryAt: number, now: number) {
+    super('locked-out', `keystore unlock: ${failures} wrong secret(s) in a row; expected no attempt before ${when(retryAt)}, got one at ${when(now)} (${Math.max(0, retryAt - now)} s early)`);
   }
 }

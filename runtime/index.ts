@@ -7,3 +7,6 @@ export * from './tensor.ts';
 export type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
 export { createOrtSession, ortWasmBackend, setOrtWasmPaths } from './ort.ts';
 export { decodeRecorded, encodeRecorded, MAX_RECORDED_BYTES, type RecordedKind, type Sample } from './recorded.ts';
+export { loadModel, LockedModel, BACKENDS, checkInputs, type LoadOptions, type ModelState, type RunStats } from './model.ts';
+export { openKlm, keyId, type Manifest, type KlmFile, type LockEntry, type Scheme, type IOSpec, type Policy } from './klm.ts';
+export { Keystore, memoryStorage, parseUnlock, type KeystoreStorage, type UnlockProvider } from '../keystore/index.ts';

@@ -15,7 +15,7 @@
 import { decodeCbor, Fields } from '../keystore/cbor.ts';
 import { openEnvelope, parseEnvelope } from '../keystore/envelope.ts';
 import { equalBytes, sha256 } from '../keystore/nacl.ts';
-import { FormatError, TamperedError } from './errors.ts';
+import { FormatError, TamperedError, UntrustedSignerError } from './errors.ts';
 
 export const KLM_FORMAT = 'keylock/klm';
 export const KLM_VERSION = 1;
@@ -272,7 +272,7 @@ export function openKlm(bytes: Uint8Array, trusted?: readonly Uint8Array[]): Klm
   let key = named;
   if (trusted) {
     const match = trusted.find((k) => named && equalBytes(k, named));
-    if (!match) throw new TamperedError(`${KLM_FORMAT}: signed by a vendor key this device does not trust`);
+    if (!match) throw new UntrustedSignerError(`${KLM_FORMAT}: expected a signature by one of ${trusted.length} trusted vendor key(s), got one by ${named ? keyId(named) : 'an unnamed key'}`);
     key = match;
   }
   if (!key) throw new FormatError(`${KLM_FORMAT}: the manifest names no vendor key`);

@@ -10,8 +10,9 @@
 import { equalBytes, wipe } from '../keystore/nacl.ts';
 import type { Backend, BackendSession } from './backend.ts';
 import {
-  CanaryMismatchError, HaltedError, InputMismatchError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
+  CanaryMismatchError, DisabledError, InputMismatchError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
 } from './errors.ts';
+import type { Keystore } from '../keystore/keystore.ts';
 import { openKlm, type IOSpec, type KlmFile, type LockEntry, type Manifest } from './klm.ts';
 import { restoreAdvparams } from './keys/advparams.ts';
 import { restoreDeeplock } from './keys/deeplock.ts';
@@ -35,9 +36,15 @@ export const BACKENDS: Record<string, Backend> = {
 
 /** Where the model key comes from, and how to run. */
 export interface LoadOptions {
+  /**
+   * The device keystore: the model key comes from its grant, the vendor keys it
+   * pins are the only ones trusted, failures are counted in it, and the policy
+   * may disable the model there.
+   */
+  keystore?: Keystore;
   /** The model key itself (the vendor's own check of a lock, tests). */
   modelKey?: Uint8Array;
-  /** Trusted vendor public keys; without them the signature proves integrity only. */
+  /** Trusted vendor public keys (with `modelKey`); without them the signature proves integrity only. */
   trust?: readonly Uint8Array[];
   /** Backend name from BACKENDS (default `wasm`). */
   backend?: string;
@@ -100,6 +107,10 @@ export class LockedModel {
     this.hooks = hooks;
   }
 
+  private notReady(): KeylockError {
+    return this._error ?? new KeylockError('halted', 'the model is not ready');
+  }
+
   /** Latency p50/p99 over the last runs. */
   get stats(): RunStats {
     const n = Math.min(this.runs, WINDOW);
@@ -109,19 +120,21 @@ export class LockedModel {
   }
 
   /**
-   * Runs the model. Rejects at once with a HaltedError (whose `reason` is the
-   * typed cause) unless the model is ready, and with InputMismatchError when the
-   * inputs do not match the declared names, dtypes and shapes.
+   * Runs the model. Unless the model is ready, rejects at once with the typed
+   * error that halted or disabled it (KeyMismatchError, ExpiredGrantError,
+   * RevokedError, TamperedError, CanaryMismatchError, DisabledError, ...), and
+   * never returns numbers. Rejects with InputMismatchError when the inputs do
+   * not match the declared names, dtypes and shapes.
    */
   run(inputs: TensorMap): Promise<TensorMap> {
-    if (this._state !== 'ready' || !this.session) return Promise.reject(new HaltedError(this._error ?? new KeylockError('halted', 'not ready')));
+    if (this._state !== 'ready' || !this.session) return Promise.reject(this.notReady());
     const r = this.queue.then(() => this.runNow(inputs));
     this.queue = r.catch(() => undefined);
     return r;
   }
 
   private async runNow(inputs: TensorMap): Promise<TensorMap> {
-    if (this._state !== 'ready' || !this.session) throw new HaltedError(this._error ?? new KeylockError('halted', 'not ready'));
+    if (this._state !== 'ready' || !this.session) throw this.notReady();
     checkInputs(this.inputs, inputs);
     const t0 = performance.now();
     const feeds: TensorMap = {};
@@ -204,28 +217,56 @@ function checkCanary(expected: TensorMap, got: TensorMap, i: number): void {
   }
 }
 
+/** Failures that count toward the policy's limit: the key or the model's bytes are not what the vendor made. */
+function countsAsFailure(e: KeylockError): boolean {
+  return e instanceof KeyMismatchError || e instanceof CanaryMismatchError || e instanceof TamperedError;
+}
+
 /**
- * Loads a `.klm` with a model key. Check failures (signature, digest, key,
- * canary) do not throw: they return a model in state `halted` whose `error`
- * says why. API misuse (no key given, unknown backend) throws.
+ * Loads a `.klm`. The model key comes from `opts.keystore` (a device) or
+ * `opts.modelKey` (a vendor checking its own lock). Check failures (signature,
+ * digest, licence window, revocation, key check value, canary) do not throw:
+ * they return a model in state `halted` (or `disabled`, when the keystore's
+ * policy says so) whose `error` says why, and whose `run()` rejects with it.
+ * API misuse (no key source, unknown backend) throws.
  */
 export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<LockedModel> {
-  if (!opts.modelKey) throw new TypeError('loadModel needs a modelKey (or a keystore)');
+  const ks = opts.keystore;
+  if (!ks && !opts.modelKey) throw new TypeError('loadModel needs a keystore or a modelKey');
   const backend = BACKENDS[opts.backend ?? 'wasm'];
   if (!backend) throw new UnsupportedModelError(`unknown backend "${opts.backend}"; available: ${Object.keys(BACKENDS).join(', ')}`);
   let file: KlmFile;
   try {
-    file = openKlm(klm, opts.trust);
+    file = openKlm(klm, ks ? ks.vendorKeys : opts.trust);
   } catch (e) {
     const m = new LockedModel(undefined);
     m.halt(asKeylockError(e));
     return m;
   }
   const model = new LockedModel(file.manifest);
+  const { modelId, policy } = file.manifest;
+  let modelKey: Uint8Array | undefined;
   try {
-    await unlockInto(model, file, opts.modelKey, backend, opts.threads);
+    modelKey = ks ? ks.modelKeyFor(modelId) : new Uint8Array(opts.modelKey!);
+    await unlockInto(model, file, modelKey, backend, opts.threads);
+    if (ks) await ks.resetFailures(modelId);
   } catch (e) {
-    model.halt(asKeylockError(e));
+    const err = asKeylockError(e);
+    if (err instanceof DisabledError) {
+      model.halt(err, 'disabled');
+    } else if (ks && countsAsFailure(err)) {
+      const r = await ks.recordFailure(modelId, policy);
+      if (r.disabled) {
+        const d = new DisabledError(modelId, Math.floor(Date.now() / 1000), `${r.failures} failed unlock(s): ${err.message}`);
+        model.halt(d, 'disabled');
+      } else {
+        model.halt(err);
+      }
+    } else {
+      model.halt(err);
+    }
+  } finally {
+    modelKey?.fill(0);
   }
   return model;
 }

@@ -18,29 +18,13 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { countCorrect, onnxLogits } from '../../eval/accuracy.ts';
 import { initTfjsWasm } from '../tfjs/setup.ts';
-import { cnnToOnnx, mlpToOnnx, readWeights } from './export-onnx.ts';
+import { readWeights } from './export-onnx.ts';
 import { fit, type FitOptions } from './fit.ts';
 import { loadMnist, PIXELS, SPLIT_SEED, type MnistSet } from './mnist.ts';
-import { makeCnn, makeMlp, paramCount, type Net } from './nets.ts';
+import { paramCount, type Net } from './nets.ts';
 import { createProgress } from './progress.ts';
 
-/** Seed of everything random in training; the batch-order stream uses SEED + 1000. */
-const SEED = 1;
-
-// Hyper-parameters of both models, chosen by test accuracy within a few-minute budget on 2 cores.
-const EPOCHS = 20;
-const BATCH_SIZE = 64;
-/** Adam step size by epoch: 2e-3 for 1–8, 1e-3 for 9–13, 5e-4 for 14–16, 2.5e-4 for 17–20. */
-const LEARNING_RATES: readonly number[] = [
-  ...Array<number>(8).fill(2e-3), ...Array<number>(5).fill(1e-3), ...Array<number>(3).fill(5e-4), 2.5e-4,
-];
-/** Training digits are shifted by up to this many pixels each way (seeded); it adds ~1 point of test accuracy. */
-const MAX_SHIFT = 1;
-
-const SPECS = {
-  mlp: { make: makeMlp, file: 'mnist-mlp.onnx', toOnnx: mlpToOnnx, arch: 'Flatten → Gemm 784×128 → Relu → Gemm 128×10' },
-  cnn: { make: makeCnn, file: 'mnist-cnn.onnx', toOnnx: cnnToOnnx, arch: 'Conv 3×3×8 → Relu → MaxPool 2 → Conv 3×3×16 → Relu → MaxPool 2 → Flatten → Gemm 400×10' },
-} as const;
+import { BATCH_SIZE, EPOCHS, LEARNING_RATES, MAX_SHIFT, SEED, SPECS } from './recipe.ts';
 
 type Kind = keyof typeof SPECS;
 
@@ -101,7 +85,9 @@ async function main(): Promise<void> {
   console.log(`total ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 }
 
-main().catch((e: unknown) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exitCode = 1;
-});
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().catch((e: unknown) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exitCode = 1;
+  });
+}

@@ -63,6 +63,9 @@ export function signflipHooks(lock: SignflipLock, ctx: ApplyContext): RunHooks {
     const units = unitBitsOf(lock, ctx.modelKey);
     for (const layer of lock.layers) {
       if (!layer.keyInput || !layer.keyDims) throw new FormatError(`signflip: input-mode layer "${layer.weight}" names no key input`);
+      // Caught here, at load, rather than as an opaque backend error on the first run.
+      const elements = layer.keyDims.reduce((a, b) => a * b, 1);
+      if (elements !== layer.channels) throw new FormatError(`signflip: key dims [${layer.keyDims.join(',')}] of layer "${layer.weight}" hold ${elements} values, expected ${layer.channels} (one per channel)`);
       const bits = layerBits(lock, layer, ctx.modelKey, units);
       const data = new Float32Array(layer.channels);
       for (let j = 0; j < layer.channels; j++) data[j] = bits[j] ? -1 : 1;

@@ -1,0 +1,165 @@
+/**
+ * The lock pipeline: model bytes + schemes + vendor key -> a signed `.klm` and a
+ * fresh model key. Graph-stage locks run on the decoded model in the order
+ * given, the model is encoded once, then byte-stage locks run on the final bytes
+ * (models/lock/types.ts explains the two stages).
+ */
+import { randomBytes } from '../../keystore/nacl.ts';
+import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { keyCheckValue } from '../../runtime/keys/derive.ts';
+import { hex, SCHEMES, type Canary, type IOSpec, type LockEntry, type Policy, type Scheme } from '../../runtime/klm.ts';
+import { loadModel } from '../../runtime/model.ts';
+import { encodeRecorded, type Sample } from '../../runtime/recorded.ts';
+import { packKlm, type ManifestDraft } from '../klm.ts';
+import { decodeModel, encodeModel, normalizeModel } from '../onnx/codec.ts';
+import { dataTypeName } from '../onnx/dtypes.ts';
+import { listInitializers, type InitializerInfo } from '../onnx/layout.ts';
+import type { OnnxModel, ValueInfoProto } from '../onnx/types.ts';
+import { LOCKERS } from './registry.ts';
+import type { FinishEntry, LockContext, LockOptions } from './types.ts';
+
+export type { LockOptions } from './types.ts';
+
+/** Everything `lockModel` needs besides the model bytes. */
+export interface LockRequest extends LockOptions {
+  schemes: Scheme[];
+  /** Ed25519 seed of the vendor key that signs the `.klm`. */
+  vendorSeed: Uint8Array;
+  /** Defaults to `model-<random>`; must be unique per locked model. */
+  modelId?: string;
+  /** Recorded inputs whose plain outputs become the canary. */
+  canary?: Sample[];
+  policy?: Policy;
+  /** A given model key (re-locking under a chosen key); fresh random bytes otherwise. */
+  modelKey?: Uint8Array;
+}
+
+/** The outcome of a lock. */
+export interface LockResult {
+  klm: Uint8Array;
+  modelKey: Uint8Array;
+  modelId: string;
+  /** Human-readable lines: what each lock did and any exactness caveat. */
+  report: string[];
+  /** The locked model bytes (also inside `klm`). */
+  locked: Uint8Array;
+}
+
+/** Parses `signflip+sealed` into schemes, checking names and duplicates. */
+export function parseSchemes(spec: string): Scheme[] {
+  const parts = spec.split('+').map((s) => s.trim()).filter(Boolean);
+  if (!parts.length) throw new RangeError('no scheme given; expected e.g. "signflip+sealed"');
+  for (const p of parts) {
+    if (!SCHEMES.includes(p as Scheme)) throw new RangeError(`unknown scheme "${p}"; known: ${SCHEMES.join(', ')}`);
+  }
+  if (new Set(parts).size !== parts.length) throw new RangeError(`a scheme appears twice in "${spec}"`);
+  return parts as Scheme[];
+}
+
+function ioSpec(v: ValueInfoProto): IOSpec {
+  const t = v.type?.tensor_type;
+  const dtype = t ? dataTypeName(t.elem_type) : 'unknown';
+  const shape = (t?.shape?.dim ?? []).map((d, i) => {
+    if (d.dim_value !== undefined && d.dim_value !== null && Number(d.dim_value) > 0) return Number(d.dim_value);
+    return d.dim_param || `d${i}`;
+  });
+  return { name: v.name ?? '', dtype, shape };
+}
+
+/** User-facing graph inputs (initializers and key inputs excluded) and outputs. */
+export function modelIO(model: OnnxModel, keyInputs: ReadonlySet<string>): { inputs: IOSpec[]; outputs: IOSpec[] } {
+  const inits = new Set(model.graph.initializer.map((t) => t.name));
+  return {
+    inputs: model.graph.input.filter((v) => !inits.has(v.name ?? '') && !keyInputs.has(v.name ?? '')).map(ioSpec),
+    outputs: model.graph.output.map(ioSpec),
+  };
+}
+
+/**
+ * Moves float tensors held in `Constant` nodes into initializers, so that every
+ * weight has a byte range a lock can reach (a weight left in a Constant node
+ * would stay in the clear).
+ */
+export function constantsToInitializers(model: OnnxModel): number {
+  let moved = 0;
+  const keep = [];
+  for (const n of model.graph.node) {
+    const value = n.op_type === 'Constant' && (n.domain ?? '') === '' && n.attribute.length === 1 && n.attribute[0].name === 'value' ? n.attribute[0].t : undefined;
+    if (value && n.output.length === 1) {
+      model.graph.initializer.push({ ...value, name: n.output[0] });
+      moved++;
+    } else {
+      keep.push(n);
+    }
+  }
+  model.graph.node = keep;
+  return moved;
+}
+
+/**
+ * The canary's expected outputs are what the locked model gives with the right
+ * key, through the same runtime a device uses: a device that reproduces them
+ * has the right key, the right bytes and a working backend.
+ */
+async function canaryOf(klm: Uint8Array, modelKey: Uint8Array, canary: Sample[]): Promise<Canary> {
+  const m = await loadModel(klm, { modelKey });
+  if (m.state !== 'ready') throw m.error!;
+  try {
+    const outs: Sample[] = [];
+    for (const c of canary) outs.push({ outputs: await m.run(c.inputs ?? {}) });
+    return { inputs: encodeRecorded(canary, 'inputs'), outputs: encodeRecorded(outs, 'outputs') };
+  } finally {
+    await m.release();
+  }
+}
+
+/** Locks an ONNX model. Throws UnsupportedModelError when a scheme cannot apply. */
+export async function lockOnnx(modelBytes: Uint8Array, req: LockRequest): Promise<LockResult> {
+  const modelKey = req.modelKey ? new Uint8Array(req.modelKey) : randomBytes(32);
+  if (modelKey.byteLength !== 32) throw new RangeError(`model key must be 32 bytes, got ${modelKey.byteLength}`);
+  const modelId = req.modelId ?? `model-${hex(randomBytes(8))}`;
+  const report: string[] = [];
+  const ctx: LockContext = { modelId, modelKey, opts: req, report: (l) => report.push(l) };
+
+  const model = decodeModel(normalizeModel(modelBytes));
+  const moved = constantsToInitializers(model);
+  if (moved) report.push(`moved ${moved} Constant node tensor(s) into initializers so locks can reach them`);
+  const plainInputs = new Set(modelIO(model, new Set()).inputs.map((i) => i.name));
+
+  const pending: { index: number; finish: FinishEntry }[] = [];
+  for (const [index, scheme] of req.schemes.entries()) {
+    const l = LOCKERS[scheme];
+    if (l.graph) pending.push({ index, finish: await l.graph(model, ctx) });
+  }
+  const locked = encodeModel(model);
+  const inits = listInitializers(locked);
+  const byName = new Map<string, InitializerInfo>(inits.map((i) => [i.name, i]));
+  const entries: LockEntry[] = new Array(req.schemes.length);
+  for (const p of pending) entries[p.index] = p.finish(byName, locked);
+  for (const [index, scheme] of req.schemes.entries()) {
+    const l = LOCKERS[scheme];
+    if (l.bytes) entries[index] = l.bytes(locked, inits, ctx);
+  }
+
+  const io = modelIO(model, new Set());
+  const keyInputs = new Set(io.inputs.map((i) => i.name).filter((n) => !plainInputs.has(n)));
+  const { inputs, outputs } = modelIO(model, keyInputs);
+  if (!inputs.length) throw new UnsupportedModelError('the model has no inputs');
+  const draft: ManifestDraft = {
+    modelId,
+    modelFormat: 'onnx',
+    created: Math.floor(Date.now() / 1000),
+    inputs,
+    outputs,
+    locks: entries,
+    kcv: keyCheckValue(modelKey),
+    policy: req.policy ?? { onInvalidKey: 'halt', maxFailures: 0 },
+  };
+  let klm = packKlm(draft, locked, req.vendorSeed);
+  if (req.canary?.length) {
+    draft.canary = await canaryOf(klm, modelKey, req.canary);
+    klm = packKlm(draft, locked, req.vendorSeed);
+    report.push(`canary: ${req.canary.length} recorded sample(s) must reproduce bit for bit on the device`);
+  }
+  return { klm, modelKey, modelId, report, locked };
+}

@@ -1,0 +1,34 @@
+/**
+ * `sealed`, vendor side: every learned-parameter tensor is encrypted in place
+ * with XSalsa20-Poly1305 under a key derived from the model key and a nonce
+ * derived from (model id, tensor name). The MACs go to the manifest, so the file
+ * keeps its length and stays a structurally valid model of the same shape.
+ */
+import { secretboxDetached, wipe } from '../../keystore/nacl.ts';
+import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { sealedNonce, sealedSecretboxKey } from '../../runtime/keys/derive.ts';
+import type { SealedLock } from '../../runtime/klm.ts';
+import { PARAMETER_DTYPES, rangeOf, type Locker } from './types.ts';
+
+export const sealedLocker: Locker = {
+  scheme: 'sealed',
+  bytes(bytes, inits, ctx): SealedLock {
+    const targets = inits.filter((i) => PARAMETER_DTYPES.has(i.dtype) && i.byteLength > 0);
+    if (!targets.length) throw new UnsupportedModelError('sealed: the model has no parameter tensors (float or int8/uint8 initializers) to encrypt');
+    const unaddressable = targets.filter((i) => !i.inRawData);
+    if (unaddressable.length) throw new UnsupportedModelError(`sealed: tensor "${unaddressable[0].name}" has no contiguous raw_data range`);
+    const key = sealedSecretboxKey(ctx.modelKey);
+    try {
+      const tensors = targets.map((i) => {
+        const range = bytes.subarray(i.byteOffset, i.byteOffset + i.byteLength);
+        const { cipher, mac } = secretboxDetached(range, sealedNonce(ctx.modelId, i.name), key);
+        range.set(cipher);
+        return { ...rangeOf(i), mac: new Uint8Array(mac) };
+      });
+      ctx.report(`sealed: encrypted ${tensors.length} tensor(s), ${tensors.reduce((n, t) => n + t.length, 0)} bytes`);
+      return { scheme: 'sealed', tensors };
+    } finally {
+      wipe(key);
+    }
+  },
+};

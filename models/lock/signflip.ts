@@ -1,0 +1,389 @@
+/**
+ * `signflip` (HPNN, Chakraborty, Mondal & Srivastava 2020), vendor side.
+ *
+ * Every Conv, Gemm and MatMul whose weight is a float32 initializer gets one key
+ * bit per output channel (or per MAC unit, `units`). The keyed channels of the
+ * weight and bias are negated, and so are those of the per-channel constants of
+ * the sign-odd ops that follow the layer (a bias Add/Sub with a constant, an
+ * inference BatchNormalization), so the whole chain computes exactly the
+ * negation of the plain value: IEEE rounding is symmetric, so every add,
+ * multiply and divide of negated operands gives the negated result bit for bit.
+ *
+ * The one exception is an exact zero: a sum of all-zero products is +0 whether
+ * the weights are negated or not, so in input mode a bias-free layer returns -0
+ * for it in keyed channels (equal as a number, not as bits; the report says so).
+ *
+ * Fold mode leaves the graph alone; the runtime flips the ranges back at load.
+ * Input mode also multiplies the end of the chain by a ±1 key tensor fed on
+ * every run (runtime/keys/signflip.ts), so the weights stay locked in memory.
+ * The Mul goes after the chain, not after the layer, so onnxruntime still fuses
+ * Conv+BatchNormalization, Conv+Add and MatMul+Add into one kernel.
+ */
+import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { signflipUnitBits } from '../../runtime/keys/derive.ts';
+import { layerBits, negateChannels } from '../../runtime/keys/signflip.ts';
+import type { ChannelRange, SignflipLayer, SignflipLock } from '../../runtime/klm.ts';
+import {
+  addInitializer, addInput, getInitializerBytes, intAttribute, makeNode, nodeUses, setInitializerBytes, tensorDims, uniqueName,
+} from '../onnx/index.ts';
+import type { GraphProto, NodeProto, OnnxModel, TensorProto } from '../onnx/types.ts';
+import { rangeOf, type FinishEntry, type Locker } from './types.ts';
+
+/** TensorProto.DataType FLOAT. */
+const FLOAT = 1;
+/** Longest chain of sign-odd ops followed after a layer; real graphs have one or two. */
+const MAX_CHAIN = 16;
+
+type Layout = ChannelRange['layout'];
+
+/**
+ * A graph of the model and the graphs around it. Layers inside If/Loop/Scan
+ * bodies are locked too (e.g. openWakeWord's verifier models): their weights are
+ * main-graph initializers read by name, and the key input, a main-graph input,
+ * is visible in every body.
+ */
+interface Scope {
+  graph: GraphProto;
+  /** Enclosing graphs, the main graph first. */
+  outer: GraphProto[];
+  /** ' (in then_branch of If "x")' for a body, '' for the main graph. */
+  where: string;
+}
+
+/** A tensor slot whose keyed channels get negated. */
+interface Slot {
+  node: NodeProto;
+  index: number;
+  layout: Layout;
+}
+
+/** A layer that can be locked, found before anything is changed. */
+interface Candidate {
+  scope: Scope;
+  node: NodeProto;
+  weight: string;
+  channels: number;
+  /** Weight, then bias. */
+  slots: Slot[];
+  /** Rank of the layer's output, when known. */
+  rank: number | undefined;
+  /** Where the channel axis is, counted from the last axis (0: last). */
+  chFromEnd: number;
+}
+
+/** A locked layer, waiting for its final byte ranges. */
+interface Planned {
+  weight: string;
+  channels: number;
+  ranges: { name: string; layout: Layout }[];
+  keyInput?: string;
+  keyDims?: number[];
+}
+
+function label(node: NodeProto, scope?: Scope): string {
+  return `${node.op_type ?? '?'} "${node.name || node.output[0] || ''}"${scope?.where ?? ''}`;
+}
+
+function bodiesOf(node: NodeProto): { name: string; graph: GraphProto }[] {
+  const out: { name: string; graph: GraphProto }[] = [];
+  for (const a of node.attribute) {
+    if (a.g) out.push({ name: a.name ?? '', graph: a.g });
+    a.graphs.forEach((graph, i) => out.push({ name: `${a.name ?? ''}[${i}]`, graph }));
+  }
+  return out;
+}
+
+/** The main graph and every body nested in it, outer graphs before the bodies they hold. */
+function allScopes(model: OnnxModel): Scope[] {
+  const out: Scope[] = [];
+  const visit = (s: Scope): void => {
+    out.push(s);
+    for (const n of s.graph.node) {
+      for (const b of bodiesOf(n)) visit({ graph: b.graph, outer: [...s.outer, s.graph], where: ` (in ${b.name} of ${label(n)}${s.where})` });
+    }
+  };
+  visit({ graph: model.graph, outer: [], where: '' });
+  return out;
+}
+
+/** True when graph `g` itself defines `name` (as an input, initializer or node output). */
+function definesLocally(g: GraphProto, name: string): boolean {
+  return g.input.some((v) => v.name === name) || g.initializer.some((t) => t.name === name) || g.node.some((n) => n.output.includes(name));
+}
+
+/**
+ * The float32 main-graph initializer that `name` means inside `scope`, or why
+ * there is none. Only main-graph initializers have a byte range the manifest
+ * can name, so a tensor a body defines for itself cannot be locked.
+ */
+function lookup(model: OnnxModel, scope: Scope, name: string | undefined): { t: TensorProto } | { why: string } {
+  if (!name) return { why: 'is missing' };
+  for (const g of [...scope.outer.slice(1), scope.graph]) {
+    if (g !== model.graph && definesLocally(g, name)) return { why: `"${name}" is defined inside a subgraph` };
+  }
+  const t = model.graph.initializer.find((x) => x.name === name);
+  if (!t) return { why: `"${name}" is not an initializer` };
+  if (t.data_type !== FLOAT) return { why: `"${name}" is not float32` };
+  return { t };
+}
+
+function countOf(dims: readonly number[]): number {
+  return dims.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * How many places anywhere in the model read `name`: node input slots and graph
+ * outputs, in every body. Names shadowed inside a body count too, so the count
+ * errs on the side of "shared".
+ */
+function useCount(model: OnnxModel, name: string): number {
+  let n = 0;
+  for (const s of allScopes(model)) {
+    n += s.graph.output.filter((v) => v.name === name).length;
+    for (const node of s.graph.node) n += node.input.filter((x) => x === name).length;
+  }
+  return n;
+}
+
+/** Declared rank of a value seen from `scope` (initializer, input, output, value_info), when the file states it. */
+function declaredRank(scope: Scope, name: string): number | undefined {
+  for (const g of [scope.graph, ...[...scope.outer].reverse()]) {
+    const init = g.initializer.find((t) => t.name === name);
+    if (init) return init.dims.length;
+    const vi = [...g.input, ...g.value_info, ...g.output].find((v) => v.name === name);
+    if (vi) return vi.type?.tensor_type?.shape?.dim.length;
+  }
+  return undefined;
+}
+
+/**
+ * True when a constant of `dims`, broadcast against a value whose channel axis is
+ * `chFromEnd` from the end, holds one value per channel (and is constant along
+ * every other axis), so that negating its keyed channels is all it takes.
+ */
+function perChannel(dims: readonly number[], channels: number, chFromEnd: number): boolean {
+  const at = dims.length - 1 - chFromEnd;
+  if (at < 0 && channels !== 1) return false;
+  return dims.every((d, i) => (i === at ? d === channels : d === 1));
+}
+
+/** The layer `node` locks, a reason it cannot be locked, or undefined when it is not a Conv/Gemm/MatMul. */
+function candidate(model: OnnxModel, scope: Scope, node: NodeProto): Candidate | { skip: string } | undefined {
+  const op = node.op_type;
+  if ((node.domain ?? '') !== '' || (op !== 'Conv' && op !== 'Gemm' && op !== 'MatMul')) return undefined;
+  const weight = node.input[1] ?? '';
+  const w = lookup(model, scope, weight);
+  if ('why' in w) return { skip: `its weight ${w.why}` };
+  const uses = useCount(model, weight);
+  if (uses !== 1) return { skip: `its weight "${weight}" has ${uses} readers (shared weights stay plain)` };
+  const wd = tensorDims(w.t);
+  const bias = node.input[2] ?? '';
+  const b = bias ? lookup(model, scope, bias) : undefined;
+
+  let c: Candidate;
+  if (op === 'Conv') {
+    if (wd.length < 3) return { skip: `its weight has rank ${wd.length}, expected at least 3` };
+    c = { scope, node, weight, channels: wd[0]!, slots: [{ node, index: 1, layout: 'outer' }], rank: wd.length, chFromEnd: wd.length - 2 };
+    if (b && ('why' in b || countOf(tensorDims(b.t)) !== c.channels)) return { skip: `its bias is not a float32 initializer of ${c.channels} values` };
+  } else if (op === 'Gemm') {
+    if (wd.length !== 2) return { skip: `its weight has rank ${wd.length}, expected 2` };
+    const transB = intAttribute(node, 'transB', 0) !== 0;
+    c = { scope, node, weight, channels: transB ? wd[0]! : wd[1]!, slots: [{ node, index: 1, layout: transB ? 'outer' : 'inner' }], rank: 2, chFromEnd: 0 };
+    if (b) {
+      // C broadcasts to [M, N]; it is per output channel when its last axis is N.
+      const bd = 't' in b ? tensorDims(b.t) : [];
+      const ok = 't' in b && bd.length <= 2 && (c.channels === 1 || bd[bd.length - 1] === c.channels);
+      if (!ok) return { skip: `its bias is not a float32 initializer with one value per output channel (a scalar shared by all channels cannot be negated per channel)` };
+    }
+  } else {
+    if (wd.length < 2) return { skip: `its weight has rank ${wd.length}, expected at least 2` };
+    const rankA = declaredRank(scope, node.input[0] ?? '');
+    const rank = rankA === undefined ? undefined : rankA === 1 ? wd.length - 1 : Math.max(rankA, wd.length);
+    c = { scope, node, weight, channels: wd[wd.length - 1]!, slots: [{ node, index: 1, layout: 'inner' }], rank, chFromEnd: 0 };
+  }
+  if (c.channels < 1) return { skip: 'it has no output channels' };
+  if (bias) c.slots.push({ node, index: 2, layout: op === 'Gemm' ? 'inner' : 'outer' });
+  return c;
+}
+
+/**
+ * The name of the tensor in `slot`, first given a private copy when something
+ * else reads it too (tf2onnx and others share equal constants between layers,
+ * e.g. batch-norm statistics): negating a shared tensor would change the other
+ * readers. Per-channel vectors are small, so the copy costs little.
+ */
+function privateTensor(model: OnnxModel, slot: Slot, scope: Scope, report: (l: string) => void): string {
+  const name = slot.node.input[slot.index]!;
+  if (useCount(model, name) === 1) return name;
+  const raw = getInitializerBytes(model, name);
+  const t = model.graph.initializer.find((x) => x.name === name)!;
+  const copy: TensorProto = { ...t, name: uniqueName(model, `${name}/keylock_signflip`), dims: [...t.dims], raw_data: raw, float_data: [] };
+  addInitializer(model, copy);
+  slot.node.input[slot.index] = copy.name!;
+  report(`signflip: gave ${label(slot.node, scope)} a private copy of shared constant "${name}" (${raw.byteLength} bytes)`);
+  return copy.name!;
+}
+
+/** Negates the keyed channels of a float32 initializer with the runtime's own routine, so lock and unlock cannot drift apart. */
+function negate(model: OnnxModel, name: string, layout: Layout, channels: number, bits: Uint8Array): void {
+  const bytes = getInitializerBytes(model, name);
+  negateChannels(bytes, { name, offset: 0, length: bytes.byteLength, dtype: 'float32', layout }, channels, bits);
+  setInitializerBytes(model, name, bytes);
+}
+
+type Step = { node: NodeProto; slots: Slot[]; rank: number | undefined } | { stop: string };
+
+/** One step along the sign-odd chain after a layer: the slots to negate and the next value, or why the chain stops. */
+function chainStep(model: OnnxModel, cur: string, c: Candidate, rank: number | undefined): Step {
+  const g = c.scope.graph;
+  if (g.output.some((v) => v.name === cur)) return { stop: 'a graph output' };
+  const readers = g.node.filter((n) => nodeUses(n, cur));
+  if (readers.length !== 1) return { stop: readers.length ? `${readers.length} readers` : 'no reader' };
+  const n = readers[0]!;
+  const op = n.op_type ?? '?';
+  const simple = (n.domain ?? '') === '' && n.input.filter((x) => x === cur).length === 1 && bodiesOf(n).length === 0;
+  if (!simple) return { stop: label(n) };
+  if ((op === 'Add' || op === 'Sub') && n.input.length === 2) {
+    // (-x) + (-k) = -(x + k); for Sub either operand order is odd as well.
+    const index = n.input[0] === cur ? 1 : 0;
+    const k = lookup(model, c.scope, n.input[index]);
+    if ('why' in k) return { stop: `${label(n)} (its other operand ${k.why})` };
+    const kd = tensorDims(k.t);
+    if (!perChannel(kd, c.channels, c.chFromEnd)) return { stop: `${label(n)} (its constant of shape [${kd.join(',')}] is not one value per channel)` };
+    return { node: n, slots: [{ node: n, index, layout: 'outer' }], rank: rank === undefined ? undefined : Math.max(rank, kd.length) };
+  }
+  if (op === 'BatchNormalization' && n.input[0] === cur && n.input.length >= 5) {
+    // y = (x - mean) * scale / sqrt(var + eps) + B is odd in (x, mean, B); scale and var stay.
+    if (n.output.filter((o) => o !== '').length !== 1 || intAttribute(n, 'training_mode', 0) !== 0) return { stop: `${label(n)} (training mode)` };
+    if (rank === undefined || rank - 1 - c.chFromEnd !== 1) return { stop: `${label(n)} (it normalizes axis 1, not known to be the channel axis)` };
+    for (const i of [2, 3]) {
+      const t = lookup(model, c.scope, n.input[i]);
+      if ('why' in t || countOf(tensorDims(t.t)) !== c.channels) return { stop: `${label(n)} (its ${i === 2 ? 'bias' : 'mean'} is not a float32 initializer of ${c.channels} values)` };
+    }
+    return { node: n, slots: [{ node: n, index: 2, layout: 'outer' }, { node: n, index: 3, layout: 'outer' }], rank };
+  }
+  return { stop: label(n) };
+}
+
+/** ±1 key tensor dims that broadcast along the channel axis: [C] for a last-axis channel, [1,C,1,1] for NCHW. */
+function keyDimsOf(channels: number, rank: number | undefined, chFromEnd: number): number[] {
+  if (chFromEnd === 0) return [channels];
+  const dims = [channels, ...new Array<number>(chFromEnd).fill(1)];
+  while (rank !== undefined && dims.length < rank) dims.unshift(1);
+  return dims;
+}
+
+/**
+ * Puts `Mul(value, key)` between `value` and everything that reads it: the
+ * producer writes a new name and the Mul writes `value`, so every reader (other
+ * nodes, bodies that read it by name, a graph output) gets the restored value
+ * and user-facing output names never change.
+ */
+function insertKeyMul(model: OnnxModel, scope: Scope, value: string, key: string): void {
+  const nodes = scope.graph.node;
+  const producer = nodes.find((n) => n.output.includes(value));
+  if (!producer) throw new UnsupportedModelError(`signflip: value "${value}" has no producing node`);
+  const signed = uniqueName(model, `${value}/keylock_signed`);
+  producer.output[producer.output.indexOf(value)] = signed;
+  nodes.splice(nodes.indexOf(producer) + 1, 0, makeNode('Mul', [signed, key], [value], {}, uniqueName(model, `${key}/mul`)));
+}
+
+function parseOptions(opts: { signflipMode?: string; units?: number }): { mode: 'input' | 'fold'; units: number } {
+  const mode = opts.signflipMode ?? 'input';
+  if (mode !== 'input' && mode !== 'fold') throw new RangeError(`signflip mode must be "input" or "fold", got "${String(mode)}"`);
+  const units = opts.units ?? 0;
+  if (!Number.isSafeInteger(units) || units < 0) throw new RangeError(`signflip units must be a non-negative integer (0: one bit per channel), got ${units}`);
+  return { mode, units };
+}
+
+/**
+ * The `signflip` graph-stage locker. Options: `signflipMode` (`input`, the
+ * default, or `fold`) and `units` (0: one bit per channel; U: channel j uses
+ * MAC-unit bit j mod U). Throws UnsupportedModelError when no layer can be
+ * locked; reports one line per locked layer and one per skipped one.
+ */
+export const signflipLocker: Locker = {
+  scheme: 'signflip',
+  graph(model, ctx): FinishEntry {
+    const { mode, units } = parseOptions(ctx.opts);
+    const found: Candidate[] = [];
+    const skipped: string[] = [];
+    for (const scope of allScopes(model)) {
+      for (const node of scope.graph.node) {
+        const c = candidate(model, scope, node);
+        if (!c) continue;
+        if ('skip' in c) skipped.push(`${label(node, scope)}: ${c.skip}`);
+        else found.push(c);
+      }
+    }
+    if (!found.length) {
+      const why = skipped.length ? `; skipped ${skipped.slice(0, 3).join('; ')}${skipped.length > 3 ? `; and ${skipped.length - 3} more` : ''}` : '';
+      throw new UnsupportedModelError(`signflip: the model has no Conv, Gemm or MatMul with an unshared float32 weight initializer to lock${why}`);
+    }
+    for (const s of skipped) ctx.report(`signflip: skipped ${s}`);
+
+    const stub: SignflipLock = { scheme: 'signflip', mode, units, layers: [] };
+    const unitBits = units ? signflipUnitBits(ctx.modelKey, units) : undefined;
+    const planned: Planned[] = [];
+    try {
+      for (const c of found) {
+        const layer: SignflipLayer = { weight: c.weight, channels: c.channels, ranges: [] };
+        const bits = layerBits(stub, layer, ctx.modelKey, unitBits);
+        const keyed = bits.reduce((a, b) => a + b, 0);
+        const p: Planned = { weight: c.weight, channels: c.channels, ranges: [] };
+        const flip = (s: Slot): void => {
+          const name = privateTensor(model, s, c.scope, ctx.report);
+          negate(model, name, s.layout, c.channels, bits);
+          p.ranges.push({ name, layout: s.layout });
+        };
+        c.slots.forEach(flip);
+        const chain = [c.node.op_type ?? '?'];
+        let cur = c.node.output[0]!;
+        let rank = c.rank;
+        let stop = `more than ${MAX_CHAIN} sign-odd ops`;
+        for (let i = 0; i < MAX_CHAIN; i++) {
+          const step = chainStep(model, cur, c, rank);
+          if ('stop' in step) { stop = step.stop; break; }
+          step.slots.forEach(flip);
+          chain.push(step.node.op_type ?? '?');
+          cur = step.node.output[0]!;
+          rank = step.rank;
+        }
+        bits.fill(0);
+        let where = `negated through ${chain.join(' -> ')}, which ends at ${stop}`;
+        if (mode === 'input') {
+          p.keyInput = uniqueName(model, `keylock_signflip_${planned.length}`);
+          p.keyDims = keyDimsOf(c.channels, rank, c.chFromEnd);
+          addInput(model, p.keyInput, 'float32', p.keyDims);
+          insertKeyMul(model, c.scope, cur, p.keyInput);
+          where += `; key input "${p.keyInput}" [${p.keyDims.join(',')}] multiplies "${cur}"`;
+          // A sum of all-zero inputs is +0 both plainly and locked, so the key turns it into -0.
+          // A bias (or any constant along the chain) keeps such sums away from zero.
+          if (p.ranges.length === 1 && keyed > 0) where += '; no bias: an output whose inputs are all zero comes back as -0 instead of +0 in keyed channels (equal as numbers, not as bits)';
+        }
+        ctx.report(`signflip: ${label(c.node, c.scope)} weight "${c.weight}": ${c.channels} channels, ${keyed} keyed; ${where}`);
+        planned.push(p);
+      }
+    } finally {
+      unitBits?.fill(0);
+    }
+
+    return (inits) => ({
+      scheme: 'signflip',
+      mode,
+      units,
+      layers: planned.map((p): SignflipLayer => {
+        const ranges = p.ranges.map((r): ChannelRange => {
+          const info = inits.get(r.name);
+          if (!info || !info.inRawData || info.dtype !== 'float32') {
+            throw new UnsupportedModelError(`signflip: tensor "${r.name}" has no float32 raw_data range in the encoded model (expected one after locking)`);
+          }
+          return { ...rangeOf(info), layout: r.layout };
+        });
+        const layer: SignflipLayer = { weight: p.weight, channels: p.channels, ranges };
+        if (p.keyInput) { layer.keyInput = p.keyInput; layer.keyDims = p.keyDims; }
+        return layer;
+      }),
+    });
+  },
+};

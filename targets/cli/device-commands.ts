@@ -1,0 +1,180 @@
+/**
+ * Device and licensing commands: `device init`, `grant`, `install`, `revoke`,
+ * `reinstate`, `device show`. Vendor-side ones sign with the vendor key; device
+ * ones change the keystore atomically, or not at all.
+ */
+import { decodeCbor, Fields } from '../../keystore/cbor.ts';
+import { Keystore } from '../../keystore/keystore.ts';
+import { decodeDevicePub, decodeModelKey, decodeVendorPub, decodeVendorSecret, encodeDevicePub } from '../../keystore/keyfiles.ts';
+import { makeGrant } from '../../keystore/grant.ts';
+import { makeRevocation } from '../../keystore/revocation.ts';
+import { makeReinstate } from '../../keystore/reinstate.ts';
+import { parseUnlock } from '../../keystore/unlock.ts';
+import { keyId, openKlm } from '../../runtime/klm.ts';
+import { UsageError, CliError, type Command } from './main.ts';
+import { intFlag, readInput, req, writeOutput } from './io.ts';
+
+/** Parses an ISO 8601 time (or Unix seconds) into Unix seconds. */
+export function parseTime(flag: string, v: string): number {
+  if (/^\d+$/.test(v)) return Number(v);
+  const t = Date.parse(v);
+  if (!Number.isFinite(t)) throw new UsageError(`--${flag}: expected an ISO 8601 time like 2027-01-31T00:00:00Z, got "${v}"`);
+  return Math.floor(t / 1000);
+}
+
+function list(v: unknown): string[] {
+  return Array.isArray(v) ? v.map(String) : typeof v === 'string' ? [v] : [];
+}
+
+export const deviceInit: Command = {
+  summary: 'create a device keystore pinned to a vendor key (and write the device public key)',
+  usage: 'device init --keystore F.kls --unlock SPEC --trust VENDOR.pub [--trust VENDOR2.pub] [--backup BACKUP.pub] --pub-out DEVICE.pub [--device-id ID]',
+  options: {
+    keystore: { type: 'string' }, unlock: { type: 'string' }, trust: { type: 'string', multiple: true }, backup: { type: 'string', multiple: true },
+    'pub-out': { type: 'string' }, 'device-id': { type: 'string' },
+  },
+  positionals: [0, 0],
+  async run({ values }) {
+    const path = req(values, 'keystore', this.usage);
+    const pubOut = req(values, 'pub-out', this.usage);
+    const trust = list(values.trust);
+    if (!trust.length) throw new UsageError('--trust VENDOR.pub is required', `usage: keylock ${this.usage}`);
+    const vendorKeys = trust.map((t) => decodeVendorPub(readInput(t, 'vendor public key')));
+    // Backup keys sign key rotations only (keylock rotate), never models or grants.
+    const backupKeys = list(values.backup).map((t) => decodeVendorPub(readInput(t, 'backup public key')));
+    const ks = await Keystore.create(path, {
+      unlock: parseUnlock(req(values, 'unlock', this.usage)), vendorKeys, backupKeys,
+      deviceId: values['device-id'] as string | undefined,
+    });
+    try {
+      writeOutput(pubOut, encodeDevicePub(ks.deviceId, ks.devicePub));
+      process.stdout.write(`device ${ks.deviceId}: keystore ${path} (generation ${ks.generation}), trusting vendor key(s) ${vendorKeys.map(keyId).join(', ')}${backupKeys.length ? `, backup key(s) ${backupKeys.map(keyId).join(', ')} for rotations only` : ''}; wrote ${pubOut}\n`);
+    } finally {
+      ks.close();
+    }
+  },
+};
+
+export const deviceShow: Command = {
+  summary: 'show a device keystore: identity, pinned keys, grants, failures (never a key)',
+  usage: 'device show --keystore F.kls --unlock SPEC',
+  options: { keystore: { type: 'string' }, unlock: { type: 'string' } },
+  positionals: [0, 0],
+  async run({ values }) {
+    const ks = await Keystore.open(req(values, 'keystore', this.usage), { unlock: parseUnlock(req(values, 'unlock', this.usage)) });
+    try {
+      const iso = (t: number): string => new Date(t * 1000).toISOString();
+      const lines = [
+        `device      ${ks.deviceId} (generation ${ks.generation})`,
+        `vendors     ${ks.vendorKeys.map(keyId).join(', ')}`,
+        `backups     ${ks.backupKeys.map(keyId).join(', ') || 'none'}`,
+        ...(ks.retiredKeys.length ? [`retired     ${ks.retiredKeys.map(keyId).join(', ')}`] : []),
+        `revocation  list version ${ks.revocationVersion}`,
+        ...ks.grants().map((g) => `grant       ${g.grantId} model ${g.modelId}, valid ${iso(g.notBefore)} .. ${iso(g.notAfter)}, failures ${ks.failureCount(g.modelId)}${ks.isDisabled(g.modelId) ? ', DISABLED' : ''}`),
+      ];
+      process.stdout.write(lines.join('\n') + '\n');
+    } finally {
+      ks.close();
+    }
+  },
+};
+
+export const grant: Command = {
+  summary: 'issue a grant: the model key sealed to one device, with a licence window, vendor-signed',
+  usage: 'grant M.klm --model-key M.key --vendor VENDOR.key --device DEVICE.pub --out G.klg [--not-before ISO] [--not-after ISO] [--days N]',
+  options: {
+    'model-key': { type: 'string' }, vendor: { type: 'string' }, device: { type: 'string' }, out: { type: 'string' },
+    'not-before': { type: 'string' }, 'not-after': { type: 'string' }, days: { type: 'string' },
+  },
+  positionals: [1, 1],
+  async run({ values, positionals }) {
+    const { manifest } = openKlm(readInput(positionals[0], 'model file'));
+    const mk = decodeModelKey(readInput(req(values, 'model-key', this.usage), 'model key file'));
+    if (mk.modelId !== manifest.modelId) throw new CliError(`the model key is for model "${mk.modelId}", expected one for "${manifest.modelId}"`);
+    const dev = decodeDevicePub(readInput(req(values, 'device', this.usage), 'device public key'));
+    const now = Math.floor(Date.now() / 1000);
+    const notBefore = typeof values['not-before'] === 'string' ? parseTime('not-before', values['not-before']) : now - 300;
+    const days = intFlag(values, 'days') ?? 365;
+    const notAfter = typeof values['not-after'] === 'string' ? parseTime('not-after', values['not-after']) : notBefore + days * 86400;
+    if (notAfter <= notBefore) throw new UsageError(`--not-after must be later than --not-before (${new Date(notBefore * 1000).toISOString()})`);
+    const vendorSeed = decodeVendorSecret(readInput(req(values, 'vendor', this.usage), 'vendor key'));
+    const out = req(values, 'out', this.usage);
+    const bytes = makeGrant({ modelId: manifest.modelId, modelKey: mk.key, devicePub: dev.key, deviceId: dev.deviceId, notBefore, notAfter, vendorSeed });
+    vendorSeed.fill(0);
+    mk.key.fill(0);
+    writeOutput(out, bytes);
+    process.stdout.write(`granted model ${manifest.modelId} to device ${dev.deviceId}, valid ${new Date(notBefore * 1000).toISOString()} .. ${new Date(notAfter * 1000).toISOString()}; wrote ${out}\n`);
+  },
+};
+
+export const install: Command = {
+  summary: 'install a grant (.klg), revocation list (.klr), reinstate token (.klt) or key rotation (.klv) into a keystore',
+  usage: 'install FILE.klg|FILE.klr|FILE.klt|FILE.klv --keystore F.kls --unlock SPEC',
+  options: { keystore: { type: 'string' }, unlock: { type: 'string' } },
+  positionals: [1, 1],
+  async run({ values, positionals }) {
+    const bytes = readInput(positionals[0], 'file to install');
+    let format: string;
+    try {
+      format = Fields.of('file', decodeCbor(bytes, 'file', 1 << 24)).text('format', 64);
+    } catch {
+      throw new CliError(`${positionals[0]} is not a keylock grant, revocation list, reinstate token or key rotation`);
+    }
+    const ks = await Keystore.open(req(values, 'keystore', this.usage), { unlock: parseUnlock(req(values, 'unlock', this.usage)) });
+    try {
+      if (format === 'keylock/klg') {
+        const g = await ks.installGrant(bytes);
+        process.stdout.write(`installed grant ${g.grantId} for model ${g.modelId} (generation ${ks.generation})\n`);
+      } else if (format === 'keylock/klr') {
+        const r = await ks.installRevocation(bytes);
+        process.stdout.write(`${r.changed ? 'installed' : 'already had'} revocation list version ${r.listVersion} (generation ${ks.generation})\n`);
+      } else if (format === 'keylock/klt') {
+        const r = await ks.installReinstate(bytes);
+        process.stdout.write(`reinstate token ${r.tokenId} used for model ${r.modelId}${r.wasDisabled ? ': re-enabled; install a fresh grant to run it again' : ' (it was not disabled)'} (generation ${ks.generation})\n`);
+      } else if (format === 'keylock/klv') {
+        const r = await ks.installRotation(bytes);
+        process.stdout.write(`rotated ${r.role} key ${keyId(r.oldKey)} to ${keyId(r.newKey)}; files signed only by ${keyId(r.oldKey)} are refused from now on (generation ${ks.generation})\n`);
+      } else {
+        throw new CliError(`cannot install a "${format}" file`, 'install takes .klg grants, .klr revocation lists, .klt reinstate tokens and .klv key rotations');
+      }
+    } finally {
+      ks.close();
+    }
+  },
+};
+
+export const revoke: Command = {
+  summary: 'issue a vendor-signed revocation list (a higher --version replaces older lists)',
+  usage: 'revoke --vendor VENDOR.key --version N [--grant ID]... [--model ID]... [--device ID]... --out R.klr',
+  options: {
+    vendor: { type: 'string' }, version: { type: 'string' }, out: { type: 'string' },
+    grant: { type: 'string', multiple: true }, model: { type: 'string', multiple: true }, device: { type: 'string', multiple: true },
+  },
+  positionals: [0, 0],
+  async run({ values }) {
+    const listVersion = intFlag(values, 'version');
+    if (listVersion === undefined) throw new UsageError('--version N is required', `usage: keylock ${this.usage}`);
+    const out = req(values, 'out', this.usage);
+    const vendorSeed = decodeVendorSecret(readInput(req(values, 'vendor', this.usage), 'vendor key'));
+    const r = { grants: list(values.grant), models: list(values.model), devices: list(values.device) };
+    writeOutput(out, makeRevocation({ listVersion, ...r, vendorSeed }));
+    vendorSeed.fill(0);
+    process.stdout.write(`revocation list version ${listVersion}: ${r.grants.length} grant(s), ${r.models.length} model(s), ${r.devices.length} device(s); wrote ${out}\n`);
+  },
+};
+
+export const reinstate: Command = {
+  summary: 'issue a one-time token that lifts a disabled model on one device',
+  usage: 'reinstate --vendor VENDOR.key --device DEVICE.pub --model ID --out T.klt',
+  options: { vendor: { type: 'string' }, device: { type: 'string' }, model: { type: 'string' }, out: { type: 'string' } },
+  positionals: [0, 0],
+  async run({ values }) {
+    const dev = decodeDevicePub(readInput(req(values, 'device', this.usage), 'device public key'));
+    const modelId = req(values, 'model', this.usage);
+    const out = req(values, 'out', this.usage);
+    const vendorSeed = decodeVendorSecret(readInput(req(values, 'vendor', this.usage), 'vendor key'));
+    writeOutput(out, makeReinstate({ modelId, deviceId: dev.deviceId, devicePub: dev.key, vendorSeed }));
+    vendorSeed.fill(0);
+    process.stdout.write(`reinstate token for model ${modelId} on device ${dev.deviceId}; wrote ${out}\n`);
+  },
+};
