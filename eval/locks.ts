@@ -25,6 +25,7 @@ import type { BackendSession } from '../runtime/backend.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
 import { loadMnist } from '../models/reference/mnist.ts';
 import { mnistSamples } from '../models/reference/make-fixtures.ts';
+import { check, type Section } from './section.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const read = (p: string): Uint8Array => new Uint8Array(readFileSync(root + p));
@@ -200,6 +201,19 @@ export function renderTable(rows: Row[]): string {
   }
   return lines.join('\n');
 }
+
+/**
+ * The lock table as an evaluation section (id `locks`), so `npm run eval`
+ * refreshes it too; `node --import tsx eval/locks.ts --write` still works alone.
+ */
+export const locksSection: Section = async (ctx) => {
+  ctx.progress.plan(1);
+  const rows = await lockTable((s) => ctx.progress.note(`  locks: ${s}`));
+  ctx.progress.tick('locks: table');
+  const stamp = 'Command: `node --import tsx eval/locks.ts --write`, or `npm run eval` (section `locks`; `npm run eval -- --only locks` alone); onnxruntime-web 1.30.0, wasm, 1 thread.';
+  const checks = rows.filter((r) => r.lock !== 'plain').map((r) => check(`${r.model} ${r.lock}: wrong key detected`, r.wrongKey === 'detected before inference', r.wrongKey));
+  return { id: 'locks', title: 'The locks', markdown: `${stamp}\n\n${renderTable(rows)}`, checks };
+};
 
 /** Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in a doc. */
 export function replaceSection(path: string, name: string, body: string): void {

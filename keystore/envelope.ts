@@ -9,7 +9,7 @@
  * another kind.
  */
 import { decodeCbor, encodeCbor, Fields } from './cbor.ts';
-import { sign, SIZES, verify } from './nacl.ts';
+import { sign, SIZES, verify, verifyAsync } from './nacl.ts';
 import { FormatError, UnsupportedVersionError } from '../runtime/errors.ts';
 
 /** A parsed (not yet verified) envelope. */
@@ -44,6 +44,16 @@ export function parseEnvelope(bytes: Uint8Array, format: string, version: number
  */
 export function openEnvelope(env: Envelope, publicKey: Uint8Array, maxBodyBytes: number): Fields {
   verify(env.signed, env.sig, publicKey, env.format);
+  return envelopeBody(env, maxBodyBytes);
+}
+
+/** `openEnvelope` with the signature checked by WebCrypto where available (see `verifyAsync`). */
+export async function openEnvelopeAsync(env: Envelope, publicKey: Uint8Array, maxBodyBytes: number): Promise<Fields> {
+  await verifyAsync(env.signed, env.sig, publicKey, env.format);
+  return envelopeBody(env, maxBodyBytes);
+}
+
+function envelopeBody(env: Envelope, maxBodyBytes: number): Fields {
   const body = Fields.of(`${env.format} body`, decodeCbor(env.signed, `${env.format} body`, maxBodyBytes));
   if (body.text('format', 64) !== env.format || body.uint('version') !== env.version) {
     throw new FormatError(`${env.format}: the signed body names another format or version than its envelope`);

@@ -2,10 +2,12 @@
  * The Node file store of a keystore, and the few file reads the unlock
  * providers need. Loaded lazily, so browser bundles never touch `node:fs`.
  */
-import { closeSync, fsyncSync, linkSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
+import { decodeCounter, encodeCounter, type MonotonicCounter } from './counter.ts';
+import { decodeAttempts, encodeAttempts, type AttemptStore } from './attempts.ts';
 import { KeylockError, KeystoreBusyError } from '../runtime/errors.ts';
 import type { KeystoreStorage } from './storage.ts';
 
@@ -13,16 +15,29 @@ import type { KeystoreStorage } from './storage.ts';
 export interface FileStorageOptions {
   /** How long a writer waits for another writer's lock before `KeystoreBusyError` (default 10 s). */
   lockTimeoutMs?: number;
+  /**
+   * The counter the generation must equal: default a file counter at `PATH.counter`
+   * (stops a restore of the `.kls` alone); pass a hardware counter, or `false` for none.
+   */
+  counter?: MonotonicCounter | false;
+  /** Where wrong unlock secrets are counted: default `PATH.attempts`; `false` for no lockout. */
+  attempts?: AttemptStore | false;
 }
 
 /**
  * A keystore in one file, replaced atomically (temp file, fsync, rename, fsync
  * folder) with mode 0600. Writers serialise on `PATH.lock`, created with
  * O_EXCL and holding the writer's pid; a lock whose pid is gone is broken.
+ * Beside it: `PATH.counter` (the generation counter) and `PATH.attempts`
+ * (wrong unlock secrets), unless other ones are given.
  */
 export function fileStorage(path: string, opts: FileStorageOptions = {}): KeystoreStorage {
   const lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
+  const counter = opts.counter === undefined ? fileCounter(`${path}.counter`) : opts.counter || undefined;
+  const attempts = opts.attempts === undefined ? fileAttempts(`${path}.attempts`) : opts.attempts || undefined;
   return {
+    ...(counter ? { counter } : {}),
+    ...(attempts ? { attempts } : {}),
     where: path,
     async read() {
       const b = readFileIfExists(path);
@@ -35,7 +50,65 @@ export function fileStorage(path: string, opts: FileStorageOptions = {}): Keysto
     async create(bytes) {
       createExclusive(path, bytes);
     },
-    lock: () => acquireLock(`${path}.lock`, lockTimeoutMs),
+    async lock() {
+      const release = await acquireLock(`${path}.lock`, lockTimeoutMs);
+      sweepTemps(path);
+      return release;
+    },
+  };
+}
+
+/**
+ * Removes temp files that writers of this keystore and its counter left when
+ * they were killed between creating and renaming them. Called with the writer
+ * lock held: every such write happens under the lock, so none is in flight.
+ */
+function sweepTemps(path: string): void {
+  const dir = dirname(path);
+  const base = basename(path).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const stale = new RegExp(`^\\.${base}(\\.counter)?\\.[0-9a-f]{12}\\.tmp$`);
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const n of names) if (stale.test(n)) rmSync(join(dir, n), { force: true });
+}
+
+/**
+ * A monotonic counter in a small CBOR file (counter.ts), replaced atomically.
+ * A missing file reads as 0. It can be copied back along with the keystore:
+ * see counter.ts for what it does and does not stop.
+ */
+export function fileCounter(path: string): MonotonicCounter {
+  const read = (): number => {
+    const b = readFileIfExists(path);
+    return b === undefined ? 0 : decodeCounter(b);
+  };
+  return {
+    where: path,
+    async read() { return read(); },
+    async increment() {
+      const n = read() + 1;
+      writeFileAtomic(path, encodeCounter(n), 0o600);
+      return n;
+    },
+  };
+}
+
+/** The wrong-secret record in a small CBOR file (attempts.ts); deleted when it drops to 0. */
+export function fileAttempts(path: string): AttemptStore {
+  return {
+    where: path,
+    async read() {
+      const b = readFileIfExists(path);
+      return b === undefined ? { failures: 0, last: 0 } : decodeAttempts(b);
+    },
+    async write(r) {
+      if (r.failures === 0) rmSync(path, { force: true });
+      else writeFileAtomic(path, encodeAttempts(r), 0o600);
+    },
   };
 }
 

@@ -105,8 +105,11 @@ export function openGrant(bytes: Uint8Array, device: DeviceView): Grant {
     box: sk.bytes('box', { len: SIZES.mac + MODEL_KEY_BYTES }),
   };
   const modelId = body.text('modelId', 256);
+  // Every field is read before the key is opened, so a malformed field never strands an opened key.
+  const grantId = body.text('grantId', 64);
+  const issued = body.uint('issued');
   const modelKey = openFromSender(sealed, device.deviceSecret, () => new TamperedError(`grant for model "${modelId}": the sealed model key does not open with this device's key`));
-  return { grantId: body.text('grantId', 64), modelId, deviceId, notBefore, notAfter, issued: body.uint('issued'), vendorKey, modelKey };
+  return { grantId, modelId, deviceId, notBefore, notAfter, issued, vendorKey, modelKey };
 }
 
 /** Grant metadata without opening the key (vendor or CLI inspection); checks the signature against `vendorKeys`. */

@@ -4,7 +4,10 @@
  * helpers that make those files. Nothing here imports Node built-ins except
  * lazily, for `file:` paths (filestore.ts).
  */
-export { Keystore, type CreateKeystoreOptions, type FailurePolicy, type GrantInfo } from './keystore.ts';
+export { Keystore, type CreateKeystoreOptions, type OpenKeystoreOptions, type FailurePolicy, type GrantInfo, type RotationResult } from './keystore.ts';
+export { memoryCounter, type MonotonicCounter } from './counter.ts';
+export { memoryAttempts, retryAt, DEFAULT_LOCKOUT, type AttemptStore, type AttemptRecord, type LockoutPolicy } from './attempts.ts';
+export { makeRotation, openRotation, KLV_FORMAT, KLV_VERSION, MAX_KLV_BYTES, type Rotation, type RotationRequest } from './rotation.ts';
 export { memoryStorage, type KeystoreStorage } from './storage.ts';
 export {
   parseUnlock, parseRawKey, newUnlockRecord, storageKey, DEFAULT_SCRYPT, SCRYPT_LIMITS, STORAGE_KEY_BYTES,

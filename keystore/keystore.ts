@@ -7,22 +7,31 @@
  * stored bytes, apply the change to a copy, seal it with generation + 1, write
  * it atomically, and only then let the in-memory state move. A failed check or
  * write leaves both the stored bytes and the in-memory state as they were.
+ *
+ * When the store has a monotonic counter (counter.ts; a file by default on
+ * disk), the generation must equal it: checked at open and before every write,
+ * advanced after every write. When it counts unlock attempts (attempts.ts),
+ * wrong storage keys are counted across restarts and lock the keystore out
+ * for a growing time.
  */
 import { boxKeyPair, equalBytes, SIZES, wipe } from './nacl.ts';
 import { encodeDevicePub } from './keyfiles.ts';
 import { openGrant, checkId } from './grant.ts';
 import { openRevocation, sameRevocations } from './revocation.ts';
 import { openReinstate } from './reinstate.ts';
+import { openRotation } from './rotation.ts';
+import { checkLockoutPolicy, DEFAULT_LOCKOUT, retryAt, type LockoutPolicy } from './attempts.ts';
+import type { MonotonicCounter } from './counter.ts';
 import { keyId, unixNow } from './vendorfile.ts';
 import { memoryStorage, type KeystoreStorage } from './storage.ts';
 import { newUnlockRecord, storageKey, type UnlockProvider, type UnlockRecord } from './unlock.ts';
 import {
-  decodeKlsOuter, encodeKls, klsKeys, MAX_VENDOR_KEYS, openKlsBody, wipeState,
+  decodeKlsOuter, encodeKls, klsKeys, MAX_RETIRED_KEYS, MAX_VENDOR_KEYS, openKlsBody, wipeState,
   type GrantRecord, type KeystoreState, type RevocationState,
 } from './kls.ts';
 import {
-  DisabledError, ExpiredGrantError, KeylockError, NoGrantError, RevokedError, RollbackError,
-  ReplayError, TamperedError,
+  DisabledError, ExpiredGrantError, KeylockError, LockoutError, NoGrantError, RevokedError, RollbackError,
+  ReplayError, SizeLimitError, TamperedError, UnlockError, UntrustedSignerError,
 } from '../runtime/errors.ts';
 
 /** Options of `Keystore.create`. */
@@ -31,7 +40,30 @@ export interface CreateKeystoreOptions {
   deviceId?: string;
   /** The vendor Ed25519 public keys this device trusts (1..16). */
   vendorKeys: Uint8Array[];
+  /**
+   * Backup (recovery) Ed25519 keys (0..16): they may sign a key rotation
+   * (`installRotation`) and nothing else, so a lost or stolen vendor key can be
+   * replaced. Keep their secret halves offline.
+   */
+  backupKeys?: Uint8Array[];
   unlock: UnlockProvider;
+}
+
+/** Options of `Keystore.open`. */
+export interface OpenKeystoreOptions {
+  unlock: UnlockProvider;
+  /** Unix seconds, for the lockout (default: the clock). */
+  now?: number;
+  /** How wrong storage keys lock the keystore out (default DEFAULT_LOCKOUT), when the store counts them. */
+  lockout?: LockoutPolicy;
+}
+
+/** What `installRotation` did. */
+export interface RotationResult {
+  /** Which list the replaced key was in. */
+  role: 'vendor' | 'backup';
+  oldKey: Uint8Array;
+  newKey: Uint8Array;
 }
 
 /** What the keystore tells about an installed grant (never the key). */
@@ -83,6 +115,12 @@ export class Keystore {
       throw new RangeError(`vendorKeys: expected 1..${MAX_VENDOR_KEYS} Ed25519 public keys, got ${Array.isArray(opts.vendorKeys) ? opts.vendorKeys.length : typeof opts.vendorKeys}`);
     }
     for (const k of opts.vendorKeys) if (!(k instanceof Uint8Array) || k.byteLength !== SIZES.signPublic) throw new RangeError(`vendor keys must be ${SIZES.signPublic} bytes`);
+    const backupKeys = opts.backupKeys ?? [];
+    if (!Array.isArray(backupKeys) || backupKeys.length > MAX_VENDOR_KEYS) throw new RangeError(`backupKeys: expected 0..${MAX_VENDOR_KEYS} Ed25519 public keys`);
+    for (const k of backupKeys) {
+      if (!(k instanceof Uint8Array) || k.byteLength !== SIZES.signPublic) throw new RangeError(`backup keys must be ${SIZES.signPublic} bytes`);
+      if (opts.vendorKeys.some((v) => equalBytes(v, k))) throw new RangeError(`key ${keyId(k)} is given both as a vendor key and as a backup key; a backup key may only sign rotations`);
+    }
     if (opts.deviceId !== undefined) checkId('deviceId', opts.deviceId);
     if (await storage.read().then(() => true, () => false)) {
       throw new KeylockError('exists', `${storage.where}: expected no keystore there, got an existing one`);
@@ -96,27 +134,69 @@ export class Keystore {
       deviceId: opts.deviceId ?? keyId(kp.publicKey),
       devicePub: kp.publicKey, deviceSecret: kp.secretKey,
       vendorKeys: opts.vendorKeys.map((k) => k.slice()),
-      generation: 1, grants: [],
+      backupKeys: backupKeys.map((k) => k.slice()), retiredKeys: [],
+      generation: 1, grants: [], grantFloors: new Map(),
       revocation: { listVersion: 0, issued: 0, grants: [], models: [], devices: [] },
       failures: new Map(), disabled: new Map(), usedTokens: [], lastTrustedTime: 0,
     };
-    const bytes = encodeKls(state, keys, unlock);
-    await storage.create(bytes);
-    return new Keystore(storage, state, bytes, keys, unlock);
+    try {
+      // A counter that cannot be reset (a TPM's) may already stand above 0: the generation starts just past it.
+      if (storage.counter) state.generation = (await storage.counter.read()) + 1;
+      const bytes = encodeKls(state, keys, unlock);
+      await storage.create(bytes);
+      await storage.counter?.increment();
+      return new Keystore(storage, state, bytes, keys, unlock);
+    } catch (e) {
+      wipeState(state);
+      wipe(keys.sealKey);
+      throw e;
+    }
   }
 
   /**
-   * Opens a keystore. Wrong storage key: UnlockError; truncated or malformed:
-   * FormatError/SizeLimitError; changed bytes: TamperedError.
+   * Opens a keystore. Wrong storage key: UnlockError (counted, when the store
+   * counts attempts; too many in a row: LockoutError until the wait is over,
+   * before any key is derived); truncated or malformed: FormatError /
+   * SizeLimitError; changed bytes: TamperedError; a generation that disagrees
+   * with the store's counter: RollbackError.
    */
-  static async open(target: string | KeystoreStorage, opts: { unlock: UnlockProvider }): Promise<Keystore> {
+  static async open(target: string | KeystoreStorage, opts: OpenKeystoreOptions): Promise<Keystore> {
     const storage = await resolveStorage(target);
     const bytes = await storage.read();
     const outer = decodeKlsOuter(bytes);
+    const now = opts.now ?? unixNow();
+    const policy = opts.lockout ?? DEFAULT_LOCKOUT;
+    checkLockoutPolicy(policy);
+    const tried = storage.attempts ? await storage.attempts.read() : undefined;
+    if (tried) {
+      const at = retryAt(tried, policy);
+      if (now < at) throw new LockoutError(tried.failures, at, now);
+    }
     const sk = await storageKey(opts.unlock, outer.unlock);
     const keys = klsKeys(sk);
     wipe(sk);
-    const state = openKlsBody(outer, keys);
+    let state: KeystoreState;
+    try {
+      state = openKlsBody(outer, keys);
+    } catch (e) {
+      wipe(keys.sealKey);
+      // Only a key that derives but does not match counts: a missing key file or a failing hook is no guess.
+      if (tried && storage.attempts && e instanceof UnlockError) {
+        const next = { failures: tried.failures + 1, last: now };
+        await storage.attempts.write(next);
+        const at = retryAt(next, policy);
+        throw new UnlockError(`${e.message}; ${next.failures} wrong secret(s) in a row${at > now ? `, next attempt allowed in ${at - now} s` : ''}`, { cause: e });
+      }
+      throw e;
+    }
+    try {
+      if (storage.counter) checkCounter(storage.where, storage.counter, state.generation, await storage.counter.read());
+      if (tried && storage.attempts && tried.failures > 0) await storage.attempts.write({ failures: 0, last: now });
+    } catch (e) {
+      wipeState(state);
+      wipe(keys.sealKey);
+      throw e;
+    }
     return new Keystore(storage, state, bytes.slice(), keys, outer.unlock);
   }
 
@@ -141,6 +221,14 @@ export class Keystore {
   /** The pinned vendor Ed25519 keys. */
   get vendorKeys(): Uint8Array[] {
     return this.#state.vendorKeys.map((k) => k.slice());
+  }
+  /** The pinned backup keys (they sign rotations only). */
+  get backupKeys(): Uint8Array[] {
+    return this.#state.backupKeys.map((k) => k.slice());
+  }
+  /** Keys rotated out of this device (never pinned again). */
+  get retiredKeys(): Uint8Array[] {
+    return this.#state.retiredKeys.map((k) => k.slice());
   }
   /** Write counter: 1 after create, + 1 for every stored change. */
   get generation(): number {
@@ -175,7 +263,9 @@ export class Keystore {
    * Verifies and installs a `.klg` for this device; it replaces an earlier grant
    * for the same model. Refused: unpinned signer, another device, revoked,
    * already expired at `now` (a grant that is not valid yet is kept for later),
-   * or a disabled model (install the reinstate token first).
+   * a disabled model (install the reinstate token first), or a grant issued
+   * before the newest one this device has installed for the model (RollbackError,
+   * also after that one was removed by a disable).
    */
   async installGrant(bytes: Uint8Array, now = unixNow()): Promise<GrantInfo> {
     this.#live();
@@ -189,6 +279,11 @@ export class Keystore {
         checkRevoked(s, g.modelId, g.grantId);
         const d = s.disabled.get(g.modelId);
         if (d) throw new DisabledError(g.modelId, d.at, d.reason);
+        const floor = s.grantFloors.get(g.modelId) ?? 0;
+        if (g.issued < floor) {
+          throw new RollbackError(`grant ${g.grantId} for model "${g.modelId}": expected one issued at or after ${floor} (the newest grant installed for this model), got one issued at ${g.issued}`);
+        }
+        s.grantFloors.set(g.modelId, g.issued);
         s.lastTrustedTime = Math.max(s.lastTrustedTime, g.issued);
         const t = Math.max(now, s.lastTrustedTime);
         if (t >= g.notAfter) throw new ExpiredGrantError(g.modelId, g.notBefore, g.notAfter, t);
@@ -246,6 +341,46 @@ export class Keystore {
       s.lastTrustedTime = Math.max(s.lastTrustedTime, tok.issued);
     });
     return { modelId: tok.modelId, tokenId: tok.tokenId, wasDisabled };
+  }
+
+  /**
+   * Installs a `.klv` key rotation: the old key is replaced in its list (vendor
+   * or backup keys) by the new one and remembered as retired. A vendor key is
+   * replaced by a rotation signed by itself or by a backup key; a backup key
+   * only by a backup key's signature. Refused: unpinned signer or old key
+   * (UntrustedSignerError), a replay or a retired new key (RollbackError), a new
+   * key already pinned (KeylockError `key-pinned`). Files signed only by the
+   * rotated-out key are refused from then on; installed grants stay.
+   */
+  async installRotation(bytes: Uint8Array): Promise<RotationResult> {
+    this.#live();
+    const rot = openRotation(bytes, [...this.#state.vendorKeys, ...this.#state.backupKeys]);
+    let role: 'vendor' | 'backup' = 'vendor';
+    await this.#mutate((s) => {
+      const has = (list: readonly Uint8Array[], k: Uint8Array): boolean => list.some((x) => equalBytes(x, k));
+      if (has(s.retiredKeys, rot.oldKey)) throw new RollbackError(`key rotation: expected a pinned old key, got key ${keyId(rot.oldKey)}, which this device rotated out before (a replayed rotation)`);
+      if (has(s.retiredKeys, rot.newKey)) throw new RollbackError(`key rotation: expected a fresh new key, got key ${keyId(rot.newKey)}, which this device rotated out before`);
+      if (has(s.vendorKeys, rot.newKey) || has(s.backupKeys, rot.newKey)) throw new KeylockError('key-pinned', `key rotation: expected a new key not pinned yet, got key ${keyId(rot.newKey)}, which is pinned already`);
+      const signerIsBackup = has(s.backupKeys, rot.signer);
+      if (!signerIsBackup && !has(s.vendorKeys, rot.signer)) throw new UntrustedSignerError(`key rotation: expected a signer pinned on this device, got key ${keyId(rot.signer)}`);
+      if (has(s.vendorKeys, rot.oldKey)) {
+        if (!signerIsBackup && !equalBytes(rot.signer, rot.oldKey)) {
+          throw new UntrustedSignerError(`key rotation of vendor key ${keyId(rot.oldKey)}: expected a signature by that key or by a backup key, got one by vendor key ${keyId(rot.signer)}`);
+        }
+        role = 'vendor';
+      } else if (has(s.backupKeys, rot.oldKey)) {
+        if (!signerIsBackup) throw new UntrustedSignerError(`key rotation of backup key ${keyId(rot.oldKey)}: expected a signature by a backup key, got one by vendor key ${keyId(rot.signer)}`);
+        role = 'backup';
+      } else {
+        throw new UntrustedSignerError(`key rotation: expected the old key to be pinned on this device, got key ${keyId(rot.oldKey)}`);
+      }
+      if (s.retiredKeys.length >= MAX_RETIRED_KEYS) throw new SizeLimitError('keystore retired keys (entries)', MAX_RETIRED_KEYS, s.retiredKeys.length + 1);
+      const list = role === 'vendor' ? s.vendorKeys : s.backupKeys;
+      list[list.findIndex((k) => equalBytes(k, rot.oldKey))] = rot.newKey.slice();
+      s.retiredKeys.push(rot.oldKey.slice());
+      s.lastTrustedTime = Math.max(s.lastTrustedTime, rot.issued);
+    });
+    return { role, oldKey: rot.oldKey, newKey: rot.newKey };
   }
 
   /**
@@ -327,7 +462,12 @@ export class Keystore {
     const sk = await storageKey(unlock, record, { create: true });
     const keys = klsKeys(sk);
     wipe(sk);
-    await this.#mutate(() => {}, { keys, unlock: record });
+    try {
+      await this.#mutate(() => {}, { keys, unlock: record });
+    } catch (e) {
+      wipe(keys.sealKey);
+      throw e;
+    }
   }
 
   /** Re-reads the stored keystore (another process may have changed it). */
@@ -357,6 +497,9 @@ export class Keystore {
       const release = this.#storage.lock ? await this.#storage.lock() : undefined;
       try {
         const base = await this.#current();
+        const counter = this.#storage.counter;
+        // Under the lock: catch up after a crash between a write and its increment, else insist on equality.
+        if (counter && checkCounter(this.#storage.where, counter, base.generation, await counter.read()) === 'ahead') await counter.increment();
         const next = structuredClone(base);
         let keep = false;
         try {
@@ -372,6 +515,7 @@ export class Keystore {
             this.#keys = rekey.keys;
             this.#unlock = rekey.unlock;
           }
+          await counter?.increment();
         } finally {
           if (!keep) wipeState(next);
         }
@@ -415,6 +559,19 @@ export class Keystore {
     this.#bytes = bytes.slice();
     return s;
   }
+}
+
+/**
+ * The keystore's generation against its counter: equal, or one ahead (the
+ * process stopped between writing the file and advancing the counter). An
+ * older generation is an older copy put back; a counter two or more behind was
+ * reset or replaced. Both are RollbackError.
+ */
+function checkCounter(where: string, counter: MonotonicCounter, generation: number, value: number): 'same' | 'ahead' {
+  if (generation === value) return 'same';
+  if (generation === value + 1) return 'ahead';
+  if (generation < value) throw new RollbackError(`${where}: expected keystore generation ${value} (counter ${counter.where}), got ${generation}: an older copy of the keystore was put back`);
+  throw new RollbackError(`${where}: expected counter ${counter.where} at ${generation} or ${generation - 1}, got ${value}: the counter was reset, replaced or lost`);
 }
 
 function info(g: GrantRecord): GrantInfo {

@@ -27,6 +27,10 @@ export const MAX_VENDOR_KEYS = 16;
 export const MAX_KLS_ENTRIES = 1 << 16;
 /** Most used reinstate token ids remembered. */
 export const MAX_USED_TOKENS = 1 << 18;
+/** Most CBOR items in a sealed body: a full keystore (2^16 grants of 17 items, 2^18 used tokens, ...) fits. */
+export const MAX_KLS_ITEMS = 1 << 22;
+/** Most keys rotated out that are remembered (and never pinned again). */
+export const MAX_RETIRED_KEYS = 1024;
 
 const enc = new TextEncoder();
 const SEAL_LABEL = enc.encode('keylock/v1/kls/seal');
@@ -60,8 +64,14 @@ export interface KeystoreState {
   devicePub: Uint8Array;
   deviceSecret: Uint8Array;
   vendorKeys: Uint8Array[];
+  /** Backup (recovery) keys: they may sign key rotations and nothing else. */
+  backupKeys: Uint8Array[];
+  /** Keys rotated out; never pinned again, so a rotation cannot be replayed. */
+  retiredKeys: Uint8Array[];
   generation: number;
   grants: GrantRecord[];
+  /** Per model, the highest grant `issued` ever installed: an older grant is a rollback, even after its successor was removed. */
+  grantFloors: Map<string, number>;
   revocation: RevocationState;
   failures: Map<string, number>;
   disabled: Map<string, { at: number; reason: string }>;
@@ -93,8 +103,9 @@ export function encodeKls(state: KeystoreState, keys: { sealKey: Uint8Array; kcv
   const plain = encodeCbor({
     format: KLS_FORMAT, version: KLS_VERSION,
     deviceId: state.deviceId, devicePub: state.devicePub, deviceSecret: state.deviceSecret,
-    vendorKeys: state.vendorKeys, generation: state.generation,
+    vendorKeys: state.vendorKeys, backupKeys: state.backupKeys, retiredKeys: state.retiredKeys, generation: state.generation,
     grants: state.grants.map((g) => ({ ...g })),
+    grantFloors: [...state.grantFloors].map(([modelId, issued]) => ({ modelId, issued })),
     revocation: { ...state.revocation },
     failures: [...state.failures].map(([modelId, count]) => ({ modelId, count })),
     disabled: [...state.disabled].map(([modelId, d]) => ({ modelId, at: d.at, reason: d.reason })),
@@ -142,7 +153,7 @@ export function openKlsBody(outer: KlsOuter, keys: { sealKey: Uint8Array; kcv: U
   const plain = open(outer.body, outer.nonce, keys.sealKey, () => new TamperedError(`${KLS_FORMAT}: the sealed body's MAC does not verify (the file was changed)`));
   let b: Fields;
   try {
-    b = Fields.of(`${KLS_FORMAT} body`, decodeCbor(plain, `${KLS_FORMAT} body`, MAX_KLS_BYTES));
+    b = Fields.of(`${KLS_FORMAT} body`, decodeCbor(plain, `${KLS_FORMAT} body`, MAX_KLS_BYTES, MAX_KLS_ITEMS));
   } catch (e) {
     wipe(plain);
     throw e;
@@ -150,13 +161,19 @@ export function openKlsBody(outer: KlsOuter, keys: { sealKey: Uint8Array; kcv: U
   // Decoded byte strings may share `plain`'s memory: copy the secrets out before wiping it.
   try {
     if (b.text('format', 64) !== KLS_FORMAT || b.uint('version') !== KLS_VERSION) throw new FormatError(`${KLS_FORMAT}: the sealed body names another format or version`);
-    const state: KeystoreState = {
+    // Secrets are copied last, and wiped again if a later entry fails, so a malformed
+    // body never leaves copies of keys behind for the garbage collector.
+    const pub = {
       deviceId: b.text('deviceId', 256),
       devicePub: b.bytes('devicePub', { len: SIZES.boxPublic }).slice(),
-      deviceSecret: b.bytes('deviceSecret', { len: SIZES.boxSecret }).slice(),
       vendorKeys: keyList(b).map((k) => k.slice()),
+      backupKeys: keyList(b, 'backupKeys', MAX_VENDOR_KEYS, 0).map((k) => k.slice()),
+      retiredKeys: keyList(b, 'retiredKeys', MAX_RETIRED_KEYS, 0).map((k) => k.slice()),
       generation: b.uint('generation'),
-      grants: b.array('grants', MAX_KLS_ENTRIES).map((v, i) => grantRecord(Fields.of(`${b.what}.grants[${i}]`, v))),
+      grantFloors: new Map(b.array('grantFloors', MAX_KLS_ENTRIES).map((v, i) => {
+        const e = Fields.of(`${b.what}.grantFloors[${i}]`, v);
+        return [e.text('modelId', 256), e.uint('issued')] as const;
+      })),
       revocation: revocation(b.map('revocation')),
       failures: new Map(b.array('failures', MAX_KLS_ENTRIES).map((v, i) => {
         const e = Fields.of(`${b.what}.failures[${i}]`, v);
@@ -169,6 +186,16 @@ export function openKlsBody(outer: KlsOuter, keys: { sealKey: Uint8Array; kcv: U
       usedTokens: ids(b, 'usedTokens', MAX_USED_TOKENS),
       lastTrustedTime: b.uint('lastTrustedTime'),
     };
+    const grantList = b.array('grants', MAX_KLS_ENTRIES);
+    const secretView = b.bytes('deviceSecret', { len: SIZES.boxSecret });
+    const grants: GrantRecord[] = [];
+    try {
+      for (const [i, v] of grantList.entries()) grants.push(grantRecord(Fields.of(`${b.what}.grants[${i}]`, v)));
+    } catch (e) {
+      for (const g of grants) wipe(g.modelKey);
+      throw e;
+    }
+    const state: KeystoreState = { ...pub, deviceSecret: secretView.slice(), grants };
     const same = state.deviceId === outer.deviceId && equalBytes(state.devicePub, outer.devicePub)
       && state.generation === outer.generation && state.vendorKeys.length === outer.vendorKeys.length
       && state.vendorKeys.every((k, i) => equalBytes(k, outer.vendorKeys[i]));
@@ -188,20 +215,22 @@ export function wipeState(s: KeystoreState): void {
   for (const g of s.grants) wipe(g.modelKey);
 }
 
-function keyList(f: Fields): Uint8Array[] {
-  return f.array('vendorKeys', MAX_VENDOR_KEYS).map((k, i) => {
-    if (!(k instanceof Uint8Array) || k.byteLength !== SIZES.signPublic) throw new FormatError(`${f.what}.vendorKeys[${i}]: expected ${SIZES.signPublic} bytes, got ${k instanceof Uint8Array ? `${k.byteLength} bytes` : typeof k}`);
+function keyList(f: Fields, key = 'vendorKeys', max = MAX_VENDOR_KEYS, min = 1): Uint8Array[] {
+  const list = f.array(key, max);
+  if (list.length < min) throw new FormatError(`${f.what}.${key}: expected at least ${min} key(s), got ${list.length}`);
+  return list.map((k, i) => {
+    if (!(k instanceof Uint8Array) || k.byteLength !== SIZES.signPublic) throw new FormatError(`${f.what}.${key}[${i}]: expected ${SIZES.signPublic} bytes, got ${k instanceof Uint8Array ? `${k.byteLength} bytes` : typeof k}`);
     return k;
   });
 }
 
 function grantRecord(g: Fields): GrantRecord {
-  return {
+  const rec = {
     grantId: g.text('grantId', 64), modelId: g.text('modelId', 256),
-    modelKey: g.bytes('modelKey', { len: 32 }).slice(),
     notBefore: g.uint('notBefore'), notAfter: g.uint('notAfter'), issued: g.uint('issued'),
     vendorKey: g.bytes('vendorKey', { len: SIZES.signPublic }).slice(), installedAt: g.uint('installedAt'),
   };
+  return { ...rec, modelKey: g.bytes('modelKey', { len: 32 }).slice() };
 }
 
 function revocation(r: Fields): RevocationState {

@@ -1,9 +1,14 @@
 /**
- * The one boundary to tweetnacl (and SHA-256). Every key, nonce and signature
- * size is checked here, so callers get a RangeError for misuse and a typed
- * error for a failed MAC or signature, never a `null` or `false` to forget.
+ * The one boundary to the crypto libraries: tweetnacl (Ed25519, X25519 box),
+ * @noble/ciphers (XSalsa20-Poly1305 secretbox, byte-identical to NaCl's and
+ * several times faster than tweetnacl's on megabytes) and @noble/hashes
+ * (SHA-256, HMAC). Every key, nonce and signature size is checked here, so
+ * callers get a RangeError for misuse and a typed error for a failed MAC or
+ * signature, never a `null` or `false` to forget.
  */
 import nacl from 'tweetnacl';
+import { poly1305 } from '@noble/ciphers/_poly1305.js';
+import { xsalsa20, xsalsa20poly1305 } from '@noble/ciphers/salsa.js';
 import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { TamperedError } from '../runtime/errors.ts';
@@ -27,6 +32,27 @@ export function randomBytes(n: number): Uint8Array {
 
 /** SHA-256 of `data`. */
 export function sha256(data: Uint8Array): Uint8Array {
+  return nobleSha256(data);
+}
+
+/** WebCrypto's digest, where the platform has one (Node, Deno, browsers in secure contexts). */
+const subtle: SubtleCrypto | undefined = (globalThis as { crypto?: Crypto }).crypto?.subtle;
+
+/** Below this size the hop to WebCrypto's thread costs more than hashing in JavaScript. */
+const ASYNC_DIGEST_MIN = 1 << 20;
+
+/**
+ * SHA-256 of `data`, by WebCrypto where available (native code: several times
+ * faster than SHA-256 in JavaScript on a model of megabytes), else as `sha256`.
+ */
+export async function sha256Async(data: Uint8Array): Promise<Uint8Array> {
+  if (subtle && data.byteLength >= ASYNC_DIGEST_MIN) {
+    try {
+      return new Uint8Array(await subtle.digest('SHA-256', data as Uint8Array<ArrayBuffer>));
+    } catch {
+      // An engine that refuses this view (e.g. over a SharedArrayBuffer) still gets a digest.
+    }
+  }
   return nobleSha256(data);
 }
 
@@ -63,6 +89,38 @@ export function verify(message: Uint8Array, signature: Uint8Array, publicKey: Ui
   }
 }
 
+/** Whether WebCrypto verifies Ed25519 here; learned on first use (older browsers lack it). */
+let subtleEd25519: boolean | undefined = subtle ? undefined : false;
+
+/**
+ * `verify`, by WebCrypto's Ed25519 where the platform has it (native code: a
+ * fraction of a millisecond, where tweetnacl needs several, and tens in a
+ * process whose JIT is still cold), else by tweetnacl. WebCrypto also rejects
+ * non-canonical signatures (S >= L) that tweetnacl would take; a vendor's
+ * signatures are canonical, so both accept exactly the vendor's files.
+ */
+export async function verifyAsync(message: Uint8Array, signature: Uint8Array, publicKey: Uint8Array, what: string): Promise<void> {
+  need('public key', publicKey, SIZES.signPublic);
+  if (signature.byteLength !== SIZES.signature) throw new TamperedError(`${what}: the Ed25519 signature does not verify`);
+  if (subtleEd25519 !== false) {
+    let ok: boolean | undefined;
+    try {
+      const k = await subtle!.importKey('raw', publicKey as Uint8Array<ArrayBuffer>, { name: 'Ed25519' }, false, ['verify']);
+      ok = await subtle!.verify({ name: 'Ed25519' }, k, signature as Uint8Array<ArrayBuffer>, message as Uint8Array<ArrayBuffer>);
+      subtleEd25519 = true;
+    } catch (e) {
+      // Only an engine without Ed25519 falls back; any other failure is a failed verification.
+      if (subtleEd25519 === undefined && (e as Error)?.name === 'NotSupportedError') subtleEd25519 = false;
+      else ok = false;
+    }
+    if (ok !== undefined) {
+      if (!ok) throw new TamperedError(`${what}: the Ed25519 signature does not verify`);
+      return;
+    }
+  }
+  verify(message, signature, publicKey, what);
+}
+
 /**
  * XSalsa20-Poly1305 encryption that keeps the MAC apart, so ciphertext can
  * replace plaintext in place (same length) and the MAC travel elsewhere.
@@ -70,38 +128,80 @@ export function verify(message: Uint8Array, signature: Uint8Array, publicKey: Ui
 export function secretboxDetached(plain: Uint8Array, nonce: Uint8Array, key: Uint8Array): { cipher: Uint8Array; mac: Uint8Array } {
   need('secretbox nonce', nonce, SIZES.secretboxNonce);
   need('secretbox key', key, SIZES.secretboxKey);
-  const boxed = nacl.secretbox(plain, nonce, key);
+  const boxed = xsalsa20poly1305(key, nonce).encrypt(plain);
   return { mac: boxed.subarray(0, SIZES.mac), cipher: boxed.subarray(SIZES.mac) };
 }
 
 /** Opens a detached secretbox; throws `onFail()` when the MAC does not verify. */
 export function secretboxOpenDetached(cipher: Uint8Array, mac: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error): Uint8Array {
+  const plain = new Uint8Array(cipher);
+  secretboxOpenDetachedInPlace(plain, mac, nonce, key, onFail);
+  return plain;
+}
+
+/** Bytes decrypted per call; a multiple of the 64-byte Salsa20 block, small enough to stay in cache. */
+const CHUNK = 64 << 10;
+
+/**
+ * Opens a detached secretbox in place: checks the MAC over `data` (the
+ * ciphertext) first, then overwrites `data` with the plaintext, so a failed
+ * MAC leaves the ciphertext untouched and no plaintext copy is ever made.
+ * Throws `onFail()` when the MAC does not verify.
+ *
+ * NaCl's secretbox takes the Poly1305 key from the first 32 bytes of the
+ * XSalsa20 stream and encrypts with the stream from byte 32 on; decrypting in
+ * slices keyed by the block counter gives exactly `nacl.secretbox.open`.
+ */
+export function secretboxOpenDetachedInPlace(data: Uint8Array, mac: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error): void {
+  if (!(data instanceof Uint8Array)) throw new TypeError('secretbox data must be a Uint8Array');
   need('secretbox nonce', nonce, SIZES.secretboxNonce);
   need('secretbox key', key, SIZES.secretboxKey);
   need('secretbox MAC', mac, SIZES.mac);
-  const boxed = new Uint8Array(SIZES.mac + cipher.byteLength);
-  boxed.set(mac, 0);
-  boxed.set(cipher, SIZES.mac);
-  const plain = nacl.secretbox.open(boxed, nonce, key);
-  boxed.fill(0);
-  if (!plain) throw onFail();
-  return plain;
+  const block0 = xsalsa20(key, nonce, new Uint8Array(64));
+  try {
+    // Fed in slices: noble's update() copies its argument, which on a whole tensor would be a
+    // second full-size buffer.
+    const h = poly1305.create(block0.subarray(0, 32));
+    for (let off = 0; off < data.byteLength; off += CHUNK) h.update(data.subarray(off, off + CHUNK));
+    const tag = h.digest();
+    const ok = equalBytes(tag, mac);
+    tag.fill(0);
+    if (!ok) throw onFail();
+    const head = Math.min(32, data.byteLength);
+    for (let i = 0; i < head; i++) data[i] ^= block0[32 + i];
+    // The cipher's fast path needs 4-byte-aligned views; tensor data inside a
+    // protobuf rarely is, so unaligned slices go through a small aligned scratch.
+    let scratch: Uint8Array | undefined;
+    for (let off = 32, counter = 1; off < data.byteLength; off += CHUNK, counter += CHUNK / 64) {
+      const slice = data.subarray(off, Math.min(off + CHUNK, data.byteLength));
+      if (slice.byteOffset % 4 === 0) {
+        xsalsa20(key, nonce, slice, slice, counter);
+      } else {
+        scratch ??= new Uint8Array(CHUNK);
+        const s = scratch.subarray(0, slice.byteLength);
+        s.set(slice);
+        xsalsa20(key, nonce, s, s, counter);
+        slice.set(s);
+      }
+    }
+    scratch?.fill(0);
+  } finally {
+    block0.fill(0);
+  }
 }
 
 /** Secretbox with the MAC attached (MAC || ciphertext), for small sealed records. */
 export function seal(plain: Uint8Array, nonce: Uint8Array, key: Uint8Array): Uint8Array {
   need('secretbox nonce', nonce, SIZES.secretboxNonce);
   need('secretbox key', key, SIZES.secretboxKey);
-  return nacl.secretbox(plain, nonce, key);
+  return xsalsa20poly1305(key, nonce).encrypt(plain);
 }
 
 /** Opens `seal` output; throws `onFail()` on a MAC failure. */
 export function open(boxed: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error): Uint8Array {
-  need('secretbox nonce', nonce, SIZES.secretboxNonce);
-  need('secretbox key', key, SIZES.secretboxKey);
-  const plain = boxed.byteLength >= SIZES.mac ? nacl.secretbox.open(boxed, nonce, key) : null;
-  if (!plain) throw onFail();
-  return plain;
+  if (!(boxed instanceof Uint8Array)) throw new TypeError('secretbox must be a Uint8Array');
+  if (boxed.byteLength < SIZES.mac) throw onFail();
+  return secretboxOpenDetached(boxed.subarray(SIZES.mac), boxed.subarray(0, SIZES.mac), nonce, key, onFail);
 }
 
 /** HMAC-SHA-256 of `data` under `key`. */

@@ -5,6 +5,8 @@
  * imports Node built-ins (the file store lives in filestore.ts).
  */
 import { KeylockError } from '../runtime/errors.ts';
+import type { MonotonicCounter } from './counter.ts';
+import type { AttemptStore } from './attempts.ts';
 
 /** Backing store of one keystore. */
 export interface KeystoreStorage {
@@ -21,6 +23,13 @@ export interface KeystoreStorage {
    * thing; resolves to the function that releases it.
    */
   lock?(): Promise<() => void>;
+  /**
+   * A monotonic counter the keystore's generation must equal (counter.ts). Without
+   * one, a restored older copy is only noticed by a process that has the keystore open.
+   */
+  counter?: MonotonicCounter;
+  /** Where wrong unlock secrets are counted (attempts.ts); without one there is no lockout. */
+  attempts?: AttemptStore;
 }
 
 /** A keystore held in memory (tests, browsers that persist `toBytes()` themselves). */

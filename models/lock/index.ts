@@ -7,7 +7,7 @@
 import { randomBytes } from '../../keystore/nacl.ts';
 import { UnsupportedModelError } from '../../runtime/errors.ts';
 import { keyCheckValue } from '../../runtime/keys/derive.ts';
-import { hex, SCHEMES, type Canary, type IOSpec, type LockEntry, type Policy, type Scheme } from '../../runtime/klm.ts';
+import { hex, SCHEMES, type Canary, type IOSpec, type LockEntry, type ModelFormat, type Policy, type Scheme } from '../../runtime/klm.ts';
 import { loadModel } from '../../runtime/model.ts';
 import { encodeRecorded, type Sample } from '../../runtime/recorded.ts';
 import { packKlm, type ManifestDraft } from '../klm.ts';
@@ -17,6 +17,12 @@ import { listInitializers, type InitializerInfo } from '../onnx/layout.ts';
 import type { OnnxModel, ValueInfoProto } from '../onnx/types.ts';
 import { LOCKERS } from './registry.ts';
 import type { FinishEntry, LockContext, LockOptions } from './types.ts';
+import { isTflite, readTflite, type TfliteTensor } from '../tflite/codec.ts';
+import { listWeights } from '../tflite/weights.ts';
+import { checkStaticInputs } from '../../runtime/tflite-inputs.ts';
+import { tfliteDeeplock, tfliteSealed, tfliteSignflip, type TfliteLockContext, type TfliteLocker } from './tflite.ts';
+import { tfliteShuffle } from './tflite-shuffle.ts';
+import { tfliteAdvparams } from './tflite-advparams.ts';
 
 export type { LockOptions } from './types.ts';
 
@@ -140,6 +146,12 @@ export async function lockOnnx(modelBytes: Uint8Array, req: LockRequest): Promis
     const l = LOCKERS[scheme];
     if (l.bytes) entries[index] = l.bytes(locked, inits, ctx);
   }
+  // The manifest lists locks in the order they were applied (graph stage, then
+  // byte stage), because the runtime undoes them in reverse: listed as asked,
+  // "sealed+advparams" would restore advparams' plaintext originals into
+  // ciphertext before decrypting it.
+  const applied = [...pending.map((p) => entries[p.index]), ...entries.filter((_, i) => !pending.some((p) => p.index === i))];
+  if (applied.some((e, i) => e !== entries[i])) report.push(`order: applied ${applied.map((e) => e.scheme).join('+')} (graph-stage locks before byte-stage ones)`);
 
   const io = modelIO(model, new Set());
   const keyInputs = new Set(io.inputs.map((i) => i.name).filter((n) => !plainInputs.has(n)));
@@ -151,7 +163,7 @@ export async function lockOnnx(modelBytes: Uint8Array, req: LockRequest): Promis
     created: Math.floor(Date.now() / 1000),
     inputs,
     outputs,
-    locks: entries,
+    locks: applied,
     kcv: keyCheckValue(modelKey),
     policy: req.policy ?? { onInvalidKey: 'halt', maxFailures: 0 },
   };
@@ -162,4 +174,86 @@ export async function lockOnnx(modelBytes: Uint8Array, req: LockRequest): Promis
     report.push(`canary: ${req.canary.length} recorded sample(s) must reproduce bit for bit on the device`);
   }
   return { klm, modelKey, modelId, report, locked };
+}
+
+/** TFLite lockers by scheme. */
+const TFLITE_LOCKERS: Record<Scheme, TfliteLocker> = {
+  shuffle: tfliteShuffle,
+  advparams: tfliteAdvparams,
+  signflip: tfliteSignflip,
+  deeplock: tfliteDeeplock,
+  sealed: tfliteSealed,
+};
+
+/**
+ * Locks that change weight values for good and must see the plain weights
+ * (shuffle absorption permutes them, advparams evaluates the model): they run
+ * before the byte-level locks, whatever order was asked for, and shuffle runs
+ * before advparams (a permutation after advparams would move the perturbed
+ * elements away from the positions its key list records; advparams shuffles
+ * its encryption set with the key instead).
+ */
+const TFLITE_FIRST: readonly Scheme[] = ['shuffle', 'advparams'];
+
+function tfliteIO(t: TfliteTensor): IOSpec {
+  return { name: t.name, dtype: t.dtype, shape: [...t.shape] };
+}
+
+/**
+ * Locks a TFLite model. Every lock edits the file in place (models/lock/tflite.ts),
+ * so the locked file has the original's length and structure. shuffle and
+ * advparams run first, on the plain weights; the manifest lists the locks in
+ * the order they were applied, which the runtime undoes in reverse.
+ * UnsupportedModelError when a scheme cannot apply or the model has dynamic
+ * input axes the tflite backend cannot run.
+ */
+export async function lockTflite(modelBytes: Uint8Array, req: LockRequest): Promise<LockResult> {
+  const modelKey = req.modelKey ? new Uint8Array(req.modelKey) : randomBytes(32);
+  if (modelKey.byteLength !== 32) throw new RangeError(`model key must be 32 bytes, got ${modelKey.byteLength}`);
+  const modelId = req.modelId ?? `model-${hex(randomBytes(8))}`;
+  const report: string[] = [];
+  const locked = modelBytes.slice();
+  const model = readTflite(locked);
+  const g = model.subgraphs[0];
+  const inputs = g.inputs.map((i) => g.tensors[i]);
+  checkStaticInputs(inputs.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, signature: t.shapeSignature })));
+  if (!inputs.length) throw new UnsupportedModelError('the TFLite model has no inputs');
+  const ctx: TfliteLockContext = { modelId, modelKey, opts: req, report: (l) => report.push(l), model, weights: listWeights(model), applied: [] };
+
+  const order = [...TFLITE_FIRST.filter((s) => req.schemes.includes(s)), ...req.schemes.filter((s) => !TFLITE_FIRST.includes(s))];
+  if (order.some((s, i) => s !== req.schemes[i])) report.push(`order: applied ${order.join('+')} (shuffle, then advparams, need the plain weights)`);
+  for (const scheme of order) ctx.applied.push(await TFLITE_LOCKERS[scheme](locked, ctx));
+  const locks = ctx.applied;
+
+  const draft: ManifestDraft = {
+    modelId,
+    modelFormat: 'tflite',
+    created: Math.floor(Date.now() / 1000),
+    inputs: inputs.map(tfliteIO),
+    outputs: g.outputs.map((i) => tfliteIO(g.tensors[i])),
+    locks,
+    kcv: keyCheckValue(modelKey),
+    policy: req.policy ?? { onInvalidKey: 'halt', maxFailures: 0 },
+  };
+  let klm = packKlm(draft, locked, req.vendorSeed);
+  if (req.canary?.length) {
+    draft.canary = await canaryOf(klm, modelKey, req.canary);
+    klm = packKlm(draft, locked, req.vendorSeed);
+    report.push(`canary: ${req.canary.length} recorded sample(s) must reproduce bit for bit on the device`);
+  }
+  return { klm, modelKey, modelId, report, locked };
+}
+
+/** Model format of `bytes`: `tflite` when they carry the TFLite file identifier, else `onnx`. */
+export function modelFormatOf(bytes: Uint8Array): ModelFormat {
+  return isTflite(bytes) ? 'tflite' : 'onnx';
+}
+
+/**
+ * Locks an ONNX or TFLite model: `format` (e.g. from the file extension) or,
+ * without it, the bytes' file identifier decides.
+ */
+export async function lockModel(modelBytes: Uint8Array, req: LockRequest & { format?: ModelFormat }): Promise<LockResult> {
+  const format = req.format ?? modelFormatOf(modelBytes);
+  return format === 'tflite' ? lockTflite(modelBytes, req) : lockOnnx(modelBytes, req);
 }

@@ -88,13 +88,19 @@ function planFor(key: ShuffleBlockKey, h: number, w: number): ImagePlan {
   return plan;
 }
 
+function checkDim(what: string, v: number): void {
+  if (!Number.isSafeInteger(v) || v < 1 || v > 0xffff_ffff) throw new RangeError(`shuffle: ${what} must be a positive integer, got ${v}`);
+}
+
 function checkArgs(src: Float32Array, dst: Float32Array, n: number, c: number, h: number, w: number, key: ShuffleBlockKey): void {
   if (!(src instanceof Float32Array) || !(dst instanceof Float32Array)) {
     throw new TypeError('shuffle: src and dst must be Float32Array');
   }
-  for (const [what, v] of [['N', n], ['C', c], ['H', h], ['W', w]] as const) {
-    if (!Number.isSafeInteger(v) || v < 1 || v > 0xffff_ffff) throw new RangeError(`shuffle: ${what} must be a positive integer, got ${v}`);
-  }
+  // Called on every input: checked one by one, without building a list per call.
+  checkDim('N', n);
+  checkDim('C', c);
+  checkDim('H', h);
+  checkDim('W', w);
   if (c !== key.channels) throw new RangeError(`shuffle: expected ${key.channels} channels (the key's C), got ${c}`);
   if (h % key.m !== 0 || w % key.m !== 0) {
     throw new RangeError(`shuffle: expected H and W divisible by block size ${key.m}, got ${h}x${w}`);

@@ -18,26 +18,46 @@ export function layerBits(lock: SignflipLock, layer: SignflipLayer, modelKey: Ui
   return bits;
 }
 
+/** Bytes per element of the dtypes a signflip range may have. */
+const NEGATABLE: Readonly<Record<string, number>> = { float32: 4, int8: 1, int32: 4 };
+
 /**
- * Negates (flips the sign bit of) the elements of keyed channels in a float32
- * range. Negation is exact in IEEE arithmetic, so locking and unlocking are the
- * same operation; the locker uses this function too.
+ * Negates the elements of keyed channels in a range, in place:
+ * - float32: flips the sign bit. IEEE negation is exact.
+ * - int8 (quantized weights with zero point 0): two's complement, q -> -q.
+ *   -128 has no positive counterpart in int8 and maps to itself (-(-128)
+ *   wraps to -128), so such an element stays unnegated in the locked file.
+ * - int32 (quantized biases): two's complement; -2^31 likewise maps to itself.
+ * Each of these is its own inverse on every bit pattern, so locking and
+ * unlocking are the same operation and unlocking is exact; the locker uses this
+ * function too.
  */
 export function negateChannels(model: Uint8Array, r: ChannelRange, channels: number, bits: Uint8Array): void {
-  if (r.dtype !== 'float32') throw new FormatError(`signflip: range "${r.name}" is ${r.dtype}; only float32 can be negated by its sign bit`);
-  const n = r.length / 4;
+  const size = NEGATABLE[r.dtype];
+  if (!size) throw new FormatError(`signflip: range "${r.name}" is ${r.dtype}; expected float32, int8 or int32`);
+  if (r.length % size !== 0) throw new FormatError(`signflip: range "${r.name}" is ${r.length} bytes, not a whole number of ${r.dtype} elements`);
+  const n = r.length / size;
   if (n % channels !== 0) throw new FormatError(`signflip: "${r.name}" has ${n} elements, not a multiple of ${channels} channels`);
   const per = n / channels;
-  // Little-endian float32: the sign bit is the top bit of the 4th byte.
+  const negate = r.dtype === 'float32'
+    // Little-endian float32: the sign bit is the top bit of the 4th byte.
+    ? (i: number): void => { model[r.offset + 4 * i + 3] ^= 0x80; }
+    : r.dtype === 'int8'
+      ? (i: number): void => { model[r.offset + i] = (256 - model[r.offset + i]) & 0xff; }
+      : int32Negator(model, r.offset);
   if (r.layout === 'outer') {
     for (let c = 0; c < channels; c++) {
       if (!bits[c]) continue;
-      const start = r.offset + c * per * 4 + 3;
-      for (let k = 0; k < per; k++) model[start + 4 * k] ^= 0x80;
+      for (let k = c * per, end = k + per; k < end; k++) negate(k);
     }
   } else {
-    for (let i = 0; i < n; i++) if (bits[i % channels]) model[r.offset + 4 * i + 3] ^= 0x80;
+    for (let i = 0; i < n; i++) if (bits[i % channels]) negate(i);
   }
+}
+
+function int32Negator(model: Uint8Array, offset: number): (i: number) => void {
+  const view = new DataView(model.buffer, model.byteOffset + offset);
+  return (i) => view.setInt32(4 * i, -view.getInt32(4 * i, true) | 0, true);
 }
 
 function unitBitsOf(lock: SignflipLock, modelKey: Uint8Array): Uint8Array | undefined {

@@ -4,6 +4,7 @@ import { extract, inspect, keygen, runCmd } from './model-commands.ts';
 import { lock } from './lock-command.ts';
 import { demo } from './demo.ts';
 import { deviceInit, deviceShow, grant, install, reinstate, revoke } from './device-commands.ts';
+import { image, verifyImageCmd } from './image.ts';
 import { resign, rotate } from './rotate-commands.ts';
 
 export const COMMANDS: Record<string, Command> = {
@@ -21,4 +22,6 @@ export const COMMANDS: Record<string, Command> = {
   install,
   run: runCmd,
   demo,
+  image,
+  'verify-image': verifyImageCmd,
 };

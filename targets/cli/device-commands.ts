@@ -22,6 +22,30 @@ export function parseTime(flag: string, v: string): number {
   return Math.floor(t / 1000);
 }
 
+/**
+ * The ids after --grant / --model / --device. Each flag takes one or more
+ * words (`--grant a b --model m`), as well as the repeated form (`--grant a --grant b`).
+ */
+function revokedIds(raw: readonly string[], valueFlags: ReadonlySet<string>): { grants: string[]; models: string[]; devices: string[] } {
+  const r = { grants: [] as string[], models: [] as string[], devices: [] as string[] };
+  const lists: Record<string, keyof typeof r> = { grant: 'grants', model: 'models', device: 'devices' };
+  let cur: keyof typeof r | undefined;
+  for (let i = 0; i < raw.length; i++) {
+    const a = raw[i];
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      const name = a.slice(2, eq < 0 ? undefined : eq);
+      cur = lists[name];
+      if (cur && eq >= 0) r[cur].push(a.slice(eq + 1));
+      else if (!cur && eq < 0 && valueFlags.has(name)) i++;
+      continue;
+    }
+    if (!cur) throw new UsageError(`unexpected argument "${a}"`, 'ids follow --grant, --model or --device');
+    r[cur].push(a);
+  }
+  return r;
+}
+
 function list(v: unknown): string[] {
   return Array.isArray(v) ? v.map(String) : typeof v === 'string' ? [v] : [];
 }
@@ -145,18 +169,19 @@ export const install: Command = {
 
 export const revoke: Command = {
   summary: 'issue a vendor-signed revocation list (a higher --version replaces older lists)',
-  usage: 'revoke --vendor VENDOR.key --version N [--grant ID]... [--model ID]... [--device ID]... --out R.klr',
+  usage: 'revoke --vendor VENDOR.key --version N [--grant ID...] [--model ID...] [--device ID...] --out R.klr',
   options: {
     vendor: { type: 'string' }, version: { type: 'string' }, out: { type: 'string' },
     grant: { type: 'string', multiple: true }, model: { type: 'string', multiple: true }, device: { type: 'string', multiple: true },
   },
-  positionals: [0, 0],
-  async run({ values }) {
+  // `--grant a b c` and `--grant a --grant b` both work (see revokedIds).
+  positionals: [0, 100_000],
+  async run({ values, raw }) {
     const listVersion = intFlag(values, 'version');
     if (listVersion === undefined) throw new UsageError('--version N is required', `usage: keylock ${this.usage}`);
     const out = req(values, 'out', this.usage);
     const vendorSeed = decodeVendorSecret(readInput(req(values, 'vendor', this.usage), 'vendor key'));
-    const r = { grants: list(values.grant), models: list(values.model), devices: list(values.device) };
+    const r = revokedIds(raw, new Set(['vendor', 'version', 'out']));
     writeOutput(out, makeRevocation({ listVersion, ...r, vendorSeed }));
     vendorSeed.fill(0);
     process.stdout.write(`revocation list version ${listVersion}: ${r.grants.length} grant(s), ${r.models.length} model(s), ${r.devices.length} device(s); wrote ${out}\n`);

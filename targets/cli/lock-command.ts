@@ -4,13 +4,13 @@ import { decodeVendorSecret, encodeModelKey } from '../../keystore/keyfiles.ts';
 import { hex, keyId } from '../../runtime/klm.ts';
 import { decodeRecorded } from '../../runtime/recorded.ts';
 import { randomBytes, signKeyPair } from '../../keystore/nacl.ts';
-import { lockOnnx, parseSchemes } from '../../models/lock/index.ts';
+import { lockModel, parseSchemes } from '../../models/lock/index.ts';
 import { CliError, UsageError, type Command } from './main.ts';
 import { intFlag, readInput, req, writeOutput } from './io.ts';
 
 export const lock: Command = {
-  summary: 'lock a model (.onnx) with one or more schemes into a signed .klm',
-  usage: 'lock MODEL.onnx --scheme S[+S2] --vendor NAME.key --out M.klm --key-out M.key [--block N] [--negpos] [--trained-with-key] '
+  summary: 'lock a model (.onnx or .tflite) with one or more schemes into a signed .klm',
+  usage: 'lock MODEL.onnx|MODEL.tflite --scheme S[+S2] --vendor NAME.key --out M.klm --key-out M.key [--block N] [--negpos] [--trained-with-key] '
     + '[--units U] [--mode input|fold] [--data REC.cbor] [--canary REC.cbor] [--canary-count N] [--model-id ID] '
     + '[--on-invalid-key halt|disable] [--max-failures N] [--seed N]',
   options: {
@@ -32,7 +32,7 @@ export const lock: Command = {
       throw new UsageError((e as Error).message);
     }
     const ext = extname(src).toLowerCase();
-    if (ext !== '.onnx') throw new CliError(`cannot lock "${src}": expected an .onnx model`, 'keylock locks ONNX models; TFLite support is tracked separately');
+    if (ext !== '.onnx' && ext !== '.tflite') throw new CliError(`cannot lock "${src}": expected an .onnx or .tflite model, got "${ext || 'no extension'}"`);
     const mode = values.mode as string | undefined;
     if (mode !== undefined && mode !== 'input' && mode !== 'fold') throw new UsageError(`--mode must be input or fold, got "${mode}"`);
     const onInvalid = (values['on-invalid-key'] as string | undefined) ?? 'halt';
@@ -42,8 +42,8 @@ export const lock: Command = {
     let canary = typeof values.canary === 'string' ? decodeRecorded(readInput(values.canary, 'canary inputs')) : undefined;
     const count = intFlag(values, 'canary-count');
     if (canary) canary = canary.slice(0, count ?? 4);
-    const res = await lockOnnx(readInput(src, 'model'), {
-      schemes, vendorSeed,
+    const res = await lockModel(readInput(src, 'model'), {
+      schemes, vendorSeed, format: ext === '.tflite' ? 'tflite' : 'onnx',
       modelId: values['model-id'] as string | undefined ?? `${basename(src, ext)}-${hex(randomBytes(4))}`,
       block: intFlag(values, 'block'), negpos: values.negpos === true, trainedWithKey: values['trained-with-key'] === true,
       units: intFlag(values, 'units', 0), signflipMode: mode as 'input' | 'fold' | undefined,

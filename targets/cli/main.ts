@@ -32,7 +32,8 @@ export interface Command {
   options: NonNullable<ParseArgsConfig['options']>;
   /** How many positional arguments it takes: [min, max]. */
   positionals: [number, number];
-  run(args: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] }): Promise<number | void>;
+  /** `raw` is the command's own arguments, as typed (for flags whose meaning depends on order). */
+  run(args: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[]; raw: string[] }): Promise<number | void>;
 }
 
 function help(): string {
@@ -70,7 +71,7 @@ export async function main(argv: string[]): Promise<number> {
     if (parsed.positionals.length < min || parsed.positionals.length > max) {
       throw new UsageError(`${name} takes ${min === max ? min : `${min} to ${max}`} argument(s), got ${parsed.positionals.length}`, `usage: keylock ${cmd.usage}`);
     }
-    return (await cmd.run(parsed as never)) ?? 0;
+    return (await cmd.run({ ...(parsed as Omit<Parameters<Command['run']>[0], 'raw'>), raw: rest })) ?? 0;
   } catch (e) {
     return report(e);
   }

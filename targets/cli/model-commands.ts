@@ -29,7 +29,7 @@ export const keygen: Command = {
 /** One line per lock, public parameters only. */
 export function describeLock(l: LockEntry): string {
   switch (l.scheme) {
-    case 'shuffle': return `shuffle  block ${l.block}x${l.block}x${l.channels} on "${l.input}"${l.negpos ? ', negative/positive' : ''}${l.absorbed ? ', absorbed into the first layer' : ', trained with the key'}`;
+    case 'shuffle': return `shuffle  block ${l.block}x${l.block}x${l.channels} on "${l.input}"${l.layout === 'nhwc' ? ' (NHWC)' : ''}${l.negpos ? ', negative/positive' : ''}${l.absorbed ? ', absorbed into the first layer' : ', trained with the key'}`;
     case 'signflip': return `signflip ${l.mode} mode, ${l.units ? `${l.units} MAC units` : 'one bit per channel'}, ${l.layers.length} layer(s): ${l.layers.map((x) => `${x.weight}[${x.channels}]`).join(', ')}`;
     case 'deeplock': return `deeplock ${l.tensors.length} tensor(s), ${l.tensors.reduce((n, t) => n + t.length / 4, 0)} float32 parameters`;
     case 'advparams': return `advparams sealed key list over ${l.tensors.length} tensor(s)`;
@@ -104,7 +104,7 @@ export function accuracy(outputs: Sample[]): number | undefined {
 
 export const runCmd: Command = {
   summary: 'run a .klm on recorded inputs, with a device keystore or (vendor check) the model key',
-  usage: 'run M.klm (--keystore F.kls --unlock SPEC | --model-key M.key [--trust VENDOR.pub]) --inputs REC.cbor --out OUT.cbor [--threads N] [--backend wasm|webgpu]',
+  usage: 'run M.klm (--keystore F.kls --unlock SPEC | --model-key M.key [--trust VENDOR.pub]) --inputs REC.cbor --out OUT.cbor [--threads N] [--backend wasm|webgpu|native|tflite]',
   options: {
     'model-key': { type: 'string' }, keystore: { type: 'string' }, unlock: { type: 'string' },
     inputs: { type: 'string' }, out: { type: 'string' },

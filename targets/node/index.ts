@@ -1,5 +1,45 @@
 /**
- * Node device target: the runtime plus file-system loading. This is the entry
- * point of `dist/node/keylock.mjs`; ORT's wasm files sit beside the bundle.
+ * Node device target: the runtime plus file-system helpers. This is the entry
+ * point of `dist/node/keylock.mjs` (and, through targets/rpi, of
+ * `dist/rpi/keylock.mjs`); ORT's `ort-wasm-simd-threaded.{mjs,wasm}` sit beside
+ * the bundle and ORT finds them there by itself, so the folder runs without
+ * node_modules.
+ *
+ * ```js
+ * import { openKeystore, loadModelFile } from './keylock.mjs';
+ * const keystore = await openKeystore('device.kls', 'file:/etc/keylock/storage.key');
+ * const model = await loadModelFile('model.klm', { keystore });
+ * if (model.state !== 'ready') fallBack(model.error);   // typed reason, never numbers
+ * const out = await model.run({ input: { dtype: 'float32', dims: [1, 1, 28, 28], data } });
+ * ```
  */
+import { readFile } from 'node:fs/promises';
+import { Keystore } from '../../keystore/keystore.ts';
+import { parseUnlock, type UnlockProvider } from '../../keystore/unlock.ts';
+import { loadModel, type LoadOptions, type LockedModel } from '../../runtime/model.ts';
+
 export * from '../../runtime/index.ts';
+export { loadModel, LockedModel, BACKENDS, type LoadOptions, type ModelState, type RunStats } from '../../runtime/model.ts';
+export {
+  Keystore, memoryStorage, parseUnlock,
+  type KeystoreStorage, type UnlockProvider, type GrantInfo, type FailurePolicy,
+} from '../../keystore/index.ts';
+
+/**
+ * Reads a `.klm` file and loads it (see `loadModel`: check failures come back
+ * as a halted or disabled model). A file that cannot be read throws the file
+ * system's error.
+ */
+export async function loadModelFile(path: string, opts: LoadOptions): Promise<LockedModel> {
+  const b = await readFile(path);
+  return loadModel(new Uint8Array(b.buffer, b.byteOffset, b.byteLength), opts);
+}
+
+/**
+ * Opens a keystore file. `unlock` is a provider or its CLI spelling
+ * (`file:PATH`, `env:VAR`, `pass:env:VAR`, `pass:file:PATH`). Changes (failure
+ * counters, grants) are written back atomically under a writer lock file.
+ */
+export function openKeystore(path: string, unlock: UnlockProvider | string): Promise<Keystore> {
+  return Keystore.open(path, { unlock: typeof unlock === 'string' ? parseUnlock(unlock) : unlock });
+}

@@ -1,0 +1,159 @@
+/**
+ * The performance benchmark: locked over plain, side by side.
+ *
+ *   npm run bench                       full run; writes docs/BENCH.md and docs/bench.json
+ *   node --import tsx eval/bench/run.ts --quick --out DIR   tiny run (the CI check), writes DIR/
+ *   node --import tsx eval/bench/run.ts --render           BENCH.md again from docs/bench.json and notes.md
+ *
+ * Every figure is a ratio measured in one process with both sides interleaved
+ * (plain, locked, plain, locked …), reported as the median and spread of the
+ * per-round ratios: the machine is shared and noisy, single timings mean
+ * little. Each measurement runs in its own child process (eval/bench/child.ts):
+ * ORT-web fixes its thread count per process, and peak RSS is per process.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import { prepare, ROOT, type Plan } from './plan.ts';
+import { render, type BenchResults } from './report.ts';
+
+const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url));
+
+/** Runs one child task and returns its result; its progress lines pass through to stderr. */
+export async function runChild(task: string, args: object, workDir: string, opts: { gc?: boolean } = {}): Promise<any> {
+  const argFile = join(workDir, `args-${task}-${Date.now()}-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(argFile, JSON.stringify(args));
+  const node = [...(opts.gc ? ['--expose-gc'] : []), '--import', 'tsx', CHILD, task, argFile];
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, node, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.on('error', reject);
+    p.on('close', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('BENCH-RESULT '));
+      if (code !== 0 || !line) reject(new Error(`bench child ${task} exited ${code}: ${out.slice(-2000)}`));
+      else resolve(JSON.parse(line.slice('BENCH-RESULT '.length)));
+    });
+  });
+}
+
+/** Options of one benchmark run. */
+export interface BenchOptions {
+  quick?: boolean;
+  /** Folder for BENCH.md and bench.json (default docs/). */
+  out?: string;
+  progress?: (s: string) => void;
+}
+
+async function bundleSizes(quick: boolean, progress: (s: string) => void): Promise<BenchResults['bundles']> {
+  const { TARGETS, buildTarget } = await import('../../build.mjs');
+  const names = quick ? ['node'] : Object.keys(TARGETS);
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-bench-build-'));
+  const rows: BenchResults['bundles'] = [];
+  try {
+    for (const n of names) {
+      progress(`bundle ${n}`);
+      const { files, inputs } = await buildTarget(n, { outDir: join(dir, n) });
+      const ort = new Set(TARGETS[n].ortFiles);
+      const size = (fs: string[]): { bytes: number; gzip: number } => fs.reduce((a, f) => {
+        const b = readFileSync(f);
+        return { bytes: a.bytes + b.byteLength, gzip: a.gzip + gzipSync(b, { level: 9 }).byteLength };
+      }, { bytes: 0, gzip: 0 });
+      const js = files.filter((f) => !ort.has(basename(f)));
+      rows.push({
+        target: n, files: js.map((f) => basename(f)), js: size(js), ort: size(files.filter((f) => ort.has(basename(f)))),
+        nativeInside: inputs.some((i) => i.includes('onnxruntime-node')),
+      });
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
+}
+
+/** Runs the benchmark and writes BENCH.md and bench.json into `out`. */
+export async function bench(o: BenchOptions = {}): Promise<BenchResults> {
+  const quick = !!o.quick;
+  const progress = o.progress ?? ((s: string) => process.stderr.write(`${s}\n`));
+  const out = o.out ?? join(ROOT, 'docs');
+  const work = mkdtempSync(join(tmpdir(), 'keylock-bench-'));
+  const t0 = performance.now();
+  try {
+    progress('[1/7] locking the cases');
+    const plan: Plan = await prepare(work, quick, (s) => progress(`  ${s}`));
+    const planFile = join(work, 'plan.json');
+    const results: BenchResults = {
+      date: new Date().toISOString(), quick, node: process.version, models: plan.models.map(({ path: _p, ...m }) => m),
+      latency: [], cold: [], throughput: undefined, memory: [], alloc: undefined, bundles: [], seconds: 0,
+    };
+
+    progress('[2/7] per-inference latency, locked / plain (one process per backend and thread count)');
+    const latencyRuns = quick
+      ? [{ backend: 'wasm', threads: 1 }]
+      : [{ backend: 'wasm', threads: 1 }, { backend: 'wasm', threads: 2 }, { backend: 'native', threads: 1 }, { backend: 'native', threads: 2 }];
+    for (const r of latencyRuns) {
+      progress(`  ${r.backend}, ${r.threads} thread(s)`);
+      results.latency.push(await runChild('latency', { plan: planFile, ...r, rounds: quick ? 3 : 21, targetMs: quick ? 5 : 100 }, work));
+    }
+
+    progress('[3/7] cold start, bytes to first output');
+    const coldCases = quick ? ['mnist-cnn.sealed'] : plan.cases.filter((c) => c.model === 'ppocr-rec' || c.model === 'embedding_model' || c.id === 'mnist-cnn.sealed').map((c) => c.id);
+    for (const r of quick ? [{ backend: 'wasm', threads: 1 }] : [{ backend: 'wasm', threads: 1 }, { backend: 'wasm', threads: 2 }]) {
+      progress(`  ${r.backend}, ${r.threads} thread(s)`);
+      results.cold.push(await runChild('cold', { plan: planFile, ...r, rounds: quick ? 2 : 9, cases: coldCases }, work));
+    }
+    if (!quick) {
+      progress('  native, 1 thread (sealed only)');
+      results.cold.push(await runChild('cold', { plan: planFile, backend: 'native', threads: 1, rounds: 9, cases: ['ppocr-rec.sealed', 'embedding_model.sealed'] }, work));
+    }
+
+    progress('[4/7] restore throughput');
+    results.throughput = await runChild('throughput', { plan: planFile, mb: quick ? 1 : 32, rounds: quick ? 2 : 9 }, work);
+
+    progress('[5/7] peak RSS, plain vs locked (one process each)');
+    const memCases = quick ? ['mnist-cnn.sealed'] : ['ppocr-rec.sealed', 'ppocr-rec.deeplock', 'ppocr-rec.signflip-input', 'embedding_model.sealed'];
+    const reps = quick ? 1 : 3;
+    for (const c of memCases) {
+      for (let i = 0; i < reps; i++) {
+        for (const variant of i % 2 === 0 ? ['plain', 'locked'] as const : ['locked', 'plain'] as const) {
+          progress(`  ${c} ${variant} #${i + 1}`);
+          results.memory.push(await runChild('mem', { plan: planFile, variant, case: c, runs: quick ? 10 : 50 }, work, { gc: true }));
+        }
+      }
+    }
+
+    progress('[6/7] heap growth over many runs');
+    results.alloc = await runChild('alloc', {
+      plan: planFile,
+      runs: quick ? 300 : 10_000, every: quick ? 100 : 1000,
+      cases: quick ? ['plain:mnist-cnn', 'mnist-cnn.signflip-input'] : ['plain:mnist-cnn', 'mnist-cnn.signflip-input', 'mnist-cnn.sealed', 'mnist-mlp.shuffle-m-4-negpos-absorbed', 'plain:mnist-mlp'],
+    }, work, { gc: true });
+
+    progress('[7/7] bundle sizes');
+    results.bundles = await bundleSizes(quick, (s) => progress(`  ${s}`));
+
+    results.seconds = (performance.now() - t0) / 1000;
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, 'bench.json'), JSON.stringify(results, null, 1) + '\n');
+    writeFileSync(join(out, 'BENCH.md'), render(results));
+    progress(`wrote ${join(out, 'BENCH.md')} and bench.json in ${results.seconds.toFixed(0)} s`);
+    return results;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const argv = process.argv.slice(2);
+  const i = argv.indexOf('--out');
+  const out = i >= 0 ? argv[i + 1] : join(ROOT, 'docs');
+  if (argv.includes('--render')) {
+    // Re-renders BENCH.md from bench.json (after editing eval/bench/notes.md), measuring nothing.
+    writeFileSync(join(out, 'BENCH.md'), render(JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8'))));
+  } else {
+    await bench({ quick: argv.includes('--quick'), out });
+  }
+}

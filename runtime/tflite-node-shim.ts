@@ -1,0 +1,68 @@
+/**
+ * Lets @tensorflow/tfjs-tflite 0.0.1-alpha.10 load in Node (PLATFORM.md §2).
+ * Imported by runtime/tflite.ts only when it runs under Node; browsers load
+ * the library as shipped.
+ *
+ * The library has no Node code path. Finding no `window`, it takes itself for
+ * a Web Worker: it reads `self.location`, then `importScripts()` the glue
+ * `tflite_web_api_cc[_simd][_threaded].js` next to the page, which would fetch
+ * its `.wasm` of the same name. It starts this already when it is imported (a
+ * preload with an empty wasm path, resolved against `location.href`).
+ *
+ * So, from before the import until the first model has loaded, the shim
+ * provides:
+ * - `self` (= globalThis) and `location`, whose `href` is a file: URL inside
+ *   the wasm folder, so the preload finds the glue there;
+ * - `importScripts(url)`: loads the glue with `require` and wraps its factory
+ *   so that it gets the `.wasm` bytes read from disk (`wasmBinary`) and never
+ *   fetches anything;
+ * - the non-threaded build: Node passes the library's multi-threading check,
+ *   but the threaded glue needs real Web Workers, so `_threaded` is dropped
+ *   from the name (the SIMD build stays).
+ * The library keeps its wasm module once loaded; then `remove()` deletes the
+ * globals, so other code (onnxruntime-web, tfjs) never sees a fake `self`.
+ * The caller must not call the library's `setWasmPath` in Node: a second path
+ * would load a second copy of the wasm module.
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const require = createRequire(import.meta.url);
+
+/** The library's wasm folder in node_modules, with a trailing slash. */
+export function defaultTfliteWasmDir(): string {
+  return join(dirname(require.resolve('@tensorflow/tfjs-tflite/package.json')), 'wasm') + '/';
+}
+
+type Factory = (opts: Record<string, unknown>) => Promise<unknown>;
+
+const NAMES = ['self', 'location', 'importScripts', 'tflite_web_api_ModuleFactory'] as const;
+
+/**
+ * Installs the worker globals for the wasm folder `wasmDir` (a path ending in
+ * `/`). Returns the function that removes them again.
+ */
+export function installTfliteNodeShim(wasmDir: string): () => void {
+  const g = globalThis as Record<string, unknown>;
+  const saved = NAMES.map((n) => [n, Object.getOwnPropertyDescriptor(g, n)] as const);
+  // A file name inside the folder: the library cuts location.href at its last '/'.
+  const href = pathToFileURL(join(wasmDir, 'index.html')).href;
+  g.self = globalThis;
+  g.location = { origin: 'file://', href, protocol: 'file:' };
+  g.importScripts = (url: string): void => {
+    const path = (url.startsWith('file:') ? fileURLToPath(url) : url).replace(/_threaded\.js$/, '.js');
+    const factory = require(path) as Factory;
+    const wasmBinary = readFileSync(path.replace(/\.js$/, '.wasm'));
+    // The interpreter announces every XNNPACK delegate on stderr with "INFO: "; keep warnings and errors.
+    const printErr = (s: string): void => { if (!s.startsWith('INFO: ')) console.warn(s); };
+    g.tflite_web_api_ModuleFactory = (opts: Record<string, unknown>) => factory({ ...opts, wasmBinary, printErr });
+  };
+  return () => {
+    for (const [n, d] of saved) {
+      if (d) Object.defineProperty(g, n, d);
+      else delete g[n];
+    }
+  };
+}

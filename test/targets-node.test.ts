@@ -1,0 +1,117 @@
+// The built node bundle, run by a separate `node` process: a keystore, the
+// locked reference CNN, 200 recorded digits. Its outputs must equal the source
+// tree's bit for bit, and loading + running must make no network call at all.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { buildTarget } from '../build.mjs';
+import { Keystore } from '../keystore/keystore.ts';
+import { accuracy, makeFixture, parseRunner, referenceOutputs } from './targets-fixture.ts';
+
+const N = 200;
+const fx = await makeFixture(N);
+after(() => rmSync(fx.dir, { recursive: true, force: true }));
+const built = await buildTarget('node', { outDir: join(fx.dir, 'dist-node') });
+const bundleUrl = pathToFileURL(join(built.dir, 'keylock.mjs')).href;
+const ref = await referenceOutputs(fx);
+
+/**
+ * Loaded with `--import` before the bundle: every way out of the process
+ * (fetch, WebSocket, XMLHttpRequest, EventSource, http(s), http2, net, tls,
+ * dns, dgram) records the call and throws. The calls are printed on exit.
+ * Built-in ESM named exports are re-synced, so `import { request } from
+ * 'node:http'` sees the trap too.
+ */
+const TRAP = `import http from 'node:http';
+import https from 'node:https';
+import http2 from 'node:http2';
+import net from 'node:net';
+import tls from 'node:tls';
+import dns from 'node:dns';
+import dgram from 'node:dgram';
+import { syncBuiltinESMExports } from 'node:module';
+const calls = [];
+const trap = (what) => function trapped() { calls.push(what); throw new Error('network use: ' + what); };
+globalThis.fetch = trap('fetch');
+for (const name of ['WebSocket', 'XMLHttpRequest', 'EventSource']) {
+  globalThis[name] = class { constructor() { trap(name)(); } };
+}
+for (const [mod, name] of [[http, 'http'], [https, 'https']]) { mod.request = trap(name + '.request'); mod.get = trap(name + '.get'); }
+http2.connect = trap('http2.connect');
+net.connect = trap('net.connect');
+net.createConnection = trap('net.createConnection');
+net.Socket.prototype.connect = trap('net.Socket.connect');
+tls.connect = trap('tls.connect');
+for (const f of ['lookup', 'lookupService', 'resolve', 'resolve4', 'resolve6', 'resolveAny', 'resolveCname', 'resolveTxt', 'reverse']) {
+  dns[f] = trap('dns.' + f);
+  dns.promises[f] = trap('dns.promises.' + f);
+}
+dgram.createSocket = trap('dgram.createSocket');
+syncBuiltinESMExports();
+process.on('exit', () => process.stderr.write('NETWORK-CALLS ' + JSON.stringify(calls) + '\\n'));
+`;
+
+/** Runs `node ARGS…` and returns stdout and stderr; a non-zero exit fails with both. */
+function node(args: string[]): { stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`node ${args.join(' ')} exited ${r.status}: ${r.stderr}\n${r.stdout}`);
+  return { stdout: r.stdout, stderr: r.stderr };
+}
+
+const runnerArgs = [fx.runner, bundleUrl, fx.klmPath, fx.klsPath, fx.unlockPath, fx.recPath, 'default', 'rw'];
+
+function reported(stderr: string): string[] {
+  const line = stderr.split('\n').find((l) => l.startsWith('NETWORK-CALLS '));
+  assert.ok(line, `the trap reported its calls: ${stderr}`);
+  return JSON.parse(line.slice('NETWORK-CALLS '.length)) as string[];
+}
+
+test('the node bundle, in its own process, gives the source tree\'s outputs bit for bit on 200 digits', () => {
+  const r = parseRunner(node(runnerArgs).stdout);
+  assert.equal(r.state, 'ready', r.message);
+  assert.equal(r.predicted.length, N);
+  assert.equal(r.outputs.length, ref.outputs.length);
+  assert.ok(r.outputs === ref.outputs, 'outputs differ from the source tree\'s');
+  assert.deepEqual(r.predicted, ref.predicted);
+  const acc = accuracy(r.predicted, fx.labels);
+  assert.equal(acc, accuracy(ref.predicted, fx.labels));
+  assert.ok(acc > 0.9, `accuracy ${acc}`);
+});
+
+test('a device without a grant: the bundle refuses with the typed error, its class name intact after minification', async () => {
+  const other = join(fx.dir, 'other.kls');
+  const ks = await Keystore.create(other, { vendorKeys: [fx.vendorPub], unlock: { kind: 'file', path: join(fx.dir, 'other.key') } });
+  ks.close();
+  const r = spawnSync(process.execPath, [fx.runner, bundleUrl, fx.klmPath, other, join(fx.dir, 'other.key'), fx.recPath, 'default', 'rw'], { encoding: 'utf8' });
+  assert.equal(r.status, 3, r.stderr);
+  const out = parseRunner(r.stdout);
+  assert.equal(out.state, 'halted');
+  assert.equal(out.error, 'NoGrantError');
+  assert.equal(out.outputs, undefined, 'no numbers from a halted model');
+});
+
+test('loading and running the node bundle makes no network call (calls trapped, not grepped)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-trap-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const trap = join(dir, 'trap.mjs');
+  writeFileSync(trap, TRAP);
+  const importTrap = ['--import', pathToFileURL(trap).href];
+  // Control: the trap does see calls, so the empty list below means something.
+  const control = join(dir, 'control.mjs');
+  writeFileSync(control, `import { get } from 'node:http';
+try { await fetch('http://127.0.0.1:9/'); } catch {}
+try { get('http://127.0.0.1:9/'); } catch {}
+try { new WebSocket('ws://127.0.0.1:9/'); } catch {}
+`);
+  assert.deepEqual(reported(node([...importTrap, control]).stderr), ['fetch', 'http.get', 'WebSocket']);
+
+  const { stdout, stderr } = node([...importTrap, ...runnerArgs]);
+  const r = parseRunner(stdout);
+  assert.equal(r.state, 'ready', r.message);
+  assert.ok(r.outputs === ref.outputs, 'the trapped run gives the same outputs');
+  assert.deepEqual(reported(stderr), []);
+});
