@@ -11,14 +11,15 @@
  * The search starts from "no channel flipped" (the file as is), then visits the
  * layers in a fixed order (last to first, or first to last) and flips each bit
  * in turn, keeping the flip when the stolen set's mean cross-entropy drops;
- * sweeps repeat until one changes nothing. Every loss evaluation is one query:
- * a forward pass of the locked model over the whole stolen set.
+ * sweeps repeat until one changes nothing. Optional kicks then escape the
+ * typical local minimum (one output unit with the wrong sign). Every loss
+ * evaluation is one query: a forward pass of the locked model over the whole
+ * stolen set.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { SignflipLock } from '../../runtime/klm.ts';
 import { layerBits } from '../../runtime/keys/signflip.ts';
 import type { MnistSet } from '../../models/reference/mnist.ts';
-import { mulberry32 } from '../../models/reference/prng.ts';
 import { OnnxTfModel, softmaxCrossEntropy, type TensorFeeds } from '../../models/tfjs/onnx-exec.ts';
 
 /** One keyed layer as the attacker sees it in the manifest. */
@@ -135,44 +136,6 @@ export class SignflipOracle {
     return ok / set.n;
   }
 
-  /**
-   * Input mode only: the key inputs as continuous variables in [-1, 1],
-   * started at 1 (the file as is) and trained by Adam on cross-entropy, then
-   * rounded by sign. Each step is one forward and backward pass over a batch.
-   */
-  relax(data: MnistSet, opts: { steps: number; batch: number; lr: number; seed: number }): Uint8Array[] {
-    if (this.mode !== 'input') throw new RangeError('relax: the continuous relaxation needs input mode (key inputs to differentiate)');
-    const kappa = this.layers.map((l) => tf.variable(tf.ones(l.keyDims!)));
-    const opt = tf.train.adam(opts.lr);
-    const rand = mulberry32(opts.seed);
-    const xb = new Float32Array(opts.batch * 784);
-    const yb = new Int32Array(opts.batch);
-    const out = this.model.outputNames[0];
-    try {
-      for (let s = 0; s < opts.steps; s++) {
-        for (let r = 0; r < opts.batch; r++) {
-          const i = Math.floor(rand() * data.n);
-          xb.set(data.x.subarray(i * 784, (i + 1) * 784), r * 784);
-          yb[r] = data.y[i];
-        }
-        this.queries++;
-        this.images += opts.batch;
-        tf.tidy(() => {
-          const x = tf.tensor4d(xb, [opts.batch, 1, 28, 28]);
-          const y = tf.tensor1d(yb, 'int32');
-          const feeds: TensorFeeds = { input: x };
-          this.layers.forEach((l, i) => { feeds[l.keyInput!] = kappa[i]; });
-          opt.minimize(() => softmaxCrossEntropy(this.model.predict(feeds, [out])[out], y), false, kappa);
-          for (const v of kappa) v.assign(tf.clipByValue(v, -1, 1));
-        });
-      }
-      return kappa.map((v) => Uint8Array.from(v.dataSync() as Float32Array, (a) => (a < 0 ? 1 : 0)));
-    } finally {
-      opt.dispose();
-      for (const v of kappa) v.dispose();
-    }
-  }
-
   dispose(): void {
     this.model.dispose();
   }
@@ -186,6 +149,8 @@ export interface GreedyResult {
   keyBits: Uint8Array;
   loss: number;
   sweeps: number;
+  /** Output-bit kicks tried (0 without kicks). */
+  kicks: number;
   queries: number;
   images: number;
   seconds: number;
@@ -232,15 +197,15 @@ export function greedySignflip(oracle: SignflipOracle, data: MnistSet, opts: { o
           }
         }
       }
-      return { bits: channelBitsFromUnits(oracle.layers, unit), keyBits: unit, loss: best, sweeps, queries: oracle.queries - q0, images: oracle.images - i0, seconds: (performance.now() - t0) / 1000 };
+      return { bits: channelBitsFromUnits(oracle.layers, unit), keyBits: unit, loss: best, sweeps, kicks: 0, queries: oracle.queries - q0, images: oracle.images - i0, seconds: (performance.now() - t0) / 1000 };
     }
     const order = oracle.layers.map((_, i) => i);
     if (opts.order === 'last-first') order.reverse();
     let sweeps = 0;
     /** Coordinate descent from `bits` (changed in place, bit `frozen` left alone) until a sweep changes nothing; returns the final loss. */
-    const descend = (bits: Uint8Array[], start: number, frozen?: readonly [number, number]): number => {
+    const descend = (bits: Uint8Array[], start: number, frozen?: readonly [number, number], limit = maxSweeps): number => {
       let best = start;
-      for (let changed = true, k = 0; changed && k < maxSweeps; k++, sweeps++) {
+      for (let changed = true, k = 0; changed && k < limit; k++, sweeps++) {
         changed = false;
         for (const li of order) {
           for (let j = 0; j < bits[li].length; j++) {
@@ -255,24 +220,28 @@ export function greedySignflip(oracle: SignflipOracle, data: MnistSet, opts: { o
     };
     let bits = opts.init ? opts.init.map((b) => b.slice()) : oracle.layers.map((l) => new Uint8Array(l.channels));
     let best = descend(bits, oracle.loss(bits, x, y));
-    // Kicks: a wrong sign on an output unit is a local minimum (the hidden units adapt to it and
-    // flipping it back alone costs more than it gains), so flip each bit of the output layer in
-    // turn, descend with that bit held, then descend freely, and keep the result when it is lower.
+    // Kicks: a wrong sign on an output unit is a local minimum (the hidden units adapt to it, and
+    // flipping it back alone costs more than it gains). So flip each output bit in turn, hold it
+    // and run one sweep over the other bits; when that ends below the best loss, descend freely
+    // from there and keep the result. Passes repeat until no kick helps.
     const last = oracle.layers.length - 1;
-    for (let improved = opts.kicks !== false; improved;) {
+    let kicks = 0;
+    for (let improved = opts.kicks === true; improved;) {
       improved = false;
       for (let j = 0; j < bits[last].length; j++) {
         const trial = bits.map((b) => b.slice());
         trial[last][j] ^= 1;
-        let l = descend(trial, oracle.loss(trial, x, y), [last, j]);
+        kicks++;
+        let l = descend(trial, oracle.loss(trial, x, y), [last, j], 1);
+        if (l >= best) continue;
         l = descend(trial, l);
-        if (l < best - 1e-6) { best = l; bits = trial; improved = true; break; }
+        if (l < best - 1e-6) { best = l; bits = trial; improved = true; }
       }
     }
     const keyBits = new Uint8Array(bits.reduce((a, b) => a + b.length, 0));
     let at = 0;
     for (const b of bits) { keyBits.set(b, at); at += b.length; }
-    return { bits, keyBits, loss: best, sweeps, queries: oracle.queries - q0, images: oracle.images - i0, seconds: (performance.now() - t0) / 1000 };
+    return { bits, keyBits, loss: best, sweeps, kicks, queries: oracle.queries - q0, images: oracle.images - i0, seconds: (performance.now() - t0) / 1000 };
   } finally {
     x.dispose();
     y.dispose();

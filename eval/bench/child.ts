@@ -295,11 +295,22 @@ async function throughput(_plan: Plan, a: { mb: number; rounds: number }): Promi
     await sha256Async(plain);
     wc.push(performance.now() - t);
   }
+  // For comparison only (not a keylock format): authenticated decryption in native code.
+  log(`throughput AES-256-GCM (WebCrypto) ${a.mb} MB`);
+  const aesKey = await crypto.subtle.importKey('raw', key as Uint8Array<ArrayBuffer>, { name: 'AES-GCM' }, false, ['encrypt', 'decrypt']);
+  const iv = new Uint8Array(12);
+  const aesCt = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv }, aesKey, plain.subarray(0, size) as Uint8Array<ArrayBuffer>));
+  const aes: number[] = [];
+  for (let i = 0; i < a.rounds; i++) {
+    const t = performance.now();
+    await crypto.subtle.decrypt({ name: 'AES-GCM', iv }, aesKey, aesCt);
+    aes.push(performance.now() - t);
+  }
   const mbps = (ms: number[]): Summary => summarize(ms.map((v) => size / 1e6 / (v / 1000)));
   return {
     bytes: size, tensors: count,
     sealed: mbps(now), sealedLegacy: mbps(old), sealedSpeedup: summarize(old.map((v, i) => v / now[i])),
-    deeplock: mbps(dlT), sha256js: mbps(js), sha256webcrypto: mbps(wc),
+    deeplock: mbps(dlT), sha256js: mbps(js), sha256webcrypto: mbps(wc), aesGcmWebcrypto: mbps(aes),
   };
 }
 

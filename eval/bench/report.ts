@@ -26,7 +26,7 @@ export interface ColdRow {
   plainMs: Summary; keyMs: Summary; keystoreMs: Summary; keyRatio: Summary; keystoreRatio: Summary; phases: Record<string, number>;
 }
 export interface ColdRun { backend: string; threads: number; rows: ColdRow[] }
-export interface Throughput { bytes: number; tensors: number; sealed: Summary; sealedLegacy: Summary; sealedSpeedup: Summary; deeplock: Summary; sha256js: Summary; sha256webcrypto: Summary }
+export interface Throughput { bytes: number; tensors: number; sealed: Summary; sealedLegacy: Summary; sealedSpeedup: Summary; deeplock: Summary; sha256js: Summary; sha256webcrypto: Summary; aesGcmWebcrypto?: Summary }
 export interface MemRow { variant: 'plain' | 'locked'; case: string; modelBytes: number; fileBytes: number; peakReset: boolean; base: number; baseRss: number; afterLoad: number; afterRuns: number; arrayBuffersAfterGc: number; externalAfterGc: number }
 export interface AllocRow { case: string; model: string; at: number[]; heapUsed: number[]; arrayBuffers: number[]; rss: number[]; msPerRun: Summary }
 export interface BundleRow { target: string; files: string[]; js: { bytes: number; gzip: number }; ort: { bytes: number; gzip: number }; nativeInside: boolean }
@@ -114,18 +114,24 @@ function throughputSection(r: BenchResults): string[] {
   L.push(`Command: \`npm run bench\` (child: \`eval/bench/child.ts throughput\`): ${mb(t.bytes)} in ${t.tensors} tensor(s) at odd byte offsets (as raw_data inside a protobuf), ${t.sealed.n} rounds; \`restoreSealed\` and \`restoreDeeplock\` from runtime/keys/, the tweetnacl path they replaced interleaved with the new one.`, '');
   L.push('| what | MB/s (median) | p25–p75 | goal | |', '| --- | --- | --- | --- | --- |');
   const row = (what: string, s: Summary, goal?: number): string => `| ${what} | ${s.median.toFixed(0)} | ${s.p25.toFixed(0)}–${s.p75.toFixed(0)} | ${goal ? `≥ ${goal}` : '–'} | ${goal ? verdict(s.median >= goal) : ''} |`;
-  L.push(row('sealed: `restoreSealed` (@noble/ciphers XSalsa20-Poly1305, in place)', t.sealed, GOALS.sealedMBps));
+  L.push(row('sealed: `restoreSealed` (Poly1305 by tweetnacl, then XSalsa20 by @noble/ciphers, in place)', t.sealed, GOALS.sealedMBps));
   L.push(row('sealed, before: tweetnacl `secretbox.open` + copy', t.sealedLegacy));
   L.push(`| speed-up of sealed, per round (before / after) | ${x2(t.sealedSpeedup.median)} | ${t.sealedSpeedup.p25.toFixed(2)}–${t.sealedSpeedup.p75.toFixed(2)} | | |`);
   L.push(row('deeplock: `restoreDeeplock` (AES schedule + inverse S-box)', t.deeplock));
   L.push(row('SHA-256 in JS (@noble/hashes)', t.sha256js));
   L.push(row('SHA-256 by WebCrypto (`sha256Async`, used by `loadModel`)', t.sha256webcrypto));
+  if (t.aesGcmWebcrypto) L.push(row('for comparison, not a keylock format: AES-256-GCM decryption by WebCrypto (native code)', t.aesGcmWebcrypto));
   L.push('');
   return L;
 }
 
 /** Per case: medians over processes of the load's own peak (VmHWM after load − RSS before reading the file). */
-export function memoryRows(r: BenchResults): { case: string; size: number; plainLoad: number; lockedLoad: number; plainRuns: number; lockedRuns: number; plainJs: number; lockedJs: number; n: number }[] {
+const range = (xs: number[]): string => `${(Math.min(...xs) / 1e6).toFixed(0)}–${(Math.max(...xs) / 1e6).toFixed(0)}`;
+
+export function memoryRows(r: BenchResults): {
+  case: string; size: number; plainLoad: number; lockedLoad: number; plainRuns: number; lockedRuns: number; plainJs: number; lockedJs: number; n: number;
+  plainRange: string; lockedRange: string;
+}[] {
   return [...new Set(r.memory.map((m) => m.case))].map((c) => {
     const p = r.memory.filter((m) => m.case === c && m.variant === 'plain');
     const l = r.memory.filter((m) => m.case === c && m.variant === 'locked');
@@ -134,6 +140,7 @@ export function memoryRows(r: BenchResults): { case: string; size: number; plain
       plainLoad: med(p.map((m) => m.afterLoad - m.base)), lockedLoad: med(l.map((m) => m.afterLoad - m.base)),
       plainRuns: med(p.map((m) => m.afterRuns - m.base)), lockedRuns: med(l.map((m) => m.afterRuns - m.base)),
       plainJs: med(p.map((m) => m.arrayBuffersAfterGc)), lockedJs: med(l.map((m) => m.arrayBuffersAfterGc)),
+      plainRange: range(p.map((m) => m.afterLoad - m.base)), lockedRange: range(l.map((m) => m.afterLoad - m.base)),
     };
   });
 }
@@ -143,12 +150,12 @@ function memorySection(r: BenchResults): string[] {
   const L = ['## 4. Peak RSS, locked vs plain', ''];
   L.push('Command: `npm run bench` (child: `node --expose-gc … eval/bench/child.ts mem`, a fresh process per figure, plain and locked alternating, medians over the processes). Both variants import the same modules and first warm up the same way (ORT on the tiny CNN, and `loadModel` on the tiny sealed CNN: code, JIT, tables). Then the peak is reset (`/proc/self/clear_refs` 5), RSS is read, the file is read and loaded and run once: **load peak** = VmHWM − that RSS; **run peak** = the same after 50 more runs. "JS buffers" = `process.memoryUsage().arrayBuffers` after GC with the model loaded: for the locked model it holds the caller\'s `.klm` bytes and nothing of the size of the model beyond, so the decrypted copy was released, not only wiped.', '');
   L.push('Goal: locked peak ≤ plain peak + 1× model size.', '');
-  L.push('| model | lock | model size | plain load peak | locked load peak | locked − plain | after runs: locked − plain | goal | | JS buffers after load: plain / locked |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  L.push('| model | lock | model size | processes | plain load peak (min–max) | locked load peak (min–max) | locked − plain | after runs: locked − plain | goal | | JS buffers after load: plain / locked |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const m of memoryRows(r)) {
     const [model, ...lock] = m.case.split('.');
     const d = m.lockedLoad - m.plainLoad;
     const dr = m.lockedRuns - m.plainRuns;
-    L.push(`| ${model} | ${lock.join('.')} | ${mb(m.size)} | ${mb(m.plainLoad)} | ${mb(m.lockedLoad)} | ${mb(d)} (${(d / m.size).toFixed(2)}×) | ${mb(dr)} (${(dr / m.size).toFixed(2)}×) | ≤ ${mb(m.size)} | ${verdict(d <= m.size && dr <= m.size)} | ${mb(m.plainJs)} / ${mb(m.lockedJs)} |`);
+    L.push(`| ${model} | ${lock.join('.')} | ${mb(m.size)} | ${m.n} + ${m.n} | ${mb(m.plainLoad)} (${m.plainRange}) | ${mb(m.lockedLoad)} (${m.lockedRange}) | ${mb(d)} (${(d / m.size).toFixed(2)}×) | ${mb(dr)} (${(dr / m.size).toFixed(2)}×) | ≤ ${mb(m.size)} | ${verdict(d <= m.size && dr <= m.size)} | ${mb(m.plainJs)} / ${mb(m.lockedJs)} |`);
   }
   L.push('');
   return L;

@@ -115,7 +115,7 @@ export async function bench(o: BenchOptions = {}): Promise<BenchResults> {
 
     progress('[5/7] peak RSS, plain vs locked (one process each)');
     const memCases = quick ? ['mnist-cnn.sealed'] : ['ppocr-rec.sealed', 'ppocr-rec.deeplock', 'ppocr-rec.signflip-input', 'embedding_model.sealed'];
-    const reps = quick ? 1 : 3;
+    const reps = quick ? 1 : 7;
     for (const c of memCases) {
       for (let i = 0; i < reps; i++) {
         for (const variant of i % 2 === 0 ? ['plain', 'locked'] as const : ['locked', 'plain'] as const) {
