@@ -162,6 +162,10 @@ export class Keystore {
    */
   static async open(target: string | KeystoreStorage, opts: OpenKeystoreOptions): Promise<Keystore> {
     const storage = await resolveStorage(target);
+    // The counter is read before the file: a writer stores the file first and then advances the
+    // counter, so a file read after the counter is never older than it, even while another
+    // process writes (reading the other way round races with that writer).
+    const counterBefore = storage.counter ? await storage.counter.read() : undefined;
     const bytes = await storage.read();
     const outer = decodeKlsOuter(bytes);
     const now = opts.now ?? unixNow();
@@ -190,7 +194,15 @@ export class Keystore {
       throw e;
     }
     try {
-      if (storage.counter) checkCounter(storage.where, storage.counter, state.generation, await storage.counter.read());
+      // Without the writer lock other processes may write meanwhile. The file is never older than
+      // the counter read before it (else an older copy was put back), and never more than one
+      // ahead of the counter read after it (else the counter was reset or lost). The exact
+      // check runs under the lock before every write.
+      if (storage.counter && counterBefore !== undefined) {
+        if (state.generation < counterBefore) checkCounter(storage.where, storage.counter, state.generation, counterBefore);
+        const after = await storage.counter.read();
+        if (state.generation > after + 1) checkCounter(storage.where, storage.counter, state.generation, after);
+      }
       if (tried && storage.attempts && tried.failures > 0) await storage.attempts.write({ failures: 0, last: now });
     } catch (e) {
       wipeState(state);
