@@ -261,6 +261,6 @@ function finetuneDiscussion(runs: Run[], fractions: number[]): string[] {
   const raw = runs.filter((r) => (r.lock === 'sealed' || r.lock === 'deeplock'));
   const nan = raw.filter((r) => !Number.isFinite(r.finalLoss)).length;
   const reset = runs.filter((r) => r.lock.endsWith('(garbage reset)'));
-  if (raw.length) out.push(`- Sealed and Deep-Lock files cannot be fine-tuned as they are: the loss was NaN in ${nan} of ${raw.length} runs and accuracy stayed at ${accs(raw)}. Resetting the garbage weights first gives ${span(adv(reset))} against scratch: the file carries nothing an attacker can use, and training from scratch is their best option.`);
+  if (raw.length) out.push(`- Sealed and Deep-Lock files cannot be fine-tuned as they are: the loss was NaN in ${nan} of ${raw.length} runs and accuracy stayed at ${accs(raw)}. Resetting the garbage weights first gives ${span(adv(reset))} against scratch: to fine-tuning, the locked weights are worth nothing, and training from scratch is the attacker's best option. (Deep-Lock's key itself is recoverable from the file alone; see the key-recovery section.)`);
   return out;
 }

@@ -167,6 +167,7 @@ async function signflipPart(env: Env): Promise<Part> {
   const bestRows: { label: string; n: number; order: string; acc: number; all: number }[] = [];
   const harm: { label: string; n: number; wrong: number; worst: number; acc: number; keyAcc: number }[] = [];
   const outcome = new Map<string, string>();
+  const spread: { d: number; what: string }[] = [];
   for (const c of configs) {
     // One key per architecture and unit count, shared by both modes, so fold and input mode can be compared run for run.
     const modelKey = labelKey(`recovery/signflip/${c.arch}/${c.units}`);
@@ -202,6 +203,9 @@ async function signflipPart(env: Env): Promise<Part> {
           // The attacker sees the stolen-set loss, not the key: keep the run with the lowest loss.
           const best = runs.reduce((a, b) => (b.loss < a.loss ? b : a));
           bestRows.push({ label, n, order: best.order, acc: best.acc, all: best.all });
+          const lo = runs.reduce((a, b) => (b.acc < a.acc ? b : a));
+          const hi = runs.reduce((a, b) => (b.acc > a.acc ? b : a));
+          spread.push({ d: hi.acc - lo.acc, what: `${label}, ${n} digits: ${lo.order} ${pct(lo.acc)}, ${hi.order} ${pct(hi.acc)}` });
           // How much the bits still wrong matter: the test-loss change of setting each one right, alone.
           const tx = tf.tensor4d(env.test.x, [env.test.n, 1, 28, 28]);
           const ty = tf.tensor1d(Int32Array.from(env.test.y), 'int32');
@@ -245,8 +249,8 @@ async function signflipPart(env: Env): Promise<Part> {
       ...bestRows.map((b) => `| ${b.label} | ${b.n} | ${b.order} | ${pct(b.all)} | ${pct(b.acc)} |`),
       '',
     ] : []),
-    '- Greedy search is not reliable on its own: it often stops in a local minimum (one output unit negated, the hidden units adapted to it; or a wrong first-layer sign the rest compensates), at any data size, and which order escapes depends on the key and the digits. Running a few variants and keeping the lowest stolen-set loss is cheap and is what an attacker would do.',
-    `- Sign ambiguity: a ReLU network has a positive per-channel scale symmetry (scale a unit by c > 0 and its outgoing weights by 1/c) but no sign symmetry: relu(−z) ≠ relu(z), max-pooling is not odd either, and the logits are read directly, so every bit is identifiable in principle.${harm.length ? ` The bits the lowest-loss runs still get wrong matter little: ${harm.map((h) => `${h.label}, ${h.n} digits: ${h.wrong} wrong, setting any one right lowers the test loss by at most ${f3(h.worst)} nat (accuracy ${pct(h.acc)}, key ${pct(h.keyAcc)})`).join('; ')}.` : ''} A real ambiguity would need an odd activation (tanh, or none) followed by a layer keyed on its inputs, which per-output-channel keys are not.`,
+    ...(spread.length ? [`- Greedy search alone is not reliable: it stops in local minima, and on the same digits the variants above end up to ${pct(Math.max(...spread.map((x) => x.d)))} apart in accuracy (${spread.reduce((a, b) => (b.d > a.d ? b : a)).what}). Which variant escapes depends on the key and the digits; running a few and keeping the lowest stolen-set loss is cheap and is what an attacker would do. (Kicks were added after plain greedy search, on other keys, repeatedly stopped with one output unit negated and the hidden units adapted to it.)`] : []),
+    `- Sign ambiguity: a ReLU network has a positive per-channel scale symmetry (scale a unit by c > 0 and its outgoing weights by 1/c) but no sign symmetry: relu(−z) ≠ relu(z), max-pooling is not odd either, and the logits are read directly, so every bit is identifiable in principle.${harm.length ? ` The bits the lowest-loss runs still get wrong matter little: ${harm.map((h) => (h.wrong ? `${h.label}, ${h.n} digits: ${h.wrong} wrong, setting any one right lowers the test loss by at most ${f3(h.worst)} nat (accuracy ${pct(h.acc)}, key ${pct(h.keyAcc)})` : `${h.label}, ${h.n} digits: none wrong`)).join('; ')}.` : ''} A real ambiguity would need an odd activation (tanh, or none) followed by a layer keyed on its inputs, which per-output-channel keys are not.`,
     `- Fold and input modes give the attacker the same unknowns.${foldNote(outcome)} MAC-unit keys (HPNN\'s hardware variant) shrink the key to U bits shared by every layer: 2^U loss evaluations try them all.`,
   ];
   return { md, checks };

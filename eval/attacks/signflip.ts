@@ -166,7 +166,7 @@ export function channelBitsFromUnits(layers: readonly { channels: number }[], un
  * with MAC units the unknowns are the U unit bits (searched exhaustively
  * when U <= `exhaustiveUnits`, else greedily).
  */
-export function greedySignflip(oracle: SignflipOracle, data: MnistSet, opts: { order: 'last-first' | 'first-last'; maxSweeps?: number; exhaustiveUnits?: number; kicks?: boolean; init?: readonly Uint8Array[] }): GreedyResult {
+export function greedySignflip(oracle: SignflipOracle, data: MnistSet, opts: { order: 'last-first' | 'first-last'; maxSweeps?: number; exhaustiveUnits?: number; kicks?: boolean }): GreedyResult {
   const t0 = performance.now();
   const q0 = oracle.queries, i0 = oracle.images;
   const maxSweeps = opts.maxSweeps ?? 10;
@@ -218,7 +218,7 @@ export function greedySignflip(oracle: SignflipOracle, data: MnistSet, opts: { o
       }
       return best;
     };
-    let bits = opts.init ? opts.init.map((b) => b.slice()) : oracle.layers.map((l) => new Uint8Array(l.channels));
+    let bits = oracle.layers.map((l) => new Uint8Array(l.channels));
     let best = descend(bits, oracle.loss(bits, x, y));
     // Kicks: a wrong sign on an output unit is a local minimum (the hidden units adapt to it, and
     // flipping it back alone costs more than it gains). So flip each output bit in turn, hold it
