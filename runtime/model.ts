@@ -51,7 +51,7 @@ export function defaultBackend(format: Manifest['modelFormat']): string {
  * Steps of `loadModel`, in order, for `LoadOptions.onPhase`: `open` (envelope,
  * signature, manifest), `key` (model key from the keystore and key check
  * value), `restore` (undo load-time locks on a private copy), `digest` (the
- * wait for SHA-256 of the model bytes, which runs beside key and restore),
+ * wait for SHA-256 of the model bytes, started after `open`),
  * `create` (backend session), `canary` (recorded canary runs, only when the
  * manifest has one).
  */
@@ -302,9 +302,9 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Loc
   try {
     file = await openKlmSignedAsync(klm, ks ? ks.vendorKeys : opts.trust);
     mark?.('open');
-    // The digest is computed by WebCrypto (another thread, where the platform has one) while this
-    // thread checks the key and restores the private copy; unlockInto awaits it before any backend
-    // sees the bytes.
+    // The digest (native code: Node's hash, else WebCrypto) is started here; where it runs on
+    // another thread (WebCrypto) it overlaps the key check and the restore. unlockInto awaits it
+    // before any backend sees the bytes.
     const f = file;
     verified = sha256Async(f.model).then((d) => checkKlmDigest(f, d));
     verified.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile

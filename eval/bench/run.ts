@@ -4,6 +4,7 @@
  *   npm run bench                       full run; writes docs/BENCH.md and docs/bench.json
  *   node --import tsx eval/bench/run.ts --quick --out DIR   tiny run (the CI check), writes DIR/
  *   node --import tsx eval/bench/run.ts --render           BENCH.md again from docs/bench.json and notes.md
+ *   node --import tsx eval/bench/run.ts --only cold,memory re-measure some sections, keep the rest of docs/bench.json
  *
  * Every figure is a ratio measured in one process with both sides interleaved
  * (plain, locked, plain, locked …), reported as the median and spread of the
@@ -46,7 +47,12 @@ export interface BenchOptions {
   /** Folder for BENCH.md and bench.json (default docs/). */
   out?: string;
   progress?: (s: string) => void;
+  /** Measure only these sections and keep the others from the existing bench.json in `out`. */
+  only?: Section[];
 }
+
+/** Sections of bench.json that `--only` can re-measure. */
+export type Section = 'latency' | 'cold' | 'throughput' | 'memory' | 'alloc' | 'bundles';
 
 async function bundleSizes(quick: boolean, progress: (s: string) => void): Promise<BenchResults['bundles']> {
   const { TARGETS, buildTarget } = await import('../../build.mjs');
@@ -89,34 +95,37 @@ export async function bench(o: BenchOptions = {}): Promise<BenchResults> {
       date: new Date().toISOString(), quick, node: process.version, models: plan.models.map(({ path: _p, ...m }) => m),
       latency: [], cold: [], throughput: undefined, memory: [], alloc: undefined, bundles: [], seconds: 0,
     };
+    const only = o.only;
+    const want = (s: Section): boolean => !only || only.includes(s);
+    const previous: BenchResults | undefined = only ? JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8')) : undefined;
 
     progress('[2/7] per-inference latency, locked / plain (one process per backend and thread count)');
     const latencyRuns = quick
       ? [{ backend: 'wasm', threads: 1 }]
       : [{ backend: 'wasm', threads: 1 }, { backend: 'wasm', threads: 2 }, { backend: 'native', threads: 1 }, { backend: 'native', threads: 2 }];
-    for (const r of latencyRuns) {
+    for (const r of want('latency') ? latencyRuns : []) {
       progress(`  ${r.backend}, ${r.threads} thread(s)`);
       results.latency.push(await runChild('latency', { plan: planFile, ...r, rounds: quick ? 3 : 21, targetMs: quick ? 5 : 100 }, work));
     }
 
     progress('[3/7] cold start, bytes to first output');
     const coldCases = quick ? ['mnist-cnn.sealed'] : plan.cases.filter((c) => c.model === 'ppocr-rec' || c.model === 'embedding_model' || c.id === 'mnist-cnn.sealed').map((c) => c.id);
-    for (const r of quick ? [{ backend: 'wasm', threads: 1 }] : [{ backend: 'wasm', threads: 1 }, { backend: 'wasm', threads: 2 }]) {
+    for (const r of !want('cold') ? [] : quick ? [{ backend: 'wasm', threads: 1 }] : [{ backend: 'wasm', threads: 1 }, { backend: 'wasm', threads: 2 }]) {
       progress(`  ${r.backend}, ${r.threads} thread(s)`);
       results.cold.push(await runChild('cold', { plan: planFile, ...r, rounds: quick ? 2 : 9, cases: coldCases }, work));
     }
-    if (!quick) {
+    if (!quick && want('cold')) {
       progress('  native, 1 thread (sealed only)');
       results.cold.push(await runChild('cold', { plan: planFile, backend: 'native', threads: 1, rounds: 9, cases: ['ppocr-rec.sealed', 'embedding_model.sealed'] }, work));
     }
 
     progress('[4/7] restore throughput');
-    results.throughput = await runChild('throughput', { plan: planFile, mb: quick ? 1 : 32, rounds: quick ? 2 : 9 }, work);
+    if (want('throughput')) results.throughput = await runChild('throughput', { plan: planFile, mb: quick ? 1 : 32, rounds: quick ? 2 : 9 }, work);
 
     progress('[5/7] peak RSS, plain vs locked (one process each)');
     const memCases = quick ? ['mnist-cnn.sealed'] : ['ppocr-rec.sealed', 'ppocr-rec.deeplock', 'ppocr-rec.signflip-input', 'embedding_model.sealed'];
     const reps = quick ? 1 : 7;
-    for (const c of memCases) {
+    for (const c of want('memory') ? memCases : []) {
       for (let i = 0; i < reps; i++) {
         for (const variant of i % 2 === 0 ? ['plain', 'locked'] as const : ['locked', 'plain'] as const) {
           progress(`  ${c} ${variant} #${i + 1}`);
@@ -126,14 +135,24 @@ export async function bench(o: BenchOptions = {}): Promise<BenchResults> {
     }
 
     progress('[6/7] heap growth over many runs');
-    results.alloc = await runChild('alloc', {
+    if (want('alloc')) results.alloc = await runChild('alloc', {
       plan: planFile,
       runs: quick ? 300 : 10_000, every: quick ? 100 : 1000,
       cases: quick ? ['plain:mnist-cnn', 'mnist-cnn.signflip-input'] : ['plain:mnist-cnn', 'mnist-cnn.signflip-input', 'mnist-cnn.sealed', 'mnist-mlp.shuffle-m-4-negpos-absorbed', 'plain:mnist-mlp'],
     }, work, { gc: true });
 
     progress('[7/7] bundle sizes');
-    results.bundles = await bundleSizes(quick, (s) => progress(`  ${s}`));
+    if (want('bundles')) results.bundles = await bundleSizes(quick, (s) => progress(`  ${s}`));
+    if (previous) {
+      // Sections not measured now keep their earlier figures (and BENCH.md says which run made them).
+      if (!want('latency')) results.latency = previous.latency;
+      if (!want('cold')) results.cold = previous.cold;
+      if (!want('throughput')) results.throughput = previous.throughput;
+      if (!want('memory')) results.memory = previous.memory;
+      if (!want('alloc')) results.alloc = previous.alloc;
+      if (!want('bundles')) results.bundles = previous.bundles;
+      results.partial = { sections: only!, previousDate: previous.partial?.previousDate ?? previous.date };
+    }
 
     results.seconds = (performance.now() - t0) / 1000;
     mkdirSync(out, { recursive: true });
@@ -150,10 +169,11 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const argv = process.argv.slice(2);
   const i = argv.indexOf('--out');
   const out = i >= 0 ? argv[i + 1] : join(ROOT, 'docs');
+  const j = argv.indexOf('--only');
   if (argv.includes('--render')) {
     // Re-renders BENCH.md from bench.json (after editing eval/bench/notes.md), measuring nothing.
     writeFileSync(join(out, 'BENCH.md'), render(JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8'))));
   } else {
-    await bench({ quick: argv.includes('--quick'), out });
+    await bench({ quick: argv.includes('--quick'), out, only: j >= 0 ? (argv[j + 1].split(',') as Section[]) : undefined });
   }
 }
