@@ -59,6 +59,18 @@ export class UnsupportedModelError extends KeylockError {
   }
 }
 
+/**
+ * A model key whose derived lock would leave the model unchanged (a shuffle
+ * permutation that is the identity, a signflip key that negates no channel).
+ * Thrown by the vendor's lockers for a key the caller chose; a key the locker
+ * draws itself is redrawn instead.
+ */
+export class WeakKeyError extends KeylockError {
+  constructor(message: string) {
+    super('weak-key', message);
+  }
+}
+
 /** Inputs handed to `run()` do not match the model's declared inputs. */
 export class InputMismatchError extends KeylockError {
   constructor(message: string) {

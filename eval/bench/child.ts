@@ -370,9 +370,12 @@ async function mem(plan: Plan, a: { variant: 'plain' | 'locked'; case: string; r
     release = () => model.release();
   }
   await run();
-  const afterLoad = vmHWM();
+  // A peak over a span is at least the RSS it started from and at least an earlier peak of the
+  // same span; the kernel's RSS counters are approximate (per-CPU batches), so on some kernels a
+  // raw VmHWM read lands a few pages under the RSS read just before it. Take the max explicitly.
+  const afterLoad = Math.max(base, vmHWM());
   for (let i = 0; i < a.runs; i++) await run();
-  const afterRuns = vmHWM();
+  const afterRuns = Math.max(afterLoad, vmHWM());
   gc?.();
   // What JS still holds after load: the caller's file bytes only, if the decrypted copy was released.
   const mu = process.memoryUsage();

@@ -5,7 +5,7 @@
  * (models/lock/types.ts explains the two stages).
  */
 import { randomBytes } from '../../keystore/nacl.ts';
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError, WeakKeyError } from '../../runtime/errors.ts';
 import { keyCheckValue } from '../../runtime/keys/derive.ts';
 import { hex, SCHEMES, type Canary, type IOSpec, type LockEntry, type ModelFormat, type Policy, type Scheme } from '../../runtime/klm.ts';
 import { loadModel } from '../../runtime/model.ts';
@@ -23,6 +23,7 @@ import { checkStaticInputs } from '../../runtime/tflite-inputs.ts';
 import { tfliteDeeplock, tfliteSealed, tfliteSignflip, type TfliteLockContext, type TfliteLocker } from './tflite.ts';
 import { tfliteShuffle } from './tflite-shuffle.ts';
 import { tfliteAdvparams } from './tflite-advparams.ts';
+import { trivialLock } from './trivial.ts';
 
 export type { LockOptions } from './types.ts';
 
@@ -119,14 +120,73 @@ async function canaryOf(klm: Uint8Array, modelKey: Uint8Array, canary: Sample[])
   }
 }
 
-/** Locks an ONNX model. Throws UnsupportedModelError when a scheme cannot apply. */
-export async function lockOnnx(modelBytes: Uint8Array, req: LockRequest): Promise<LockResult> {
-  const modelKey = req.modelKey ? new Uint8Array(req.modelKey) : randomBytes(32);
-  if (modelKey.byteLength !== 32) throw new RangeError(`model key must be 32 bytes, got ${modelKey.byteLength}`);
+/** A locked model before its key is checked and its `.klm` is packed. */
+interface Locked {
+  format: ModelFormat;
+  /** The locked model bytes. */
+  locked: Uint8Array;
+  inputs: IOSpec[];
+  outputs: IOSpec[];
+  /** In the order they were applied. */
+  locks: LockEntry[];
+  report: string[];
+}
+
+/** Fresh keys drawn at most, when a drawn key locks nothing (models/lock/trivial.ts); each retry has odds of at most 1/2. */
+const MAX_KEY_DRAWS = 32;
+
+/**
+ * The part every format shares: the model key (given, or drawn and redrawn while
+ * it would lock nothing), the manifest, the signature and the canary.
+ * @throws WeakKeyError when a given key leaves the model unchanged.
+ */
+async function lockWith(req: LockRequest, lockUnder: (modelKey: Uint8Array, modelId: string) => Promise<Locked>): Promise<LockResult> {
+  if (req.modelKey && req.modelKey.byteLength !== 32) throw new RangeError(`model key must be 32 bytes, got ${req.modelKey.byteLength}`);
   const modelId = req.modelId ?? `model-${hex(randomBytes(8))}`;
+  const redrawn: string[] = [];
+  for (;;) {
+    const modelKey = req.modelKey ? new Uint8Array(req.modelKey) : randomBytes(32);
+    const l = await lockUnder(modelKey, modelId);
+    const weak = l.locks.map((e) => trivialLock(modelKey, e)).find((w) => w !== undefined);
+    if (weak !== undefined) {
+      modelKey.fill(0);
+      if (req.modelKey) throw new WeakKeyError(`${weak}: locked with this model key, the model would equal the plain one; use another key`);
+      redrawn.push(weak);
+      if (redrawn.length === MAX_KEY_DRAWS) throw new WeakKeyError(`${weak}, and so did ${MAX_KEY_DRAWS - 1} other fresh model keys before it`);
+      continue;
+    }
+    const report = [...(redrawn.length ? [`model key: drew ${redrawn.length + 1} keys; ${redrawn.length} would have locked nothing (${redrawn[0]})`] : []), ...l.report];
+    const draft: ManifestDraft = {
+      modelId,
+      modelFormat: l.format,
+      created: Math.floor(Date.now() / 1000),
+      inputs: l.inputs,
+      outputs: l.outputs,
+      locks: l.locks,
+      kcv: keyCheckValue(modelKey),
+      policy: req.policy ?? { onInvalidKey: 'halt', maxFailures: 0 },
+    };
+    let klm = packKlm(draft, l.locked, req.vendorSeed);
+    if (req.canary?.length) {
+      draft.canary = await canaryOf(klm, modelKey, req.canary);
+      klm = packKlm(draft, l.locked, req.vendorSeed);
+      report.push(`canary: ${req.canary.length} recorded sample(s) must reproduce bit for bit on the device`);
+    }
+    return { klm, modelKey, modelId, report, locked: l.locked };
+  }
+}
+
+/**
+ * Locks an ONNX model. Throws UnsupportedModelError when a scheme cannot apply,
+ * WeakKeyError when a given model key would lock nothing.
+ */
+export function lockOnnx(modelBytes: Uint8Array, req: LockRequest): Promise<LockResult> {
+  return lockWith(req, (modelKey, modelId) => lockOnnxUnder(modelBytes, req, modelKey, modelId));
+}
+
+async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey: Uint8Array, modelId: string): Promise<Locked> {
   const report: string[] = [];
   const ctx: LockContext = { modelId, modelKey, opts: req, report: (l) => report.push(l) };
-
   const model = decodeModel(normalizeModel(modelBytes));
   const moved = constantsToInitializers(model);
   if (moved) report.push(`moved ${moved} Constant node tensor(s) into initializers so locks can reach them`);
@@ -157,23 +217,7 @@ export async function lockOnnx(modelBytes: Uint8Array, req: LockRequest): Promis
   const keyInputs = new Set(io.inputs.map((i) => i.name).filter((n) => !plainInputs.has(n)));
   const { inputs, outputs } = modelIO(model, keyInputs);
   if (!inputs.length) throw new UnsupportedModelError('the model has no inputs');
-  const draft: ManifestDraft = {
-    modelId,
-    modelFormat: 'onnx',
-    created: Math.floor(Date.now() / 1000),
-    inputs,
-    outputs,
-    locks: applied,
-    kcv: keyCheckValue(modelKey),
-    policy: req.policy ?? { onInvalidKey: 'halt', maxFailures: 0 },
-  };
-  let klm = packKlm(draft, locked, req.vendorSeed);
-  if (req.canary?.length) {
-    draft.canary = await canaryOf(klm, modelKey, req.canary);
-    klm = packKlm(draft, locked, req.vendorSeed);
-    report.push(`canary: ${req.canary.length} recorded sample(s) must reproduce bit for bit on the device`);
-  }
-  return { klm, modelKey, modelId, report, locked };
+  return { format: 'onnx', locked, inputs, outputs, locks: applied, report };
 }
 
 /** TFLite lockers by scheme. */
@@ -207,10 +251,11 @@ function tfliteIO(t: TfliteTensor): IOSpec {
  * UnsupportedModelError when a scheme cannot apply or the model has dynamic
  * input axes the tflite backend cannot run.
  */
-export async function lockTflite(modelBytes: Uint8Array, req: LockRequest): Promise<LockResult> {
-  const modelKey = req.modelKey ? new Uint8Array(req.modelKey) : randomBytes(32);
-  if (modelKey.byteLength !== 32) throw new RangeError(`model key must be 32 bytes, got ${modelKey.byteLength}`);
-  const modelId = req.modelId ?? `model-${hex(randomBytes(8))}`;
+export function lockTflite(modelBytes: Uint8Array, req: LockRequest): Promise<LockResult> {
+  return lockWith(req, (modelKey, modelId) => lockTfliteUnder(modelBytes, req, modelKey, modelId));
+}
+
+async function lockTfliteUnder(modelBytes: Uint8Array, req: LockRequest, modelKey: Uint8Array, modelId: string): Promise<Locked> {
   const report: string[] = [];
   const locked = modelBytes.slice();
   const model = readTflite(locked);
@@ -224,24 +269,7 @@ export async function lockTflite(modelBytes: Uint8Array, req: LockRequest): Prom
   if (order.some((s, i) => s !== req.schemes[i])) report.push(`order: applied ${order.join('+')} (shuffle, then advparams, need the plain weights)`);
   for (const scheme of order) ctx.applied.push(await TFLITE_LOCKERS[scheme](locked, ctx));
   const locks = ctx.applied;
-
-  const draft: ManifestDraft = {
-    modelId,
-    modelFormat: 'tflite',
-    created: Math.floor(Date.now() / 1000),
-    inputs: inputs.map(tfliteIO),
-    outputs: g.outputs.map((i) => tfliteIO(g.tensors[i])),
-    locks,
-    kcv: keyCheckValue(modelKey),
-    policy: req.policy ?? { onInvalidKey: 'halt', maxFailures: 0 },
-  };
-  let klm = packKlm(draft, locked, req.vendorSeed);
-  if (req.canary?.length) {
-    draft.canary = await canaryOf(klm, modelKey, req.canary);
-    klm = packKlm(draft, locked, req.vendorSeed);
-    report.push(`canary: ${req.canary.length} recorded sample(s) must reproduce bit for bit on the device`);
-  }
-  return { klm, modelKey, modelId, report, locked };
+  return { format: 'tflite', locked, inputs: inputs.map(tfliteIO), outputs: g.outputs.map((i) => tfliteIO(g.tensors[i])), locks, report };
 }
 
 /** Model format of `bytes`: `tflite` when they carry the TFLite file identifier, else `onnx`. */
