@@ -12,6 +12,7 @@ import { xsalsa20, xsalsa20poly1305 } from '@noble/ciphers/salsa.js';
 import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { TamperedError } from '../runtime/errors.ts';
+import { openInPlaceWasm, secretboxWasm } from '../runtime/wasm/secretbox.ts';
 
 /** Sizes fixed by NaCl. */
 export const SIZES = {
@@ -44,6 +45,8 @@ const ASYNC_DIGEST_MIN = 1 << 20;
 type Hash = (data: Uint8Array) => Uint8Array;
 /** Node's own SHA-256 (null where there is none); looked up on first use. */
 let nodeSha256: Hash | null | undefined;
+/** Node's own SHAKE256, found by the same lookup (null until then, or where there is none). */
+let nodeShake256: ((data: Uint8Array, outputLength: number) => Uint8Array) | null = null;
 /** A variable, so that bundlers for browsers leave the import alone. */
 const NODE_CRYPTO = 'node:crypto';
 
@@ -52,13 +55,29 @@ async function nodeHash(): Promise<Hash | null> {
   nodeSha256 = null;
   if ((globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node) {
     try {
-      const m = (await import(/* @vite-ignore */ NODE_CRYPTO)) as { createHash(a: string): { update(d: Uint8Array): { digest(): Uint8Array } } };
+      const m = (await import(/* @vite-ignore */ NODE_CRYPTO)) as { createHash(a: string, o?: { outputLength: number }): { update(d: Uint8Array): { digest(): Uint8Array } } };
       nodeSha256 = (d) => new Uint8Array(m.createHash('sha256').update(d).digest());
+      const shake = (d: Uint8Array, n: number): Uint8Array => new Uint8Array(m.createHash('shake256', { outputLength: n }).update(d).digest());
+      // Checked once against a known answer (SHAKE256 of nothing), so a runtime that names the
+      // algorithm differently is simply not used.
+      if (hex32(shake(new Uint8Array(0), 4)) === '46b9dd2b') nodeShake256 = shake;
     } catch {
       // Not Node after all: WebCrypto or JavaScript below.
     }
   }
   return nodeSha256;
+}
+
+const hex32 = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+
+/**
+ * SHAKE256 of `data` in native code, or undefined where there is none or the
+ * lookup (started by the first `sha256Async`, which every model load calls)
+ * has not finished: the caller then computes it in JavaScript. About 3× faster
+ * than @noble/hashes on short inputs (a sealed model derives one nonce per tensor).
+ */
+export function shake256Native(data: Uint8Array, outputLength: number): Uint8Array | undefined {
+  return nodeShake256?.(data, outputLength);
 }
 
 /**
@@ -69,7 +88,10 @@ async function nodeHash(): Promise<Hash | null> {
  * JavaScript on a model of megabytes.
  */
 export async function sha256Async(data: Uint8Array): Promise<Uint8Array> {
-  if (data.byteLength < ASYNC_DIGEST_MIN) return nobleSha256(data);
+  if (data.byteLength < ASYNC_DIGEST_MIN) {
+    void nodeHash(); // finds the native SHAKE256 for what follows the digest
+    return nobleSha256(data);
+  }
   const node = await nodeHash();
   if (node) return node(data);
   if (subtle) {
@@ -182,21 +204,47 @@ const CHUNK = 64 << 10;
  * NaCl's secretbox takes the Poly1305 key from the first 32 bytes of the
  * XSalsa20 stream and encrypts with the stream from byte 32 on; decrypting in
  * slices keyed by the block counter gives exactly `nacl.secretbox.open`.
+ * WebAssembly SIMD does the work where the engine runs it
+ * (runtime/wasm/secretbox.ts, several times faster), JavaScript otherwise.
  */
 export function secretboxOpenDetachedInPlace(data: Uint8Array, mac: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error): void {
+  need('secretbox MAC', mac, SIZES.mac);
+  if (!openInPlace(data, nonce, key, (tag) => equalBytes(tag, mac))) throw onFail();
+}
+
+/**
+ * Decrypts a detached secretbox's ciphertext in place WITHOUT checking its MAC:
+ * only for bytes that something else authenticates before they are used (a
+ * `.klm` whose signed digest, under a pinned vendor key, covers them; see
+ * docs/SPEC.md, `sealed`). XSalsa20 alone is malleable: never call this on
+ * bytes that nothing authenticates.
+ */
+export function secretboxDecryptInPlace(data: Uint8Array, nonce: Uint8Array, key: Uint8Array): void {
+  openInPlace(data, nonce, key, undefined);
+}
+
+/**
+ * The in-place open: with `accept`, the Poly1305 tag of `data` is computed
+ * first and `data` is decrypted only if `accept(tag)` says it matches (returns
+ * false otherwise); without, it only decrypts.
+ */
+function openInPlace(data: Uint8Array, nonce: Uint8Array, key: Uint8Array, accept: ((tag: Uint8Array) => boolean) | undefined): boolean {
   if (!(data instanceof Uint8Array)) throw new TypeError('secretbox data must be a Uint8Array');
   need('secretbox nonce', nonce, SIZES.secretboxNonce);
   need('secretbox key', key, SIZES.secretboxKey);
-  need('secretbox MAC', mac, SIZES.mac);
+  const w = secretboxWasm();
+  if (w) return openInPlaceWasm(w, data, nonce, key, accept);
   const block0 = xsalsa20(key, nonce, new Uint8Array(64));
   try {
-    // tweetnacl's Poly1305 reads the data where it lies; noble's copies every update() argument,
-    // which over a model of megabytes leaves megabytes of garbage (peak RSS) and runs slower.
-    const tag = new Uint8Array(SIZES.mac);
-    lowlevel.crypto_onetimeauth(tag, 0, data, 0, data.byteLength, block0.subarray(0, 32));
-    const ok = equalBytes(tag, mac);
-    tag.fill(0);
-    if (!ok) throw onFail();
+    if (accept) {
+      // tweetnacl's Poly1305 reads the data where it lies; noble's copies every update() argument,
+      // which over a model of megabytes leaves megabytes of garbage (peak RSS) and runs slower.
+      const tag = new Uint8Array(SIZES.mac);
+      lowlevel.crypto_onetimeauth(tag, 0, data, 0, data.byteLength, block0.subarray(0, 32));
+      const ok = accept(tag);
+      tag.fill(0);
+      if (!ok) return false;
+    }
     const head = Math.min(32, data.byteLength);
     for (let i = 0; i < head; i++) data[i] ^= block0[32 + i];
     // The cipher's fast path needs 4-byte-aligned views; tensor data inside a
@@ -215,6 +263,7 @@ export function secretboxOpenDetachedInPlace(data: Uint8Array, mac: Uint8Array, 
       }
     }
     scratch?.fill(0);
+    return true;
   } finally {
     block0.fill(0);
   }

@@ -155,6 +155,12 @@ export interface KlmFile {
   model: Uint8Array;
   /** The exact signed manifest bytes (for fingerprints). */
   signedManifest: Uint8Array;
+  /**
+   * True when the signature was checked against a trusted (pinned) vendor key;
+   * false when only against the key the manifest names, which proves integrity
+   * against accidents, not against someone who re-signs.
+   */
+  trusted: boolean;
 }
 
 function ioSpecs(f: Fields, key: string): IOSpec[] {
@@ -290,13 +296,13 @@ export async function openKlmAsync(bytes: Uint8Array, trusted?: readonly Uint8Ar
  */
 export function openKlmSigned(bytes: Uint8Array, trusted?: readonly Uint8Array[]): KlmFile {
   const { env, model, key } = klmSigner(bytes, trusted);
-  return { manifest: parseManifest(openEnvelope(env, key, MAX_MANIFEST_BYTES)), model, signedManifest: env.signed };
+  return { manifest: parseManifest(openEnvelope(env, key, MAX_MANIFEST_BYTES)), model, signedManifest: env.signed, trusted: trusted !== undefined };
 }
 
 /** `openKlmSigned` with the signature checked by WebCrypto where available (see `verifyAsync`). */
 export async function openKlmSignedAsync(bytes: Uint8Array, trusted?: readonly Uint8Array[]): Promise<KlmFile> {
   const { env, model, key } = klmSigner(bytes, trusted);
-  return { manifest: parseManifest(await openEnvelopeAsync(env, key, MAX_MANIFEST_BYTES)), model, signedManifest: env.signed };
+  return { manifest: parseManifest(await openEnvelopeAsync(env, key, MAX_MANIFEST_BYTES)), model, signedManifest: env.signed, trusted: trusted !== undefined };
 }
 
 /** Parses the envelope and picks the key that must have signed it. */

@@ -25,6 +25,7 @@ import { ortNativeBackend } from './ort-native.ts';
 import { ortWasmBackend } from './ort.ts';
 import { decodeRecorded } from './recorded.ts';
 import { shapeSize, type TensorData, type TensorMap } from './tensor.ts';
+import { prepareSecretboxWasm } from './wasm/secretbox.ts';
 
 /** Model state; see the module comment. */
 export type ModelState = 'ready' | 'halted' | 'disabled';
@@ -72,6 +73,14 @@ export interface LoadOptions {
   /** Backend name from BACKENDS (default: `tflite` for TFLite models, `wasm` for ONNX). */
   backend?: string;
   threads?: number;
+  /**
+   * Hands `klm` over to the runtime: the load restores the model inside these
+   * bytes instead of a private copy (one model size less at peak) and wipes
+   * them afterwards, so the caller must not use them again. The file-loading
+   * entry points (`loadModelFile` of the node and deno targets) do this with the
+   * bytes they read. Default false: the caller's bytes are never changed.
+   */
+  consume?: boolean;
   /**
    * Called as each load phase ends, with its wall time in milliseconds (for
    * benchmarks and diagnostics). Without it no clock is read.
@@ -319,7 +328,7 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Loc
   let modelKey: Uint8Array | undefined;
   try {
     modelKey = ks ? ks.modelKeyFor(modelId) : new Uint8Array(opts.modelKey!);
-    await unlockInto(model, file, modelKey, backend, opts.threads, mark, verified);
+    await unlockInto(model, file, modelKey, backend, opts.threads, mark, verified, opts.consume === true);
     // Only a device that had failures writes on success: a good run needs no write access.
     if (ks && ks.failureCount(modelId) > 0) await ks.resetFailures(modelId);
   } catch (e) {
@@ -355,7 +364,7 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Loc
  */
 export async function unlockInto(
   model: LockedModel, file: KlmFile, modelKey: Uint8Array, backend: Backend, threads?: number, mark?: (p: LoadPhase) => void,
-  verified?: Promise<void>,
+  verified?: Promise<void>, consume = false,
 ): Promise<void> {
   const { manifest } = file;
   checkKey(manifest, modelKey);
@@ -370,13 +379,23 @@ export async function unlockInto(
     // keystore's failure count, could disable a healthy one.
     throw new BackendUnavailableError(`model "${manifest.modelId}" carries a canary recorded with the wasm backend, which the ${backend.name} backend cannot reproduce bit for bit; load it with backend "wasm"`);
   }
-  const ctx: ApplyContext = { modelId: manifest.modelId, modelKey };
-  let bytes: Uint8Array | undefined = new Uint8Array(file.model); // private copy: the caller's buffer is never changed
+  // With a pinned signer, the digest awaited below covers every byte restore reads.
+  const ctx: ApplyContext = { modelId: manifest.modelId, modelKey, authenticated: file.trusted && verified !== undefined };
+  // A browser's main thread may refuse to compile WebAssembly synchronously; sealed
+  // tensors then open in JavaScript unless the module was compiled here first.
+  if (manifest.locks.some((l) => l.scheme === 'sealed')) await prepareSecretboxWasm();
   let session: BackendSession;
+  let bytes: Uint8Array | undefined;
   try {
+    if (consume && verified) {
+      // Restoring in the caller's bytes changes what the digest reads: it is settled first.
+      await verified;
+      mark?.('digest');
+    }
+    bytes = consume ? file.model : new Uint8Array(file.model); // otherwise a private copy: the caller's buffer is never changed
     restoreModel(bytes, manifest.locks, ctx);
     mark?.('restore');
-    if (verified) {
+    if (verified && !consume) {
       await verified;
       mark?.('digest');
     }

@@ -489,3 +489,16 @@ test('shuffle: speed of one 224x224x3 input into a reused buffer', (t) => {
   t.diagnostic(`shuffle 1x3x224x224 m=16 negpos: ${ms.toFixed(3)} ms per image`);
   assert.ok(ms < 20);
 });
+
+test('public nonces are the same through Node\'s native SHAKE256 as through @noble/hashes, as the spec writes them', async () => {
+  const { shake256 } = await import('@noble/hashes/sha3.js');
+  const { sha256Async, shake256Native } = await import('../keystore/nacl.ts');
+  await sha256Async(new Uint8Array(2 << 20)); // what a model load does first: it finds the native hash
+  assert.ok(shake256Native(new Uint8Array(1), 24), 'Node 20 has SHAKE256 natively: the fast path must be on here');
+  const enc = new TextEncoder();
+  for (const [id, name] of [['m', 'w'], ['model-0011223344556677', 'backbone.blocks.3.conv.weight'], ['id with é', 'naïve/ünïcode €'], ['x'.repeat(300), 'y'.repeat(500)]]) {
+    const spec = shake256(new Uint8Array([...enc.encode('keylock/v1/sealed/nonce'), 0, ...enc.encode(id), 0, ...enc.encode(name)]), { dkLen: 24 });
+    assert.deepEqual(sealedNonce(id, name), spec, `${id.slice(0, 20)} / ${name.slice(0, 20)}`);
+  }
+  assert.deepEqual(advparamsNonce('model-1'), shake256(new Uint8Array([...enc.encode('keylock/v1/advparams/nonce'), 0, ...enc.encode('model-1')]), { dkLen: 24 }));
+});

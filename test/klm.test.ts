@@ -81,7 +81,7 @@ test('tampered, truncated, oversized and untrusted .klm files halt with typed er
   assert.throws(() => dc(new Uint8Array(11), 'x', 10), SizeLimitError);
 });
 
-test('a sealed tensor changed after locking fails its MAC even with the right key', async () => {
+test('a sealed tensor changed after locking fails its MAC with the right key, or the signed digest with a pinned vendor key', async () => {
   const res = await lockOnnx(MLP, { schemes: ['sealed'], vendorSeed });
   const { manifest, model } = openKlm(res.klm);
   const entry = manifest.locks[0];
@@ -91,9 +91,22 @@ test('a sealed tensor changed after locking fails its MAC even with the right ke
   if (entry.scheme === 'sealed') changed[entry.tensors[0].offset + 5] ^= 0x10;
   const { packKlm } = await import('../models/klm.ts');
   const { vendorKey: _v, digest: _d, modelBytes: _b, ...draft } = manifest;
-  const m = await loadModel(packKlm(draft, changed, vendorSeed), { modelKey: res.modelKey });
+  const resigned = packKlm(draft, changed, vendorSeed);
+  const m = await loadModel(resigned, { modelKey: res.modelKey });
   assert.ok(m.error instanceof TamperedError, m.error?.message);
   assert.match(m.error!.message, /MAC/);
+  // With the vendor key pinned, its signed digest is what authenticates the bytes, and the
+  // per-tensor MACs (which it covers) are not computed: the vendor signed this change, so it loads.
+  // A change the vendor did not sign fails the digest before any backend sees the bytes.
+  const trust = [signKeyPair(vendorSeed).publicKey];
+  const pinned = await loadModel(resigned, { modelKey: res.modelKey, trust });
+  assert.equal(pinned.state, 'ready', pinned.error?.message);
+  await pinned.release();
+  const unsigned = res.klm.slice();
+  unsigned[unsigned.length - model.length + (entry.scheme === 'sealed' ? entry.tensors[0].offset + 5 : 0)] ^= 0x10;
+  const forged = await loadModel(unsigned, { modelKey: res.modelKey, trust });
+  assert.ok(forged.error instanceof TamperedError, forged.error?.message);
+  assert.match(forged.error!.message, /signed digest/);
 });
 
 test('inputs of the wrong name, shape or dtype are refused with what was expected', async () => {

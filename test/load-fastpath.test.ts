@@ -90,3 +90,36 @@ test('runs started together are serialized and each gets its own exact output (s
   await m.release();
   await assert.rejects(m.run(digits[0].inputs!), /released/);
 });
+
+test('consume: the model is restored inside the caller\'s bytes, which are wiped; without it they are never changed', async () => {
+  const res = await lockOnnx(EMBEDDING, { schemes: ['signflip', 'sealed'], vendorSeed, modelId: 'fastpath-consume', signflipMode: 'fold' });
+  const trust = [signKeyPair(vendorSeed).publicKey];
+  const x: TensorMap = { input_1: { dtype: 'float32', dims: [1, 76, 32, 1], data: new Float32Array(76 * 32).map((_, i) => Math.sin(i)) } };
+  const plain = await createOrtSession(EMBEDDING);
+  const want = Object.values(await plain.run(x))[0].data;
+  await plain.release();
+
+  const kept = res.klm.slice();
+  const m1 = await loadModel(kept, { modelKey: res.modelKey, trust });
+  assert.equal(m1.state, 'ready', m1.error?.message);
+  assert.deepEqual(Object.values(await m1.run(x))[0].data, want);
+  await m1.release();
+  assert.ok(Buffer.from(kept).equals(res.klm), 'the caller\'s bytes are unchanged without consume');
+
+  for (const opts of [{ trust }, {}]) {
+    const given = res.klm.slice();
+    const m2 = await loadModel(given, { modelKey: res.modelKey, consume: true, ...opts });
+    assert.equal(m2.state, 'ready', m2.error?.message);
+    assert.deepEqual(Object.values(await m2.run(x))[0].data, want, 'same outputs from the consumed bytes');
+    await m2.release();
+    const tail = given.subarray(given.length - EMBEDDING.length / 2);
+    assert.ok(tail.every((b) => b === 0), 'the plaintext restored in the caller\'s bytes is wiped after the session is created');
+  }
+
+  // A consumed file whose bytes fail the digest is refused before anything is restored in them.
+  const bad = flipModelByte(res.klm);
+  const badCopy = bad.slice();
+  const m3 = await loadModel(bad, { modelKey: res.modelKey, trust, consume: true });
+  assert.ok(m3.error instanceof TamperedError, m3.error?.message);
+  assert.ok(Buffer.from(bad).equals(badCopy), 'nothing was decrypted into bytes that failed their digest');
+});

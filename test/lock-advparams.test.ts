@@ -210,9 +210,14 @@ test('tiny classifier: advparams composes with sealed and signflip (fold; input 
   assert.equal(m.state, 'ready', m.error?.message);
   assert.deepEqual(bytesOf((await m.run(feeds)).logits), bytesOf(want), 'advparams+signflip (input mode): bit-identical with the key');
   await m.release();
-  // The encryption set carries no signflip key inputs, so input mode must come after advparams.
-  await assert.rejects(lockOnnx(plain, { schemes: ['signflip', 'advparams'], vendorSeed: VENDOR_SEED, data: enc.samples, signflipMode: 'input' }),
-    /put advparams before signflip/);
+  // The encryption set carries no signflip key inputs, and advparams must measure the weights before
+  // signflip negates them: asked the other way round, the pipeline runs advparams first and says so.
+  const swapped = await lockOnnx(plain, { schemes: ['signflip', 'advparams'], vendorSeed: VENDOR_SEED, data: enc.samples, seed: 3, signflipMode: 'input' });
+  assert.ok(swapped.report.some((l) => /^order: applied advparams\+signflip/.test(l)), swapped.report.join('\n'));
+  assert.deepEqual(openKlm(swapped.klm).manifest.locks.map((l) => l.scheme), ['advparams', 'signflip']);
+  const sm = await loadModel(swapped.klm, { modelKey: swapped.modelKey });
+  assert.deepEqual(bytesOf((await sm.run(feeds)).logits), bytesOf(want), 'signflip+advparams (input mode, reordered): bit-identical with the key');
+  await sm.release();
 });
 
 test('the published procedure (correctOnly 0, minGain 0) steps every chosen layer', async () => {

@@ -32,7 +32,7 @@ type Demo = {
   status(): Promise<PageStatus>;
   classifyMany(i: number[]): Promise<Many>;
   classifyDrawing(): Promise<{ pred?: number; input: number[]; error?: { name: string } }>;
-  env(): Promise<{ crossOriginIsolated: boolean; backend?: { wasmThreads: number; wasmPaths: string }; webgpu?: { architecture: string; fallback: boolean } }>;
+  env(): Promise<{ crossOriginIsolated: boolean; backend?: { wasmThreads: number; wasmPaths: string; secretbox: string }; webgpu?: { architecture: string; fallback: boolean } }>;
 };
 
 /** Opens the demo page with `query` and waits until the model is ready or halted. */
@@ -128,6 +128,7 @@ describe('browser target in headless Chromium', { skip: chromiumMissing }, () =>
     assert.equal(env.backend?.wasmThreads, 2, 'ORT kept 2 threads (it drops to 1 when SharedArrayBuffer is unavailable)');
     assert.ok(env.backend?.wasmPaths.startsWith(`${server.origin}/keylock/`), `ORT loads its wasm from the bundle's folder, got ${env.backend?.wasmPaths}`);
     assert.ok(page.workers().length >= 1, 'ORT started its worker thread');
+    assert.equal(env.backend?.secretbox, 'wasm-simd', 'the sealed demo model opened with the WebAssembly SIMD secretbox');
     const r = await demoCall(page, (d, n) => d.classifyMany([...Array(n as number).keys()]), N);
     assert.equal(r.error, undefined);
     const accPage = r.preds.filter((p, i) => p === r.labels[i]).length;

@@ -21,6 +21,7 @@ import { restoreSealed } from '../../runtime/keys/sealed.ts';
 import { BACKENDS, loadModel, restoreModel, runHooks, type LoadPhase, type LockedModel } from '../../runtime/model.ts';
 import { decodeRecorded } from '../../runtime/recorded.ts';
 import type { TensorMap } from '../../runtime/tensor.ts';
+import { forceSecretboxJs } from '../../runtime/wasm/secretbox.ts';
 import { fromHex, ROOT, type Plan, type PreparedCase } from './plan.ts';
 import { interleaveCalls, ratios, seededFloats, summarize, timeBatch, type Summary } from './stats.ts';
 
@@ -41,8 +42,11 @@ async function plainSession(plan: Plan, modelId: string, backend: string, thread
   return BACKENDS[backend].create(new Uint8Array(readFileSync(m.path)), { threads });
 }
 
-async function lockedModel(c: PreparedCase, backend: string, threads: number): Promise<LockedModel> {
-  const m = await loadModel(new Uint8Array(readFileSync(c.klm)), { modelKey: fromHex(c.modelKey), backend, threads });
+/** The vendor key a device pins: loads below verify the signature against it, as a keystore's loads do. */
+const trustOf = (plan: Plan): Uint8Array[] => [fromHex(plan.vendorPub)];
+
+async function lockedModel(plan: Plan, c: PreparedCase, backend: string, threads: number): Promise<LockedModel> {
+  const m = await loadModel(new Uint8Array(readFileSync(c.klm)), { modelKey: fromHex(c.modelKey), trust: trustOf(plan), backend, threads });
   if (m.state !== 'ready') throw m.error!;
   return m;
 }
@@ -94,7 +98,7 @@ async function latency(plan: Plan, a: Args): Promise<unknown> {
     const x = inputFor(plan, c.model);
     let plain = sessions.get(c.model);
     if (!plain) { plain = await plainSession(plan, c.model, backend, threads); sessions.set(c.model, plain); }
-    const locked = await lockedModel(c, backend, threads);
+    const locked = await lockedModel(plan, c, backend, threads);
     const bare = await bareSession(c, backend, threads, x);
     const p = plain;
     const runPlain = (): Promise<unknown> => p.run(x);
@@ -167,6 +171,9 @@ async function cold(plan: Plan, a: Args): Promise<unknown> {
     };
     const lockedCold = async (withKeystore: boolean): Promise<number> => {
       const pre = withKeystore ? 'keystore: ' : '';
+      // A device reads the file into bytes of its own and hands them over (loadModelFile: consume);
+      // the copy is made before the clock starts, as the plain side's bytes are there before it.
+      const own = klm.slice();
       const t = performance.now();
       let ks: Keystore | undefined;
       if (withKeystore) {
@@ -174,7 +181,7 @@ async function cold(plan: Plan, a: Args): Promise<unknown> {
         add(`${pre}keystore open`, performance.now() - t);
       }
       const onPhase = (p: LoadPhase, ms: number): void => add(pre + p, ms);
-      const model = await loadModel(klm, ks ? { keystore: ks, backend, threads, onPhase } : { modelKey: fromHex(c.modelKey), backend, threads, onPhase });
+      const model = await loadModel(own, ks ? { keystore: ks, backend, threads, onPhase, consume: true } : { modelKey: fromHex(c.modelKey), trust: trustOf(plan), backend, threads, onPhase, consume: true });
       if (model.state !== 'ready') throw model.error!;
       const t1 = performance.now();
       await model.run(x);
@@ -259,15 +266,27 @@ async function throughput(_plan: Plan, a: { mb: number; rounds: number }): Promi
     return performance.now() - t;
   };
   log(`throughput sealed ${a.mb} MB, ${count} tensor(s)`);
-  const now: number[] = [];
-  const old: number[] = [];
+  // restoreSealed as the device runs it (WebAssembly SIMD), its JavaScript fallback
+  // (forceSecretboxJs, what an engine without WebAssembly SIMD runs), and the
+  // tweetnacl path of the first version, in a rotating order.
+  const jsOnly = (m: Uint8Array): void => {
+    forceSecretboxJs(true);
+    try { restoreSealed(m, lock, ctx); } finally { forceSecretboxJs(false); }
+  };
+  const pinned = (m: Uint8Array): void => restoreSealed(m, lock, { ...ctx, authenticated: true });
+  const sides: [number[], (m: Uint8Array) => void][] = [[[], (m) => restoreSealed(m, lock, ctx)], [[], jsOnly], [[], legacy], [[], pinned]];
   for (let i = 0; i < a.rounds; i++) {
-    if (i % 2 === 0) { now.push(await timeOne((m) => restoreSealed(m, lock, ctx))); old.push(await timeOne(legacy)); }
-    else { old.push(await timeOne(legacy)); now.push(await timeOne((m) => restoreSealed(m, lock, ctx))); }
+    for (let j = 0; j < sides.length; j++) {
+      const [times, f] = sides[(i + j) % sides.length];
+      times.push(await timeOne(f));
+    }
   }
-  const check = fresh();
-  restoreSealed(check, lock, ctx);
-  if (!check.every((v, i) => v === plain[i])) throw new Error('sealed restore did not give the plaintext back');
+  const [now, js0, old, pin] = sides.map(([t]) => t);
+  for (const f of [(m: Uint8Array) => restoreSealed(m, lock, ctx), jsOnly, pinned]) {
+    const check = fresh();
+    f(check);
+    if (!check.every((v, i) => v === plain[i])) throw new Error('sealed restore did not give the plaintext back');
+  }
   // deeplock: lock the same bytes as one float32 tensor.
   log(`throughput deeplock ${a.mb} MB`);
   const dl = plain.slice(0, size);
@@ -309,7 +328,7 @@ async function throughput(_plan: Plan, a: { mb: number; rounds: number }): Promi
   const mbps = (ms: number[]): Summary => summarize(ms.map((v) => size / 1e6 / (v / 1000)));
   return {
     bytes: size, tensors: count,
-    sealed: mbps(now), sealedLegacy: mbps(old), sealedSpeedup: summarize(old.map((v, i) => v / now[i])),
+    sealed: mbps(now), sealedJs: mbps(js0), sealedLegacy: mbps(old), sealedPinned: mbps(pin), sealedSpeedup: summarize(js0.map((v, i) => v / now[i])),
     deeplock: mbps(dlT), sha256js: mbps(js), sha256webcrypto: mbps(wc), aesGcmWebcrypto: mbps(aes),
   };
 }
@@ -349,7 +368,7 @@ async function mem(plan: Plan, a: { variant: 'plain' | 'locked'; case: string; r
   await tiny.run(inputFor(plan, 'mnist-cnn'));
   await tiny.release();
   const tinyCase = plan.cases.find((k) => k.id === 'mnist-cnn.sealed')!;
-  const tinyLocked = await lockedModel(tinyCase, 'wasm', 1);
+  const tinyLocked = await lockedModel(plan, tinyCase, 'wasm', 1);
   await tinyLocked.run(inputFor(plan, 'mnist-cnn'));
   await tinyLocked.release();
   gc?.();
@@ -364,7 +383,8 @@ async function mem(plan: Plan, a: { variant: 'plain' | 'locked'; case: string; r
     run = () => s.run(x);
     release = () => s.release();
   } else {
-    const model = await loadModel(bytes, { modelKey: fromHex(c.modelKey) });
+    // As a device loads a file (targets/node loadModelFile): the bytes read are handed over.
+    const model = await loadModel(bytes, { modelKey: fromHex(c.modelKey), trust: trustOf(plan), consume: true });
     if (model.state !== 'ready') throw model.error!;
     run = () => model.run(x);
     release = () => model.release();
@@ -401,7 +421,7 @@ async function alloc(plan: Plan, a: { runs: number; every: number; cases: string
       run = () => s.run(x);
       release = () => s.release();
     } else {
-      const m = await lockedModel(c!, 'wasm', 1);
+      const m = await lockedModel(plan, c!, 'wasm', 1);
       run = () => m.run(x);
       release = () => m.release();
     }

@@ -193,10 +193,11 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   const plainInputs = new Set(modelIO(model, new Set()).inputs.map((i) => i.name));
 
   const pending: { index: number; finish: FinishEntry }[] = [];
-  for (const [index, scheme] of req.schemes.entries()) {
-    const l = LOCKERS[scheme];
-    if (l.graph) pending.push({ index, finish: await l.graph(model, ctx) });
-  }
+  // advparams measures the model's accuracy, so it must see the weights before signflip negates them
+  // (after it, a model the flips already wreck leaves advparams nothing to do).
+  const graphOrder = [...req.schemes.entries()].filter(([, s]) => LOCKERS[s].graph)
+    .sort(([a, x], [b, y]) => Number(x === 'signflip') - Number(y === 'signflip') || a - b);
+  for (const [index, scheme] of graphOrder) pending.push({ index, finish: await LOCKERS[scheme].graph!(model, ctx) });
   const locked = encodeModel(model);
   const inits = listInitializers(locked);
   const byName = new Map<string, InitializerInfo>(inits.map((i) => [i.name, i]));
@@ -211,7 +212,7 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   // "sealed+advparams" would restore advparams' plaintext originals into
   // ciphertext before decrypting it.
   const applied = [...pending.map((p) => entries[p.index]), ...entries.filter((_, i) => !pending.some((p) => p.index === i))];
-  if (applied.some((e, i) => e !== entries[i])) report.push(`order: applied ${applied.map((e) => e.scheme).join('+')} (graph-stage locks before byte-stage ones)`);
+  if (applied.some((e, i) => e !== entries[i])) report.push(`order: applied ${applied.map((e) => e.scheme).join('+')} (graph-stage locks before byte-stage ones, advparams before signflip)`);
 
   const io = modelIO(model, new Set());
   const keyInputs = new Set(io.inputs.map((i) => i.name).filter((n) => !plainInputs.has(n)));

@@ -10,6 +10,7 @@
  */
 import { shake256 } from '@noble/hashes/sha3.js';
 import { KeyMismatchError, expectedGot } from '../errors.ts';
+import { shake256Native } from '../../keystore/nacl.ts';
 
 /** Size of a model key in bytes. */
 export const MODEL_KEY_BYTES = 32;
@@ -305,14 +306,17 @@ export function advparamsSecretboxKey(modelKey: Uint8Array): Uint8Array {
 
 /** Public nonce: SHAKE256 of labelled, NUL-separated fields, first 24 bytes. */
 function publicNonce(prefix: string, fields: [string, string][]): Uint8Array {
-  const h = shake256.create().update(utf8.encode(prefix));
+  const parts: Uint8Array[] = [utf8.encode(prefix)];
   for (const [what, value] of fields) {
     if (typeof value !== 'string') throw new TypeError(expectedGot(what, 'string', typeof value));
     // The separator must not occur inside a field, or two (id, name) pairs could collide.
     if (value.includes('\u0000')) throw new RangeError(`${what} must not contain U+0000`);
-    h.update(new Uint8Array([0])).update(strictUtf8(what, value));
+    parts.push(new Uint8Array([0]), strictUtf8(what, value));
   }
-  return h.xof(SECRETBOX_NONCE_BYTES);
+  const input = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  parts.reduce((o, p) => (input.set(p, o), o + p.length), 0);
+  // Node's native SHAKE256 where a model load has found it (one nonce per sealed tensor adds up).
+  return shake256Native(input, SECRETBOX_NONCE_BYTES) ?? shake256(input, { dkLen: SECRETBOX_NONCE_BYTES });
 }
 
 /**

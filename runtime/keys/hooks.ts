@@ -14,4 +14,10 @@ export interface RunHooks {
 export interface ApplyContext {
   modelId: string;
   modelKey: Uint8Array;
+  /**
+   * Every model byte will be checked against a SHA-256 digest signed by a
+   * trusted (pinned) vendor key before any backend sees it. `sealed` then skips
+   * its per-tensor MACs, which that digest already covers (docs/SPEC.md).
+   */
+  authenticated?: boolean;
 }

@@ -14,6 +14,7 @@ import * as ort from 'onnxruntime-web';
 import { BackendUnavailableError } from '../../runtime/errors.ts';
 import { loadModel as loadRuntimeModel, type LoadOptions, type LockedModel } from '../../runtime/model.ts';
 import { setOrtWasmPaths } from '../../runtime/ort.ts';
+import { secretboxWasmReady } from '../../runtime/wasm/secretbox.ts';
 
 export * from '../../runtime/index.ts';
 export { indexedDbStorage } from './idb.ts';
@@ -51,6 +52,8 @@ export interface BrowserBackendInfo {
   crossOriginIsolated: boolean;
   wasmThreads: number;
   wasmPaths: string;
+  /** What opens `sealed` tensors: `wasm-simd` (runtime/wasm/secretbox.ts) or `js` where the page cannot run that. */
+  secretbox: 'wasm-simd' | 'js';
 }
 
 /** Reports isolation and ORT's thread count (ORT lowers it to 1 on a non-isolated page; `loadModel` refuses that first). */
@@ -59,6 +62,7 @@ export function backendInfo(): BrowserBackendInfo {
     crossOriginIsolated: globalThis.crossOriginIsolated === true,
     wasmThreads: ort.env.wasm.numThreads ?? 1,
     wasmPaths: typeof ort.env.wasm.wasmPaths === 'string' ? ort.env.wasm.wasmPaths : BUNDLE_BASE,
+    secretbox: secretboxWasmReady() ? 'wasm-simd' : 'js',
   };
 }
 

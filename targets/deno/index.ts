@@ -53,9 +53,9 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Loc
   return loadRuntimeModel(klm, { ...opts, threads });
 }
 
-/** Reads a `.klm` with `Deno.readFile` (needs `--allow-read`) and loads it. */
+/** Reads a `.klm` with `Deno.readFile` (needs `--allow-read`) and loads it, handing the bytes over (`consume`, see the node target). */
 export async function loadModelFile(path: string | URL, opts: LoadOptions): Promise<LockedModel> {
-  return loadModel(await deno().readFile(path), opts);
+  return loadModel(await deno().readFile(path), { ...opts, consume: true });
 }
 
 /** Options of `openKeystore`. */

@@ -27,12 +27,14 @@ export {
 
 /**
  * Reads a `.klm` file and loads it (see `loadModel`: check failures come back
- * as a halted or disabled model). A file that cannot be read throws the file
+ * as a halted or disabled model). The bytes read are handed over (`consume`):
+ * the model is restored inside them and they are wiped, so the load holds one
+ * copy of the model fewer. A file that cannot be read throws the file
  * system's error.
  */
 export async function loadModelFile(path: string, opts: LoadOptions): Promise<LockedModel> {
   const b = await readFile(path);
-  return loadModel(new Uint8Array(b.buffer, b.byteOffset, b.byteLength), opts);
+  return loadModel(new Uint8Array(b.buffer, b.byteOffset, b.byteLength), { ...opts, consume: true });
 }
 
 /**
