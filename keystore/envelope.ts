@@ -47,14 +47,19 @@ export function openEnvelope(env: Envelope, publicKey: Uint8Array, maxBodyBytes:
   return envelopeBody(env, maxBodyBytes);
 }
 
-/** `openEnvelope` with the signature checked by WebCrypto where available (see `verifyAsync`). */
-export async function openEnvelopeAsync(env: Envelope, publicKey: Uint8Array, maxBodyBytes: number): Promise<Fields> {
+/**
+ * `openEnvelope` with the signature checked by WebCrypto where available (see
+ * `verifyAsync`). `decoded`: `env.signed` already decoded with the same limit
+ * (a caller that had to look inside before verifying), used only once the
+ * signature over those bytes has verified.
+ */
+export async function openEnvelopeAsync(env: Envelope, publicKey: Uint8Array, maxBodyBytes: number, decoded?: unknown): Promise<Fields> {
   await verifyAsync(env.signed, env.sig, publicKey, env.format);
-  return envelopeBody(env, maxBodyBytes);
+  return envelopeBody(env, maxBodyBytes, decoded);
 }
 
-function envelopeBody(env: Envelope, maxBodyBytes: number): Fields {
-  const body = Fields.of(`${env.format} body`, decodeCbor(env.signed, `${env.format} body`, maxBodyBytes));
+function envelopeBody(env: Envelope, maxBodyBytes: number, decoded?: unknown): Fields {
+  const body = Fields.of(`${env.format} body`, decoded ?? decodeCbor(env.signed, `${env.format} body`, maxBodyBytes));
   if (body.text('format', 64) !== env.format || body.uint('version') !== env.version) {
     throw new FormatError(`${env.format}: the signed body names another format or version than its envelope`);
   }

@@ -301,17 +301,19 @@ export function openKlmSigned(bytes: Uint8Array, trusted?: readonly Uint8Array[]
 
 /** `openKlmSigned` with the signature checked by WebCrypto where available (see `verifyAsync`). */
 export async function openKlmSignedAsync(bytes: Uint8Array, trusted?: readonly Uint8Array[]): Promise<KlmFile> {
-  const { env, model, key } = klmSigner(bytes, trusted);
-  return { manifest: parseManifest(await openEnvelopeAsync(env, key, MAX_MANIFEST_BYTES)), model, signedManifest: env.signed, trusted: trusted !== undefined };
+  const { env, model, key, decoded } = klmSigner(bytes, trusted);
+  // The manifest decoded to find its signer is reused once the signature over its bytes verifies
+  // (a sealed model's manifest lists every tensor: decoding it is most of this step).
+  return { manifest: parseManifest(await openEnvelopeAsync(env, key, MAX_MANIFEST_BYTES, decoded)), model, signedManifest: env.signed, trusted: trusted !== undefined };
 }
 
 /** Parses the envelope and picks the key that must have signed it. */
-function klmSigner(bytes: Uint8Array, trusted?: readonly Uint8Array[]): { env: Envelope; model: Uint8Array; key: Uint8Array } {
+function klmSigner(bytes: Uint8Array, trusted?: readonly Uint8Array[]): { env: Envelope; model: Uint8Array; key: Uint8Array; decoded?: unknown } {
   const env = parseEnvelope(bytes, KLM_FORMAT, KLM_VERSION, MAX_KLM_BYTES);
   const model = env.outer.bytes('model');
   // Which key signed it is read from the manifest before verification only to pick
   // among the trusted keys; the signature check below is what makes it count.
-  const named = peekVendorKey(env.signed);
+  const { key: named, decoded } = peekVendorKey(env.signed);
   let key = named;
   if (trusted) {
     const match = trusted.find((k) => named && equalBytes(k, named));
@@ -319,7 +321,7 @@ function klmSigner(bytes: Uint8Array, trusted?: readonly Uint8Array[]): { env: E
     key = match;
   }
   if (!key) throw new FormatError(`${KLM_FORMAT}: the manifest names no vendor key`);
-  return { env, model, key };
+  return { env, model, key, decoded };
 }
 
 /** Throws TamperedError unless the model bytes have the signed length and `digest` is the signed SHA-256. */
@@ -330,12 +332,13 @@ export function checkKlmDigest(file: KlmFile, digest: Uint8Array): void {
   }
 }
 
-function peekVendorKey(signed: Uint8Array): Uint8Array | undefined {
+function peekVendorKey(signed: Uint8Array): { key?: Uint8Array; decoded?: unknown } {
+  let decoded: unknown;
   try {
-    const f = Fields.of('manifest', decodeCbor(signed, 'manifest', MAX_MANIFEST_BYTES));
-    return f.bytes('vendorKey', { len: 32 });
+    decoded = decodeCbor(signed, 'manifest', MAX_MANIFEST_BYTES);
+    return { key: Fields.of('manifest', decoded).bytes('vendorKey', { len: 32 }), decoded };
   } catch {
-    return undefined;
+    return { decoded };
   }
 }
 
