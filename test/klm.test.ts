@@ -125,6 +125,7 @@ test('the canary must reproduce; a canary recorded for other outputs halts the m
   const res = await lockOnnx(MLP, { schemes: ['sealed'], vendorSeed, canary: [{ inputs: digitLike(7) }] });
   const ok = await loadModel(res.klm, { modelKey: res.modelKey });
   assert.equal(ok.state, 'ready');
+  assert.equal(ok.stats.runs, 0, 'the load\'s canary runs are not counted in the app\'s stats');
   const { manifest, model } = openKlm(res.klm);
   const { encodeRecorded } = await import('../runtime/recorded.ts');
   const bad = encodeRecorded([{ outputs: { logits: { dtype: 'float32', dims: [1, 10], data: new Float32Array(10) } } }], 'outputs');
