@@ -305,3 +305,16 @@ describe('train with the key', () => {
     assert.ok(wrong < keyed - 0.3, `expected far lower accuracy with a wrong key, got ${wrong} vs ${keyed}`);
   });
 });
+
+test('the device shuffle refuses inputs that do not fit the key, before touching them', async () => {
+  const res = await lock(mlpModel('gemm', 1), { block: 4, negpos: true });
+  const m = await loadModel(res.klm, { modelKey: res.modelKey });
+  const { InputMismatchError } = await import('../runtime/errors.ts');
+  // Declared float32, but the data is float64: the gather would read it as something else.
+  await assert.rejects(m.run({ input: { dtype: 'float32', dims: [1, 1, 28, 28], data: new Float64Array(784) as unknown as Float32Array } }),
+    (e: unknown) => e instanceof InputMismatchError && /the shuffle lock expects float32 NCHW with 1 channel\(s\) and H, W divisible by 4, got float32 \[1,1,28,28\]/.test((e as Error).message));
+  const x = randomArray(784, rng(9));
+  const ok = await m.run({ input: { dtype: 'float32', dims: [1, 1, 28, 28], data: x } });
+  assert.equal(ok.logits.data.length, 10);
+  await m.release();
+});

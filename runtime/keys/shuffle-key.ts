@@ -73,7 +73,11 @@ function buildPlan(key: ShuffleBlockKey, h: number, w: number): ImagePlan {
   return { gather, flipAt: Uint32Array.from(flips) };
 }
 
+/** The plan used last: one input shape per model is the common case, and this skips two map lookups per call. */
+let last: { key: ShuffleBlockKey; h: number; w: number; plan: ImagePlan } | undefined;
+
 function planFor(key: ShuffleBlockKey, h: number, w: number): ImagePlan {
+  if (last !== undefined && last.key === key && last.h === h && last.w === w) return last.plan;
   let byShape = plans.get(key);
   if (byShape === undefined) {
     byShape = new Map();
@@ -85,6 +89,7 @@ function planFor(key: ShuffleBlockKey, h: number, w: number): ImagePlan {
     plan = buildPlan(key, h, w);
     byShape.set(id, plan);
   }
+  last = { key, h, w, plan };
   return plan;
 }
 
@@ -134,8 +139,27 @@ export function shuffleImageNCHW(
   key: ShuffleBlockKey,
 ): void {
   checkArgs(src, dst, n, c, h, w, key);
+  shuffleImagesChecked(src, dst, n, h, w, key);
+}
+
+/**
+ * shuffleImageNCHW without the argument checks, for a caller that has made
+ * them (the device's run hook checks dtype, layout, C and divisibility, and
+ * `run()` the lengths; its buffer is its own). Wrong arguments here give wrong
+ * output, not an error.
+ */
+export function shuffleImagesChecked(src: Float32Array, dst: Float32Array, n: number, h: number, w: number, key: ShuffleBlockKey): void {
   const { gather, flipAt } = planFor(key, h, w);
   const size = gather.length;
+  if (n === 1) {
+    // One image (the usual inference): the same loops without the image offset, measurably faster.
+    for (let o = 0; o < size; o++) dst[o] = src[gather[o]];
+    for (let f = 0; f < flipAt.length; f++) {
+      const o = flipAt[f];
+      dst[o] = 1 - dst[o];
+    }
+    return;
+  }
   for (let img = 0, base = 0; img < n; img++, base += size) {
     for (let o = 0; o < size; o++) dst[base + o] = src[base + gather[o]];
     for (let f = 0; f < flipAt.length; f++) {
@@ -179,6 +203,7 @@ export function wipeShuffleKey(key: ShuffleBlockKey): void {
   key.perm.fill(0);
   key.inverse.fill(0);
   key.flip?.fill(0);
+  if (last?.key === key) last = undefined;
   const byShape = plans.get(key);
   if (byShape !== undefined) {
     for (const plan of byShape.values()) {

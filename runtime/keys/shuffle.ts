@@ -7,7 +7,7 @@
 import { InputMismatchError } from '../errors.ts';
 import type { ShuffleLock } from '../klm.ts';
 import type { TensorData } from '../tensor.ts';
-import { shuffleBlockKey, shuffleImageNCHW, wipeShuffleKey } from './shuffle-key.ts';
+import { shuffleBlockKey, shuffleImagesChecked, wipeShuffleKey } from './shuffle-key.ts';
 import { nhwcPlan, shuffleNHWC, wipeNhwcPlan, type NhwcPlan } from './shuffle-nhwc.ts';
 import type { ApplyContext, RunHooks } from './hooks.ts';
 
@@ -20,9 +20,13 @@ export function shuffleHooks(lock: ShuffleLock, ctx: ApplyContext): RunHooks {
   return {
     transformInput(name: string, t: TensorData): TensorData {
       if (name !== lock.input) return t;
-      const [n, a, b, c] = t.dims;
-      const [h, w, ch] = nhwc ? [a, b, c] : [b, c, a];
-      if (t.dtype !== 'float32' || t.dims.length !== 4 || ch !== lock.channels || h % lock.block !== 0 || w % lock.block !== 0) {
+      // Runs on every input: plain reads, no destructuring into temporary arrays.
+      const d = t.dims;
+      const n = d[0];
+      const h = nhwc ? d[1] : d[2];
+      const w = nhwc ? d[2] : d[3];
+      const ch = nhwc ? d[3] : d[1];
+      if (t.dtype !== 'float32' || !(t.data instanceof Float32Array) || d.length !== 4 || ch !== lock.channels || h % lock.block !== 0 || w % lock.block !== 0) {
         throw new InputMismatchError(`input "${name}": the shuffle lock expects float32 ${nhwc ? 'NHWC' : 'NCHW'} with ${lock.channels} channel(s) and H, W divisible by ${lock.block}, got ${t.dtype} [${t.dims.join(',')}]`);
       }
       const len = n * ch * h * w;
@@ -35,7 +39,8 @@ export function shuffleHooks(lock: ShuffleLock, ctx: ApplyContext): RunHooks {
         }
         shuffleNHWC(t.data as Float32Array, out, n, plan);
       } else {
-        shuffleImageNCHW(t.data as Float32Array, out, n, ch, h, w, key);
+        // Checked above (dtype, rank, C, divisibility) and by run() (data length matches dims); `out` is ours.
+        shuffleImagesChecked(t.data, out, n, h, w, key);
       }
       return { dtype: 'float32', dims: t.dims, data: out };
     },
