@@ -3,7 +3,9 @@
  * Poly1305), @noble/ciphers (XSalsa20 and the attached secretbox, byte-identical
  * to NaCl's and several times faster than tweetnacl's on megabytes) and
  * @noble/hashes (SHA-256, HMAC); WebCrypto where the platform has it (SHA-256
- * and Ed25519 verification of whole models). Every key, nonce and signature size is checked here, so
+ * and Ed25519 verification of whole models); Node's own SHA-256 and SHAKE256;
+ * and keylock's WebAssembly SIMD XSalsa20/Poly1305 (runtime/wasm/secretbox.ts),
+ * which opens sealed tensors. Every key, nonce and signature size is checked here, so
  * callers get a RangeError for misuse and a typed error for a failed MAC or
  * signature, never a `null` or `false` to forget.
  */
