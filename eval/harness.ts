@@ -4,11 +4,11 @@
  * key check is bypassed (a wrong key forced through the restore functions), and
  * through plain onnxruntime-web on the copied locked file (no key at all).
  */
-import { secretboxDetached, sha256, wipe } from '../keystore/nacl.ts';
-import { openKlm, type LockEntry } from '../runtime/klm.ts';
+import { sha256 } from '../keystore/nacl.ts';
+import { openKlm } from '../runtime/klm.ts';
 import { restoreAdvparams } from '../runtime/keys/advparams.ts';
 import { restoreDeeplock } from '../runtime/keys/deeplock.ts';
-import { sealedNonce, sealedSecretboxKey } from '../runtime/keys/derive.ts';
+import { restoreSealed } from '../runtime/keys/sealed.ts';
 import type { ApplyContext } from '../runtime/keys/hooks.ts';
 import { restoreSignflip } from '../runtime/keys/signflip.ts';
 import { loadModel, runHooks } from '../runtime/model.ts';
@@ -111,23 +111,6 @@ export async function stolenLogits(locked: Uint8Array, set: MnistSet): Promise<F
   }
 }
 
-/**
- * `sealed` undone with a wrong key and no MAC check: the XSalsa20 stream of the
- * wrong key XORed over the ciphertext, which is what secretbox encryption of
- * the ciphertext under that key computes (after its 16-byte MAC).
- */
-export function unsealUnchecked(model: Uint8Array, lock: Extract<LockEntry, { scheme: 'sealed' }>, ctx: ApplyContext): void {
-  const key = sealedSecretboxKey(ctx.modelKey);
-  try {
-    for (const t of lock.tensors) {
-      const range = model.subarray(t.offset, t.offset + t.length);
-      range.set(secretboxDetached(range.slice(), sealedNonce(ctx.modelId, t.name), key).cipher);
-    }
-  } finally {
-    wipe(key);
-  }
-}
-
 /** A model run as if the key check were skipped; see {@link bypassRunner}. */
 export interface BypassRunner {
   run(x: TensorMap): Promise<TensorMap>;
@@ -152,7 +135,8 @@ export async function bypassRunner(klm: Uint8Array, wrongKey: Uint8Array): Promi
   const locks = file.manifest.locks;
   for (let i = locks.length - 1; i >= 0; i--) {
     const l = locks[i];
-    if (l.scheme === 'sealed') { unsealUnchecked(bytes, l, ctx); notes.push('sealed: decrypted with the wrong key, MAC ignored'); }
+    // `authenticated` skips the MAC, as a device does when a pinned signature covers the bytes: here it lets a wrong key through.
+    if (l.scheme === 'sealed') { restoreSealed(bytes, l, { ...ctx, authenticated: true }); notes.push('sealed: decrypted with the wrong key, MAC ignored'); }
     else if (l.scheme === 'deeplock') { restoreDeeplock(bytes, l, ctx); notes.push('deeplock: inverted with the wrong key schedule'); }
     else if (l.scheme === 'signflip') { restoreSignflip(bytes, l, ctx); notes.push(`signflip: wrong ±1 key bits (${l.mode} mode)`); }
     else if (l.scheme === 'advparams') {

@@ -21,10 +21,10 @@ import { KeyMismatchError } from '../runtime/errors.ts';
 import { openKlm } from '../runtime/klm.ts';
 import { loadModel } from '../runtime/model.ts';
 import { createOrtSession } from '../runtime/ort.ts';
-import type { BackendSession } from '../runtime/backend.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
 import { loadMnist } from '../models/reference/mnist.ts';
 import { mnistSamples } from '../models/reference/make-fixtures.ts';
+import { stolenFeeds } from './harness.ts';
 import { check, type Section } from './section.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -89,17 +89,6 @@ function correct(out: TensorMap, labels: Uint8Array, offset: number): number {
     if (b === labels[offset + r]) ok++;
   }
   return ok;
-}
-
-/** Feeds for the stolen file: the user's inputs, plus ones for any key input the lock added. */
-function stolenFeeds(s: BackendSession, x: TensorMap): TensorMap {
-  const f: TensorMap = { ...x };
-  for (const i of s.inputs) {
-    if (f[i.name]) continue;
-    const dims = (i.shape ?? []).map((d) => (typeof d === 'number' && d > 0 ? d : 1));
-    f[i.name] = { dtype: 'float32', dims, data: new Float32Array(dims.reduce((a, b) => a * b, 1)).fill(1) };
-  }
-  return f;
 }
 
 export interface Row {

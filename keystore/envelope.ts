@@ -40,19 +40,16 @@ export function parseEnvelope(bytes: Uint8Array, format: string, version: number
 
 /**
  * Verifies the signature with `publicKey`, then decodes the body and checks that
- * it repeats the envelope's format and version.
+ * it repeats the envelope's format and version. `decoded`: `env.signed` already
+ * decoded with the same limit (a caller that had to look inside before
+ * verifying), used only once the signature over those bytes has verified.
  */
-export function openEnvelope(env: Envelope, publicKey: Uint8Array, maxBodyBytes: number): Fields {
+export function openEnvelope(env: Envelope, publicKey: Uint8Array, maxBodyBytes: number, decoded?: unknown): Fields {
   verify(env.signed, env.sig, publicKey, env.format);
-  return envelopeBody(env, maxBodyBytes);
+  return envelopeBody(env, maxBodyBytes, decoded);
 }
 
-/**
- * `openEnvelope` with the signature checked by WebCrypto where available (see
- * `verifyAsync`). `decoded`: `env.signed` already decoded with the same limit
- * (a caller that had to look inside before verifying), used only once the
- * signature over those bytes has verified.
- */
+/** `openEnvelope` with the signature checked by WebCrypto where available (see `verifyAsync`). */
 export async function openEnvelopeAsync(env: Envelope, publicKey: Uint8Array, maxBodyBytes: number, decoded?: unknown): Promise<Fields> {
   await verifyAsync(env.signed, env.sig, publicKey, env.format);
   return envelopeBody(env, maxBodyBytes, decoded);

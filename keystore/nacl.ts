@@ -62,15 +62,13 @@ async function nodeHash(): Promise<Hash | null> {
       const shake = (d: Uint8Array, n: number): Uint8Array => new Uint8Array(m.createHash('shake256', { outputLength: n }).update(d).digest());
       // Checked once against a known answer (SHAKE256 of nothing), so a runtime that names the
       // algorithm differently is simply not used.
-      if (hex32(shake(new Uint8Array(0), 4)) === '46b9dd2b') nodeShake256 = shake;
+      if (equalBytes(shake(new Uint8Array(0), 4), Uint8Array.of(0x46, 0xb9, 0xdd, 0x2b))) nodeShake256 = shake;
     } catch {
       // Not Node after all: WebCrypto or JavaScript below.
     }
   }
   return nodeSha256;
 }
-
-const hex32 = (b: Uint8Array): string => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 
 /**
  * SHAKE256 of `data` in native code, or undefined where there is none or the

@@ -295,19 +295,21 @@ export async function openKlmAsync(bytes: Uint8Array, trusted?: readonly Uint8Ar
  * `checkKlmDigest` before using it.
  */
 export function openKlmSigned(bytes: Uint8Array, trusted?: readonly Uint8Array[]): KlmFile {
-  const { env, model, key } = klmSigner(bytes, trusted);
-  return { manifest: parseManifest(openEnvelope(env, key, MAX_MANIFEST_BYTES)), model, signedManifest: env.signed, trusted: trusted !== undefined };
+  const { env, model, key, decoded } = klmSigner(bytes, trusted);
+  return { manifest: parseManifest(openEnvelope(env, key, MAX_MANIFEST_BYTES, decoded)), model, signedManifest: env.signed, trusted: trusted !== undefined };
 }
 
 /** `openKlmSigned` with the signature checked by WebCrypto where available (see `verifyAsync`). */
 export async function openKlmSignedAsync(bytes: Uint8Array, trusted?: readonly Uint8Array[]): Promise<KlmFile> {
   const { env, model, key, decoded } = klmSigner(bytes, trusted);
-  // The manifest decoded to find its signer is reused once the signature over its bytes verifies
-  // (a sealed model's manifest lists every tensor: decoding it is most of this step).
   return { manifest: parseManifest(await openEnvelopeAsync(env, key, MAX_MANIFEST_BYTES, decoded)), model, signedManifest: env.signed, trusted: trusted !== undefined };
 }
 
-/** Parses the envelope and picks the key that must have signed it. */
+/**
+ * Parses the envelope and picks the key that must have signed it. `decoded` is the manifest as
+ * decoded to find its signer, reused once the signature over its bytes verifies (a sealed model's
+ * manifest lists every tensor: decoding it is most of opening the file).
+ */
 function klmSigner(bytes: Uint8Array, trusted?: readonly Uint8Array[]): { env: Envelope; model: Uint8Array; key: Uint8Array; decoded?: unknown } {
   const env = parseEnvelope(bytes, KLM_FORMAT, KLM_VERSION, MAX_KLM_BYTES);
   const model = env.outer.bytes('model');

@@ -7,7 +7,7 @@
 import { secretboxDetached, wipe } from '../../keystore/nacl.ts';
 import { UnsupportedModelError } from '../../runtime/errors.ts';
 import { sealedNonce, sealedSecretboxKey } from '../../runtime/keys/derive.ts';
-import type { SealedLock } from '../../runtime/klm.ts';
+import type { SealedLock, TensorRange } from '../../runtime/klm.ts';
 import { PARAMETER_DTYPES, rangeOf, type Locker } from './types.ts';
 
 export const sealedLocker: Locker = {
@@ -17,18 +17,28 @@ export const sealedLocker: Locker = {
     if (!targets.length) throw new UnsupportedModelError('sealed: the model has no parameter tensors (float or int8/uint8 initializers) to encrypt');
     const unaddressable = targets.filter((i) => !i.inRawData);
     if (unaddressable.length) throw new UnsupportedModelError(`sealed: tensor "${unaddressable[0].name}" has no contiguous raw_data range`);
-    const key = sealedSecretboxKey(ctx.modelKey);
-    try {
-      const tensors = targets.map((i) => {
-        const range = bytes.subarray(i.byteOffset, i.byteOffset + i.byteLength);
-        const { cipher, mac } = secretboxDetached(range, sealedNonce(ctx.modelId, i.name), key);
-        range.set(cipher);
-        return { ...rangeOf(i), mac: new Uint8Array(mac) };
-      });
-      ctx.report(`sealed: encrypted ${tensors.length} tensor(s), ${tensors.reduce((n, t) => n + t.length, 0)} bytes`);
-      return { scheme: 'sealed', tensors };
-    } finally {
-      wipe(key);
-    }
+    const lock = sealRanges(bytes, targets.map(rangeOf), ctx);
+    ctx.report(`sealed: encrypted ${lock.tensors.length} tensor(s), ${lock.tensors.reduce((n, t) => n + t.length, 0)} bytes`);
+    return lock;
   },
 };
+
+/**
+ * Encrypts each range of `bytes` in place (ciphertext has the plaintext's
+ * length) and returns the manifest entry with the MACs: the vendor-side twin
+ * of runtime/keys/sealed.ts `restoreSealed`, shared by the ONNX and TFLite lockers.
+ */
+export function sealRanges(bytes: Uint8Array, ranges: readonly TensorRange[], ctx: { modelId: string; modelKey: Uint8Array }): SealedLock {
+  const key = sealedSecretboxKey(ctx.modelKey);
+  try {
+    const tensors = ranges.map((r) => {
+      const range = bytes.subarray(r.offset, r.offset + r.length);
+      const { cipher, mac } = secretboxDetached(range, sealedNonce(ctx.modelId, r.name), key);
+      range.set(cipher);
+      return { ...r, mac: new Uint8Array(mac) };
+    });
+    return { scheme: 'sealed', tensors };
+  } finally {
+    wipe(key);
+  }
+}

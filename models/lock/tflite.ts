@@ -18,15 +18,15 @@
  * - `shuffle`: models/lock/tflite-shuffle.ts (NHWC).
  * - `advparams`: models/lock/tflite-advparams.ts.
  */
-import { secretboxDetached, wipe } from '../../keystore/nacl.ts';
 import { UnsupportedModelError } from '../../runtime/errors.ts';
-import { sealedNonce, sealedSecretboxKey, signflipUnitBits } from '../../runtime/keys/derive.ts';
+import { signflipUnitBits } from '../../runtime/keys/derive.ts';
 import { DeeplockKeystream } from '../../runtime/keys/deeplock-key.ts';
 import { layerBits, negateChannels } from '../../runtime/keys/signflip.ts';
 import type { ChannelRange, DeeplockLock, LockEntry, SealedLock, SignflipLayer, SignflipLock, TensorRange } from '../../runtime/klm.ts';
 import { BUILTIN } from '../../runtime/tflite-schema.ts';
 import type { TfliteModel, TfliteOperator } from '../tflite/codec.ts';
 import type { WeightInfo } from '../tflite/weights.ts';
+import { sealRanges } from './sealed.ts';
 import { PARAMETER_DTYPES, type LockContext } from './types.ts';
 
 /** What every TFLite locker gets: the file's structure stays fixed while locks change its bytes. */
@@ -63,20 +63,10 @@ export const tfliteSealed: TfliteLocker = (bytes, ctx): SealedLock => {
   const targets = sealedTargets(ctx.weights);
   if (!targets.length) throw new UnsupportedModelError('sealed: the TFLite model has no parameter buffers (float, int8/uint8, or int32 biases) to encrypt');
   const plain = ctx.weights.filter((w) => !targets.includes(w));
-  const key = sealedSecretboxKey(ctx.modelKey);
-  try {
-    const tensors = targets.map((w) => {
-      const range = bytes.subarray(w.offset, w.offset + w.length);
-      const { cipher, mac } = secretboxDetached(range, sealedNonce(ctx.modelId, w.name), key);
-      range.set(cipher);
-      return { ...tfliteRange(w), mac: new Uint8Array(mac) };
-    });
-    ctx.report(`sealed: encrypted ${tensors.length} buffer(s), ${tensors.reduce((n, t) => n + t.length, 0)} bytes`
-      + (plain.length ? `; left ${plain.length} graph-structure buffer(s) plain (${[...new Set(plain.map((w) => w.dtype))].join(', ')}: shapes, paddings, axes)` : ''));
-    return { scheme: 'sealed', tensors };
-  } finally {
-    wipe(key);
-  }
+  const lock = sealRanges(bytes, targets.map(tfliteRange), ctx);
+  ctx.report(`sealed: encrypted ${lock.tensors.length} buffer(s), ${lock.tensors.reduce((n, t) => n + t.length, 0)} bytes`
+    + (plain.length ? `; left ${plain.length} graph-structure buffer(s) plain (${[...new Set(plain.map((w) => w.dtype))].join(', ')}: shapes, paddings, axes)` : ''));
+  return lock;
 };
 
 export const tfliteDeeplock: TfliteLocker = (bytes, ctx): DeeplockLock => {
