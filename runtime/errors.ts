@@ -10,10 +10,13 @@
 export class KeylockError extends Error {
   /** Stable, machine-readable name of the failure (e.g. `key-mismatch`). */
   readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  /** What the user can do about it, when there is something (the CLI prints it as `hint:`). */
+  readonly hint?: string;
+  constructor(code: string, message: string, options?: { cause?: unknown; hint?: string }) {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
+    if (options?.hint) this.hint = options.hint;
   }
 }
 
@@ -80,7 +83,7 @@ export class InputMismatchError extends KeylockError {
 
 /** The asked-for backend cannot run here; keylock never falls back silently. */
 export class BackendUnavailableError extends KeylockError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
     super('backend-unavailable', message, options);
   }
 }

@@ -16,9 +16,23 @@ import { BackendUnavailableError } from './errors.ts';
 import type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
 import { isDType, type DType, type TensorMap } from './tensor.ts';
 
-type OrtNode = typeof import('onnxruntime-node');
-type NodeTensor = InstanceType<OrtNode['Tensor']>;
-type NodeSession = Awaited<ReturnType<OrtNode['InferenceSession']['create']>>;
+/*
+ * The few shapes of onnxruntime-node's API this backend uses, declared here so that
+ * the typecheck and the library build never depend on the optional package being
+ * installed (its install can fail on a machine without network, and npm then drops it).
+ */
+interface NodeTensor { readonly type: string; readonly dims: readonly number[]; readonly data: unknown }
+interface ValueMetadata { name: string; isTensor: boolean; type?: string; shape?: readonly (number | string)[] }
+interface NodeSession {
+  readonly inputMetadata: readonly ValueMetadata[];
+  readonly outputMetadata: readonly ValueMetadata[];
+  run(feeds: Record<string, NodeTensor>): Promise<Record<string, NodeTensor>>;
+  release(): Promise<void>;
+}
+interface OrtNode {
+  Tensor: new (type: string, data: unknown, dims: readonly number[]) => NodeTensor;
+  InferenceSession: { create(model: Uint8Array, options: Record<string, unknown>): Promise<NodeSession> };
+}
 
 /** Held in a variable so that bundlers leave the import alone (the package is native and optional). */
 const PACKAGE = 'onnxruntime-node';
@@ -32,16 +46,17 @@ async function loadOrtNode(): Promise<OrtNode> {
       return m.InferenceSession ? m : m.default!;
     } catch (e) {
       loading = undefined;
-      throw new BackendUnavailableError(`the native backend needs the optional package onnxruntime-node, which could not be loaded here: ${(e as Error).message}`, { cause: e });
+      throw new BackendUnavailableError(`the native backend needs the optional package onnxruntime-node, which could not be loaded here: ${(e as Error).message}`, {
+        cause: e,
+        hint: 'install it beside keylock (npm install onnxruntime-node; it ships CPU binaries for linux, macOS and Windows on x64 and arm64), or leave out the backend option to run on wasm',
+      });
     }
   })();
   return loading;
 }
 
-type ValueMetadata = NodeSession['inputMetadata'][number];
-
 function ioInfo(meta: readonly ValueMetadata[]): IOInfo[] {
-  return meta.map((m) => m.isTensor
+  return meta.map((m) => m.isTensor && m.type && m.shape
     ? { name: m.name, dtype: m.type, shape: m.shape.map((d) => (d === 4294967295 ? -1 : d)) }
     : { name: m.name });
 }
@@ -56,12 +71,12 @@ class NativeSession implements BackendSession {
   async run(feeds: TensorMap): Promise<TensorMap> {
     const f: Record<string, NodeTensor> = {};
     // ORT's type union does not cover every keylock dtype; unsupported ones fail inside ORT with its own message.
-    for (const [k, v] of Object.entries(feeds)) f[k] = new this.ort.Tensor(v.dtype as 'float32', v.data as Float32Array, v.dims);
+    for (const [k, v] of Object.entries(feeds)) f[k] = new this.ort.Tensor(v.dtype, v.data, v.dims);
     const out = await this.session.run(f);
     const r: TensorMap = {};
     for (const [k, v] of Object.entries(out)) {
       if (!isDType(v.type)) throw new BackendUnavailableError(`onnxruntime-node returned a ${v.type} tensor, which keylock does not carry`);
-      r[k] = { dtype: v.type as DType, dims: [...v.dims], data: v.data as Float32Array };
+      r[k] = { dtype: v.type as DType, dims: [...v.dims], data: v.data as TensorMap[string]['data'] };
     }
     return r;
   }
