@@ -16,7 +16,7 @@ import { dataTypeName } from '../onnx/dtypes.ts';
 import { listInitializers, type InitializerInfo } from '../onnx/layout.ts';
 import type { OnnxModel, ValueInfoProto } from '../onnx/types.ts';
 import { LOCKERS } from './registry.ts';
-import type { FinishEntry, LockContext, LockOptions } from './types.ts';
+import { LockOptionError, type FinishEntry, type LockContext, type LockOptions } from './types.ts';
 import { isTflite, readTflite, type TfliteTensor } from '../tflite/codec.ts';
 import { listWeights } from '../tflite/weights.ts';
 import { checkStaticInputs } from '../../runtime/tflite-inputs.ts';
@@ -26,6 +26,7 @@ import { tfliteAdvparams } from './tflite-advparams.ts';
 import { trivialLock } from './trivial.ts';
 
 export type { LockOptions } from './types.ts';
+export { LockOptionError } from './types.ts';
 
 /** Everything `lockModel` needs besides the model bytes. */
 export interface LockRequest extends LockOptions {
@@ -52,14 +53,15 @@ export interface LockResult {
   locked: Uint8Array;
 }
 
-/** Parses `signflip+sealed` into schemes, checking names and duplicates. */
+/** Parses `signflip+sealed` into schemes, checking names and duplicates (LockOptionError otherwise). */
 export function parseSchemes(spec: string): Scheme[] {
   const parts = spec.split('+').map((s) => s.trim()).filter(Boolean);
-  if (!parts.length) throw new RangeError('no scheme given; expected e.g. "signflip+sealed"');
+  const expected = `schemes from ${SCHEMES.join(', ')} joined by "+", e.g. "signflip+sealed"`;
+  if (!parts.length) throw new LockOptionError('schemes', '--scheme', expected, spec, 'no scheme given; expected e.g. "signflip+sealed"');
   for (const p of parts) {
-    if (!SCHEMES.includes(p as Scheme)) throw new RangeError(`unknown scheme "${p}"; known: ${SCHEMES.join(', ')}`);
+    if (!SCHEMES.includes(p as Scheme)) throw new LockOptionError('schemes', '--scheme', expected, p, `unknown scheme "${p}"; known: ${SCHEMES.join(', ')}`);
   }
-  if (new Set(parts).size !== parts.length) throw new RangeError(`a scheme appears twice in "${spec}"`);
+  if (new Set(parts).size !== parts.length) throw new LockOptionError('schemes', '--scheme', 'each scheme at most once', spec, `a scheme appears twice in "${spec}"`);
   return parts as Scheme[];
 }
 

@@ -27,7 +27,7 @@ import { DataType } from '../onnx/dtypes.ts';
 import { consumersOf, describeValue, isGraphOutput, runtimeInputs, uniqueName } from '../onnx/graph.ts';
 import { addInitializer, findInitializer, getInitializer, setInitializer } from '../onnx/initializers.ts';
 import type { NodeProto, OnnxModel } from '../onnx/types.ts';
-import type { LockContext, LockOptions, Locker } from './types.ts';
+import { LockOptionError, type LockContext, type LockOptions, type Locker } from './types.ts';
 
 /** The image input the lock applies to. */
 export interface ShuffleImage {
@@ -68,11 +68,11 @@ function nodeLabel(n: NodeProto): string {
   return `${n.op_type ?? '?'} '${n.name || n.output[0] || ''}'`;
 }
 
-/** Block size from the lock options. RangeError unless a positive integer. */
+/** Block size from the lock options. LockOptionError (a RangeError) unless a positive integer. */
 export function shuffleBlock(opts: LockOptions): number {
   const m = opts.block;
-  if (m === undefined) throw new RangeError('shuffle needs a block size (--block m)');
-  if (!Number.isSafeInteger(m) || m < 1) throw new RangeError(`shuffle: block size must be a positive integer, got ${m}`);
+  if (m === undefined) throw new LockOptionError('block', '--block', 'a positive integer', undefined, 'shuffle needs a block size (--block m)');
+  if (!Number.isSafeInteger(m) || m < 1) throw new LockOptionError('block', '--block', 'a positive integer', String(m), `shuffle: block size must be a positive integer, got ${m}`);
   return m;
 }
 

@@ -27,7 +27,7 @@ import {
   addInitializer, addInput, getInitializerBytes, intAttribute, makeNode, nodeUses, setInitializerBytes, tensorDims, uniqueName,
 } from '../onnx/index.ts';
 import type { GraphProto, NodeProto, OnnxModel, TensorProto } from '../onnx/types.ts';
-import { rangeOf, type FinishEntry, type Locker } from './types.ts';
+import { LockOptionError, rangeOf, type FinishEntry, type Locker } from './types.ts';
 
 /** TensorProto.DataType FLOAT. */
 const FLOAT = 1;
@@ -290,9 +290,9 @@ function insertKeyMul(model: OnnxModel, scope: Scope, value: string, key: string
 
 function parseOptions(opts: { signflipMode?: string; units?: number }): { mode: 'input' | 'fold'; units: number } {
   const mode = opts.signflipMode ?? 'input';
-  if (mode !== 'input' && mode !== 'fold') throw new RangeError(`signflip mode must be "input" or "fold", got "${String(mode)}"`);
+  if (mode !== 'input' && mode !== 'fold') throw new LockOptionError('signflipMode', '--mode', '"input" or "fold"', String(mode), `signflip mode must be "input" or "fold", got "${String(mode)}"`);
   const units = opts.units ?? 0;
-  if (!Number.isSafeInteger(units) || units < 0) throw new RangeError(`signflip units must be a non-negative integer (0: one bit per channel), got ${units}`);
+  if (!Number.isSafeInteger(units) || units < 0) throw new LockOptionError('units', '--units', 'a non-negative integer', String(units), `signflip units must be a non-negative integer (0: one bit per channel), got ${units}`);
   return { mode, units };
 }
 

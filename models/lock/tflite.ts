@@ -27,7 +27,7 @@ import { BUILTIN } from '../../runtime/tflite-schema.ts';
 import type { TfliteModel, TfliteOperator } from '../tflite/codec.ts';
 import type { WeightInfo } from '../tflite/weights.ts';
 import { sealRanges } from './sealed.ts';
-import { PARAMETER_DTYPES, type LockContext } from './types.ts';
+import { LockOptionError, PARAMETER_DTYPES, type LockContext } from './types.ts';
 
 /** What every TFLite locker gets: the file's structure stays fixed while locks change its bytes. */
 export interface TfliteLockContext extends LockContext {
@@ -153,7 +153,7 @@ export const tfliteSignflip: TfliteLocker = (bytes, ctx): SignflipLock => {
     throw new UnsupportedModelError('signflip input mode on TFLite needs a key input and a MUL op added to the graph, which keylock\'s in-place TFLite editing cannot do; use fold mode (--mode fold)');
   }
   const units = ctx.opts.units ?? 0;
-  if (!Number.isSafeInteger(units) || units < 0) throw new RangeError(`signflip units must be a non-negative integer (0: one bit per channel), got ${units}`);
+  if (!Number.isSafeInteger(units) || units < 0) throw new LockOptionError('units', '--units', 'a non-negative integer', String(units), `signflip units must be a non-negative integer (0: one bit per channel), got ${units}`);
   const found: SignflipCandidate[] = [];
   const skipped: string[] = [];
   ctx.model.subgraphs.forEach((g, sg) => {

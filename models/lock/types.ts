@@ -32,6 +32,26 @@ export interface LockOptions {
   seed?: number;
 }
 
+/**
+ * A lock option with a missing or out-of-range value (no block size for
+ * shuffle, an unknown scheme, a bad signflip mode). It is a RangeError, as
+ * option errors were before, so existing `instanceof RangeError` checks hold;
+ * the class lets a front end (the CLI) tell a caller's option mistake from a
+ * RangeError thrown by a bug or a malformed file, and report it as a usage error.
+ */
+export class LockOptionError extends RangeError {
+  /**
+   * @param option the `LockOptions` field (or `schemes`) at fault
+   * @param flag the CLI flag that sets it, e.g. `--block`
+   * @param expected what a valid value looks like
+   * @param got what was given (`undefined` when missing)
+   */
+  constructor(readonly option: string, readonly flag: string, readonly expected: string, readonly got: string | undefined, message: string) {
+    super(message);
+    this.name = 'LockOptionError';
+  }
+}
+
 /** What every locker gets. */
 export interface LockContext {
   modelId: string;

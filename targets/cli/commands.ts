@@ -6,6 +6,7 @@ import { demo } from './demo.ts';
 import { deviceInit, deviceShow, grant, install, reinstate, revoke } from './device-commands.ts';
 import { image, verifyImageCmd } from './image.ts';
 import { resign, rotate } from './rotate-commands.ts';
+import { record } from './record-command.ts';
 
 export const COMMANDS: Record<string, Command> = {
   keygen,
@@ -21,6 +22,7 @@ export const COMMANDS: Record<string, Command> = {
   'device show': deviceShow,
   install,
   run: runCmd,
+  record,
   demo,
   image,
   'verify-image': verifyImageCmd,

@@ -9,16 +9,23 @@ import { decodeDevicePub, decodeModelKey, decodeVendorPub, decodeVendorSecret, e
 import { makeGrant } from '../../keystore/grant.ts';
 import { makeRevocation } from '../../keystore/revocation.ts';
 import { makeReinstate } from '../../keystore/reinstate.ts';
-import { parseUnlock } from '../../keystore/unlock.ts';
 import { keyId, openKlm } from '../../runtime/klm.ts';
 import { UsageError, CliError, type Command } from './main.ts';
-import { intFlag, readInput, req, writeOutput } from './io.ts';
+import { checkIdFlag, intFlag, readInput, req, unlockFlag, writeOutput } from './io.ts';
+import { equalBytes } from '../../keystore/nacl.ts';
 
 /** Parses an ISO 8601 time (or Unix seconds) into Unix seconds. */
 export function parseTime(flag: string, v: string): number {
-  if (/^\d+$/.test(v)) return Number(v);
+  const hint = `--${flag} takes a UTC time such as 2027-01-31T00:00:00Z, or Unix seconds`;
+  if (/^\d+$/.test(v)) {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n)) throw new UsageError(`--${flag}: expected Unix seconds up to ${Number.MAX_SAFE_INTEGER}, got "${v}"`, hint);
+    return n;
+  }
   const t = Date.parse(v);
-  if (!Number.isFinite(t)) throw new UsageError(`--${flag}: expected an ISO 8601 time like 2027-01-31T00:00:00Z, got "${v}"`);
+  // Grants hold unsigned seconds: a time before 1970 cannot be written.
+  if (Number.isFinite(t) && t < 0) throw new UsageError(`--${flag}: expected a time from 1970 on, got "${v}"`, hint);
+  if (!Number.isFinite(t)) throw new UsageError(`--${flag}: expected an ISO 8601 time like 2027-01-31T00:00:00Z, got "${v}"`, hint);
   return Math.floor(t / 1000);
 }
 
@@ -63,12 +70,16 @@ export const deviceInit: Command = {
     const pubOut = req(values, 'pub-out', this.usage);
     const trust = list(values.trust);
     if (!trust.length) throw new UsageError('--trust VENDOR.pub is required', `usage: keylock ${this.usage}`);
+    const unlock = unlockFlag(values, this.usage);
+    const deviceId = typeof values['device-id'] === 'string' ? checkIdFlag('device-id', values['device-id']) : undefined;
     const vendorKeys = trust.map((t) => decodeVendorPub(readInput(t, 'vendor public key')));
     // Backup keys sign key rotations only (keylock rotate), never models or grants.
     const backupKeys = list(values.backup).map((t) => decodeVendorPub(readInput(t, 'backup public key')));
+    const both = backupKeys.find((b) => vendorKeys.some((v) => equalBytes(v, b)));
+    if (both) throw new UsageError(`key ${keyId(both)} is given both to --trust and to --backup`, 'a backup key signs rotations only; give it as --backup, and the vendor key as --trust');
     const ks = await Keystore.create(path, {
-      unlock: parseUnlock(req(values, 'unlock', this.usage)), vendorKeys, backupKeys,
-      deviceId: values['device-id'] as string | undefined,
+      unlock, vendorKeys, backupKeys,
+      deviceId,
     });
     try {
       writeOutput(pubOut, encodeDevicePub(ks.deviceId, ks.devicePub));
@@ -85,7 +96,8 @@ export const deviceShow: Command = {
   options: { keystore: { type: 'string' }, unlock: { type: 'string' } },
   positionals: [0, 0],
   async run({ values }) {
-    const ks = await Keystore.open(req(values, 'keystore', this.usage), { unlock: parseUnlock(req(values, 'unlock', this.usage)) });
+    const path = req(values, 'keystore', this.usage);
+    const ks = await Keystore.open(path, { unlock: unlockFlag(values, this.usage) });
     try {
       const iso = (t: number): string => new Date(t * 1000).toISOString();
       const lines = [
@@ -112,17 +124,22 @@ export const grant: Command = {
   },
   positionals: [1, 1],
   async run({ values, positionals }) {
-    const { manifest } = openKlm(readInput(positionals[0], 'model file'));
-    const mk = decodeModelKey(readInput(req(values, 'model-key', this.usage), 'model key file'));
-    if (mk.modelId !== manifest.modelId) throw new CliError(`the model key is for model "${mk.modelId}", expected one for "${manifest.modelId}"`);
-    const dev = decodeDevicePub(readInput(req(values, 'device', this.usage), 'device public key'));
+    // Flags first, files after: a usage mistake is reported as one even when a path is wrong too.
+    const modelKeyPath = req(values, 'model-key', this.usage);
+    const vendorPath = req(values, 'vendor', this.usage);
+    const devicePath = req(values, 'device', this.usage);
+    const out = req(values, 'out', this.usage);
     const now = Math.floor(Date.now() / 1000);
     const notBefore = typeof values['not-before'] === 'string' ? parseTime('not-before', values['not-before']) : now - 300;
-    const days = intFlag(values, 'days') ?? 365;
+    if (values.days !== undefined && values['not-after'] !== undefined) throw new UsageError('give --days or --not-after, not both', 'the licence ends --days after --not-before, or at --not-after');
+    const days = intFlag(values, 'days', 1, this.usage) ?? 365;
     const notAfter = typeof values['not-after'] === 'string' ? parseTime('not-after', values['not-after']) : notBefore + days * 86400;
-    if (notAfter <= notBefore) throw new UsageError(`--not-after must be later than --not-before (${new Date(notBefore * 1000).toISOString()})`);
-    const vendorSeed = decodeVendorSecret(readInput(req(values, 'vendor', this.usage), 'vendor key'));
-    const out = req(values, 'out', this.usage);
+    if (notAfter <= notBefore) throw new UsageError(`--not-after must be later than --not-before (${new Date(notBefore * 1000).toISOString()})`, 'the licence window needs --not-after > --not-before');
+    const { manifest } = openKlm(readInput(positionals[0], 'model file'));
+    const mk = decodeModelKey(readInput(modelKeyPath, 'model key file'));
+    if (mk.modelId !== manifest.modelId) throw new CliError(`the model key is for model "${mk.modelId}", expected one for "${manifest.modelId}"`);
+    const dev = decodeDevicePub(readInput(devicePath, 'device public key'));
+    const vendorSeed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
     const bytes = makeGrant({ modelId: manifest.modelId, modelKey: mk.key, devicePub: dev.key, deviceId: dev.deviceId, notBefore, notAfter, vendorSeed });
     vendorSeed.fill(0);
     mk.key.fill(0);
@@ -137,6 +154,8 @@ export const install: Command = {
   options: { keystore: { type: 'string' }, unlock: { type: 'string' } },
   positionals: [1, 1],
   async run({ values, positionals }) {
+    const path = req(values, 'keystore', this.usage);
+    const unlock = unlockFlag(values, this.usage);
     const bytes = readInput(positionals[0], 'file to install');
     let format: string;
     try {
@@ -144,7 +163,7 @@ export const install: Command = {
     } catch {
       throw new CliError(`${positionals[0]} is not a keylock grant, revocation list, reinstate token or key rotation`);
     }
-    const ks = await Keystore.open(req(values, 'keystore', this.usage), { unlock: parseUnlock(req(values, 'unlock', this.usage)) });
+    const ks = await Keystore.open(path, { unlock });
     try {
       if (format === 'keylock/klg') {
         const g = await ks.installGrant(bytes);
@@ -177,11 +196,13 @@ export const revoke: Command = {
   // `--grant a b c` and `--grant a --grant b` both work (see revokedIds).
   positionals: [0, 100_000],
   async run({ values, raw }) {
-    const listVersion = intFlag(values, 'version');
+    const listVersion = intFlag(values, 'version', 1, this.usage);
     if (listVersion === undefined) throw new UsageError('--version N is required', `usage: keylock ${this.usage}`);
     const out = req(values, 'out', this.usage);
-    const vendorSeed = decodeVendorSecret(readInput(req(values, 'vendor', this.usage), 'vendor key'));
+    const vendorPath = req(values, 'vendor', this.usage);
     const r = revokedIds(raw, new Set(['vendor', 'version', 'out']));
+    for (const [flag, ids] of [['grant', r.grants], ['model', r.models], ['device', r.devices]] as const) for (const id of ids) checkIdFlag(flag, id);
+    const vendorSeed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
     writeOutput(out, makeRevocation({ listVersion, ...r, vendorSeed }));
     vendorSeed.fill(0);
     process.stdout.write(`revocation list version ${listVersion}: ${r.grants.length} grant(s), ${r.models.length} model(s), ${r.devices.length} device(s); wrote ${out}\n`);
@@ -194,10 +215,12 @@ export const reinstate: Command = {
   options: { vendor: { type: 'string' }, device: { type: 'string' }, model: { type: 'string' }, out: { type: 'string' } },
   positionals: [0, 0],
   async run({ values }) {
-    const dev = decodeDevicePub(readInput(req(values, 'device', this.usage), 'device public key'));
-    const modelId = req(values, 'model', this.usage);
+    const devicePath = req(values, 'device', this.usage);
+    const modelId = checkIdFlag('model', req(values, 'model', this.usage));
     const out = req(values, 'out', this.usage);
-    const vendorSeed = decodeVendorSecret(readInput(req(values, 'vendor', this.usage), 'vendor key'));
+    const vendorPath = req(values, 'vendor', this.usage);
+    const dev = decodeDevicePub(readInput(devicePath, 'device public key'));
+    const vendorSeed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
     writeOutput(out, makeReinstate({ modelId, deviceId: dev.deviceId, devicePub: dev.key, vendorSeed }));
     vendorSeed.fill(0);
     process.stdout.write(`reinstate token for model ${modelId} on device ${dev.deviceId}; wrote ${out}\n`);

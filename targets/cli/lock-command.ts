@@ -1,12 +1,12 @@
 /** `keylock lock`: lock a model file into a signed `.klm` and write its model key. */
 import { basename, extname } from 'node:path';
 import { decodeVendorSecret, encodeModelKey } from '../../keystore/keyfiles.ts';
-import { hex, keyId } from '../../runtime/klm.ts';
+import { hex, keyId, type Scheme } from '../../runtime/klm.ts';
 import { decodeRecorded } from '../../runtime/recorded.ts';
 import { randomBytes, signKeyPair } from '../../keystore/nacl.ts';
 import { lockModel, parseSchemes } from '../../models/lock/index.ts';
-import { CliError, UsageError, type Command } from './main.ts';
-import { intFlag, readInput, req, writeOutput } from './io.ts';
+import { UsageError, type Command } from './main.ts';
+import { checkIdFlag, intFlag, readInput, req, writeOutput } from './io.ts';
 
 export const lock: Command = {
   summary: 'lock a model (.onnx or .tflite) with one or more schemes into a signed .klm',
@@ -23,32 +23,58 @@ export const lock: Command = {
   positionals: [1, 1],
   async run({ values, positionals }) {
     const src = positionals[0];
+    const usage = `usage: keylock ${this.usage}`;
+    // Every flag is checked before any file is read, so a usage mistake is
+    // reported as one even when a path is wrong too.
     const out = req(values, 'out', this.usage);
     const keyOut = req(values, 'key-out', this.usage);
-    let schemes;
-    try {
-      schemes = parseSchemes(req(values, 'scheme', this.usage));
-    } catch (e) {
-      throw new UsageError((e as Error).message);
-    }
+    const schemes = parseSchemes(req(values, 'scheme', this.usage)); // LockOptionError: main() reports it as usage
+    const vendorPath = req(values, 'vendor', this.usage);
     const ext = extname(src).toLowerCase();
-    if (ext !== '.onnx' && ext !== '.tflite') throw new CliError(`cannot lock "${src}": expected an .onnx or .tflite model, got "${ext || 'no extension'}"`);
+    if (ext !== '.onnx' && ext !== '.tflite') {
+      throw new UsageError(`cannot lock "${src}": expected an .onnx or .tflite model, got "${ext || 'no extension'}"`, 'the file extension names the format; rename the file if it is one of these');
+    }
+    const tflite = ext === '.tflite';
     const mode = values.mode as string | undefined;
-    if (mode !== undefined && mode !== 'input' && mode !== 'fold') throw new UsageError(`--mode must be input or fold, got "${mode}"`);
+    if (mode !== undefined && mode !== 'input' && mode !== 'fold') throw new UsageError(`--mode must be input or fold, got "${mode}"`, usage);
+    if (tflite && mode === 'input') throw new UsageError('--mode input is not available for .tflite models (it adds a key input to the graph)', 'use --mode fold, the default for .tflite');
+    const modelId = typeof values['model-id'] === 'string' ? checkIdFlag('model-id', values['model-id']) : undefined;
     const onInvalid = (values['on-invalid-key'] as string | undefined) ?? 'halt';
-    if (onInvalid !== 'halt' && onInvalid !== 'disable') throw new UsageError(`--on-invalid-key must be halt or disable, got "${onInvalid}"`);
-    const vendorSeed = decodeVendorSecret(readInput(req(values, 'vendor', this.usage), 'vendor key'));
+    if (onInvalid !== 'halt' && onInvalid !== 'disable') throw new UsageError(`--on-invalid-key must be halt or disable, got "${onInvalid}"`, usage);
+    const block = intFlag(values, 'block', 1, this.usage);
+    const units = intFlag(values, 'units', 0, this.usage);
+    const count = intFlag(values, 'canary-count', 1, this.usage);
+    const seed = intFlag(values, 'seed', 0, this.usage);
+    const maxFailures = intFlag(values, 'max-failures', 0, this.usage);
+    // A flag for a scheme that is not asked for would be ignored without a word; say so instead.
+    const needs = (flag: string, scheme: Scheme, given: boolean): void => {
+      if (given && !schemes.includes(scheme)) throw new UsageError(`--${flag} applies to --scheme ${scheme}, which "${values.scheme as string}" does not include`, usage);
+    };
+    needs('block', 'shuffle', block !== undefined);
+    needs('negpos', 'shuffle', values.negpos === true);
+    needs('trained-with-key', 'shuffle', values['trained-with-key'] === true);
+    needs('units', 'signflip', units !== undefined);
+    needs('mode', 'signflip', mode !== undefined);
+    needs('data', 'advparams', values.data !== undefined);
+    if (schemes.includes('shuffle') && block === undefined) {
+      throw new UsageError('--scheme shuffle needs a block size: --block N', `N must divide the input's height and width (e.g. --block 4 for 28x28); ${usage}`);
+    }
+    if (schemes.includes('advparams') && values.data === undefined) {
+      throw new UsageError('--scheme advparams needs its encryption set: --data REC.cbor', `recorded inputs with labels, e.g. test/fixtures/mnist-test.cbor; ${usage}`);
+    }
+    if (count !== undefined && values.canary === undefined) throw new UsageError('--canary-count goes with --canary REC.cbor', usage);
+
+    const vendorSeed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
     const data = typeof values.data === 'string' ? decodeRecorded(readInput(values.data, 'encryption set')) : undefined;
     let canary = typeof values.canary === 'string' ? decodeRecorded(readInput(values.canary, 'canary inputs')) : undefined;
-    const count = intFlag(values, 'canary-count');
     if (canary) canary = canary.slice(0, count ?? 4);
     const res = await lockModel(readInput(src, 'model'), {
-      schemes, vendorSeed, format: ext === '.tflite' ? 'tflite' : 'onnx',
-      modelId: values['model-id'] as string | undefined ?? `${basename(src, ext)}-${hex(randomBytes(4))}`,
-      block: intFlag(values, 'block'), negpos: values.negpos === true, trainedWithKey: values['trained-with-key'] === true,
-      units: intFlag(values, 'units', 0), signflipMode: mode as 'input' | 'fold' | undefined,
-      data, canary, seed: intFlag(values, 'seed', 0),
-      policy: { onInvalidKey: onInvalid, maxFailures: intFlag(values, 'max-failures', 0) ?? (onInvalid === 'disable' ? 3 : 0) },
+      schemes, vendorSeed, format: tflite ? 'tflite' : 'onnx',
+      modelId: modelId ?? `${basename(src, ext)}-${hex(randomBytes(4))}`,
+      block, negpos: values.negpos === true, trainedWithKey: values['trained-with-key'] === true,
+      units, signflipMode: mode as 'input' | 'fold' | undefined,
+      data, canary, seed,
+      policy: { onInvalidKey: onInvalid, maxFailures: maxFailures ?? (onInvalid === 'disable' ? 3 : 0) },
     });
     // Write the key first: a .klm without its key would be useless, a key without a .klm is harmless.
     writeOutput(keyOut, encodeModelKey(res.modelId, res.modelKey), true);

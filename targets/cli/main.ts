@@ -3,10 +3,13 @@
  * and devices (device init, install, run). Errors go to stderr as
  * `keylock: error: …` and `keylock: hint: …`.
  *
- * Exit codes: 0 ok, 1 error, 2 usage, 3 the model is halted or disabled.
+ * Exit codes: 0 ok, 1 error (bad file, failed check), 2 usage (a wrong or
+ * missing flag or argument), 3 the model is halted or disabled, 4 `run --expect`
+ * found outputs that differ from the expected ones.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { KeylockError } from '../../runtime/errors.ts';
+import { LockOptionError } from '../../models/lock/types.ts';
 import { COMMANDS } from './commands.ts';
 
 /** A usage mistake: wrong flags or arguments (exit 2). */
@@ -71,10 +74,26 @@ export async function main(argv: string[]): Promise<number> {
     if (parsed.positionals.length < min || parsed.positionals.length > max) {
       throw new UsageError(`${name} takes ${min === max ? min : `${min} to ${max}`} argument(s), got ${parsed.positionals.length}`, `usage: keylock ${cmd.usage}`);
     }
-    return (await cmd.run({ ...(parsed as Omit<Parameters<Command['run']>[0], 'raw'>), raw: rest })) ?? 0;
+    try {
+      return (await cmd.run({ ...(parsed as Omit<Parameters<Command['run']>[0], 'raw'>), raw: rest })) ?? 0;
+    } catch (e) {
+      throw asUsage(e, cmd);
+    }
   } catch (e) {
     return report(e);
   }
+}
+
+/**
+ * Usage errors get the command's usage line when they carry no hint of their
+ * own, so every one ends with a hint. A LockOptionError is the lock library
+ * refusing an option value, i.e. a flag: it becomes a usage error too. Other
+ * RangeErrors are left alone, since they may come from a bug or a bad file.
+ */
+function asUsage(e: unknown, cmd: Command): unknown {
+  if (e instanceof UsageError && !e.hint) return new UsageError(e.message, `usage: keylock ${cmd.usage}`);
+  if (e instanceof LockOptionError) return new UsageError(e.message, `${e.flag} takes ${e.expected}; usage: keylock ${cmd.usage}`);
+  return e;
 }
 
 function report(e: unknown): number {
@@ -89,7 +108,7 @@ function report(e: unknown): number {
     return e.exitCode;
   }
   if (e instanceof KeylockError) {
-    err(`${e.message} (${e.code})`);
+    err(`${e.message} (${e.code})`); hint(e.hint);
     return 1;
   }
   const fsErr = e as NodeJS.ErrnoException;

@@ -2,12 +2,15 @@
 import { signKeyPair, randomBytes } from '../../keystore/nacl.ts';
 import { decodeModelKey, encodeVendorPub, encodeVendorSecret, decodeVendorPub } from '../../keystore/keyfiles.ts';
 import { hex, keyId, openKlm, type LockEntry } from '../../runtime/klm.ts';
-import { loadModel } from '../../runtime/model.ts';
+import { BACKENDS, loadModel, type LoadOptions, type LockedModel } from '../../runtime/model.ts';
+import { recordToFile } from '../node/record.ts';
+import { FormatError } from '../../runtime/errors.ts';
+import { accuracy, compareOutputs, compareReportJson, formatCompareReport } from '../../models/record/compare.ts';
 import { decodeRecorded, encodeRecorded, type Sample } from '../../runtime/recorded.ts';
 import { Keystore } from '../../keystore/keystore.ts';
-import { parseUnlock } from '../../keystore/unlock.ts';
+import type { UnlockProvider } from '../../keystore/unlock.ts';
 import { CliError, UsageError, type Command } from './main.ts';
-import { intFlag, readInput, req, writeOutput } from './io.ts';
+import { intFlag, numFlag, readInput, req, unlockFlag, writeOutput } from './io.ts';
 
 export const keygen: Command = {
   summary: 'make a vendor signing key pair (NAME.key, NAME.pub)',
@@ -87,53 +90,72 @@ export async function runSamples(model: Awaited<ReturnType<typeof loadModel>>, s
   return out;
 }
 
-/** Accuracy of argmax over the first output against labels, when every sample has one. */
-export function accuracy(outputs: Sample[]): number | undefined {
-  if (!outputs.length || outputs.some((s) => s.label === undefined)) return undefined;
-  let ok = 0;
-  for (const s of outputs) {
-    const t = Object.values(s.outputs!)[0];
-    const per = t.data.length / (t.dims[0] || 1);
-    if (per < 2 || t.dims[0] !== 1) return undefined;
-    let best = 0;
-    for (let i = 1; i < per; i++) if ((t.data[i] as number) > (t.data[best] as number)) best = i;
-    if (best === s.label) ok++;
-  }
-  return ok / outputs.length;
-}
+/** Moved next to the output comparison; still exported here for callers of the CLI module. */
+export { accuracy };
+
+/** `run --expect` found outputs that differ from the golden ones (0 ok, 1 error, 2 usage, 3 halted). */
+export const EXIT_MISMATCH = 4;
+
+/** The backends `--backend` takes. */
+const BACKEND_NAMES = Object.keys(BACKENDS);
+
+/** How the model is opened: a device keystore, or the vendor's model key. */
+type KeySource = { keystore: string; unlock: UnlockProvider } | { modelKey: string; trust?: string };
 
 export const runCmd: Command = {
-  summary: 'run a .klm on recorded inputs, with a device keystore or (vendor check) the model key',
-  usage: 'run M.klm (--keystore F.kls --unlock SPEC | --model-key M.key [--trust VENDOR.pub]) --inputs REC.cbor --out OUT.cbor [--threads N] [--backend wasm|webgpu|native|tflite]',
+  summary: 'run a .klm on recorded inputs, with a device keystore or (vendor check) the model key; --expect compares with golden outputs',
+  usage: 'run M.klm (--keystore F.kls --unlock SPEC | --model-key M.key [--trust VENDOR.pub]) --inputs REC.cbor (--out OUT.cbor | --expect GOLDEN.cbor | both) '
+    + `[--atol A] [--rtol R] [--json] [--threads N] [--backend ${BACKEND_NAMES.join('|')}] [--record SESSION.cbor [--record-max BYTES]]`,
   options: {
     'model-key': { type: 'string' }, keystore: { type: 'string' }, unlock: { type: 'string' },
     inputs: { type: 'string' }, out: { type: 'string' },
     threads: { type: 'string' }, trust: { type: 'string' }, backend: { type: 'string' },
+    expect: { type: 'string' }, atol: { type: 'string' }, rtol: { type: 'string' }, json: { type: 'boolean' },
+    record: { type: 'string' }, 'record-max': { type: 'string' },
   },
   positionals: [1, 1],
   async run({ values, positionals }) {
-    const klm = readInput(positionals[0], 'model file');
-    const samples = decodeRecorded(readInput(req(values, 'inputs', this.usage), 'inputs file'));
-    const out = req(values, 'out', this.usage);
-    const threads = intFlag(values, 'threads');
-    const backend = values.backend as string | undefined;
-    let model;
-    if (typeof values.keystore === 'string') {
-      if (values['model-key'] !== undefined) throw new UsageError('give either --keystore or --model-key, not both');
-      const keystore = await Keystore.open(values.keystore, { unlock: parseUnlock(req(values, 'unlock', this.usage)) });
-      try {
-        model = await loadModel(klm, { keystore, threads, backend });
-      } finally {
-        keystore.close();
-      }
-    } else {
-      const keyFile = decodeModelKey(readInput(req(values, 'model-key', this.usage), 'model key file'));
-      const trust = typeof values.trust === 'string' ? [decodeVendorPub(readInput(values.trust, 'vendor public key'))] : undefined;
-      model = await loadModel(klm, { modelKey: keyFile.key, trust, threads, backend });
-      keyFile.key.fill(0);
+    const usage = `usage: keylock ${this.usage}`;
+    // Flags first, files after: a usage mistake is reported as one even when a path is wrong too.
+    const inputsPath = req(values, 'inputs', this.usage);
+    // req() also refuses an empty value (`--out=`).
+    const out = values.out === undefined ? undefined : req(values, 'out', this.usage);
+    const expect = values.expect === undefined ? undefined : req(values, 'expect', this.usage);
+    // Without either, the outputs would be computed and thrown away.
+    if (out === undefined && expect === undefined) throw new UsageError('--out OUT.cbor or --expect GOLDEN.cbor is required (or both)', usage);
+    for (const f of ['atol', 'rtol', 'json']) {
+      if (values[f] !== undefined && expect === undefined) throw new UsageError(`--${f} goes with --expect GOLDEN.cbor`, usage);
     }
+    const atol = numFlag(values, 'atol', 0, this.usage) ?? 0;
+    const rtol = numFlag(values, 'rtol', 0, this.usage) ?? 0;
+    const threads = intFlag(values, 'threads', 1, this.usage);
+    // The device-side recorder, as an app would use it (LoadOptions.record): inputs and outputs of every run.
+    const recordPath = values.record === undefined ? undefined : req(values, 'record', this.usage);
+    if (values['record-max'] !== undefined && recordPath === undefined) throw new UsageError('--record-max goes with --record SESSION.cbor', usage);
+    const recordMax = intFlag(values, 'record-max', 9, this.usage) ?? DEFAULT_RECORD_MAX;
+    const backend = values.backend as string | undefined;
+    if (backend !== undefined && !BACKEND_NAMES.includes(backend)) throw new UsageError(`--backend: expected one of ${BACKEND_NAMES.join(', ')}, got "${backend}"`, usage);
+    let source: KeySource;
+    if (typeof values.keystore === 'string') {
+      if (values['model-key'] !== undefined) throw new UsageError('give either --keystore or --model-key, not both', '--keystore for a device, --model-key for the vendor\'s own check');
+      if (values.trust !== undefined) throw new UsageError('--trust goes with --model-key; a keystore checks signatures against the vendor keys pinned in it', usage);
+      source = { keystore: values.keystore, unlock: unlockFlag(values, this.usage) };
+    } else if (typeof values['model-key'] === 'string') {
+      if (values.unlock !== undefined) throw new UsageError('--unlock goes with --keystore', usage);
+      source = { modelKey: values['model-key'], trust: values.trust as string | undefined };
+    } else {
+      throw new UsageError('give --keystore F.kls --unlock SPEC (on a device) or --model-key M.key (the vendor\'s check)', usage);
+    }
+
+    const klm = readInput(positionals[0], 'model file');
+    const samples = decodeRecorded(readInput(inputsPath, 'inputs file'));
+    // Read the golden file before running, so a wrong path fails in a moment, not after the run.
+    const want = expect === undefined ? undefined : expectedOutputs(expect);
+    const record = recordPath === undefined ? undefined : recordToFile(recordPath, { maxBytes: recordMax });
+    const model = await openModel(klm, source, { threads, backend, record });
     if (model.state !== 'ready') {
-      throw new CliError(`model is ${model.state}: ${model.error?.message} (${model.error?.code})`, model.state === 'disabled' ? 'only a vendor reinstate token (keylock install T.klt) lifts it' : undefined, 3);
+      const hint = model.state === 'disabled' ? 'only a vendor reinstate token (keylock install T.klt) lifts it' : model.error?.hint;
+      throw new CliError(`model is ${model.state}: ${model.error?.message} (${model.error?.code})`, hint, 3);
     }
     let outputs: Sample[];
     try {
@@ -141,9 +163,57 @@ export const runCmd: Command = {
     } finally {
       await model.release();
     }
-    writeOutput(out, encodeRecorded(outputs, 'outputs'));
+    if (out !== undefined) writeOutput(out, encodeRecorded(outputs, 'outputs'));
     const acc = accuracy(outputs);
     const st = model.stats;
-    process.stdout.write(`ran ${outputs.length} sample(s): p50 ${st.p50.toFixed(3)} ms, p99 ${st.p99.toFixed(3)} ms${acc === undefined ? '' : `, accuracy ${(acc * 100).toFixed(2)}%`}; wrote ${out}\n`);
+    const rec = st.recorded;
+    const recorded = rec === undefined ? '' : rec.error ? `; recording stopped: ${rec.error}` : `; recorded ${rec.samples} run(s) into ${recordPath} (${rec.bytes} bytes${rec.dropped ? `, ${rec.dropped} dropped at the --record-max cap` : ''})`;
+    const ran = `ran ${outputs.length} sample(s): p50 ${st.p50.toFixed(3)} ms, p99 ${st.p99.toFixed(3)} ms${acc === undefined ? '' : `, accuracy ${(acc * 100).toFixed(2)}%`}${out === undefined ? '' : `; wrote ${out}`}${recorded}`;
+    if (!want) {
+      process.stdout.write(ran + '\n');
+      return 0;
+    }
+    const report = compareOutputs(outputs, want, { atol, rtol });
+    if (values.json) {
+      const run = { samples: outputs.length, p50: st.p50, p99: st.p99, accuracy: acc ?? null, out: out ?? null, expect };
+      process.stdout.write(JSON.stringify({ run, ...(compareReportJson(report) as object) }) + '\n');
+    } else {
+      process.stdout.write(`${ran}\ncompared with ${expect}:\n${formatCompareReport(report)}\n`);
+    }
+    return report.pass ? 0 : EXIT_MISMATCH;
   },
 };
+
+/** The golden outputs; a file that is not an outputs file gets a hint at what is. */
+function expectedOutputs(path: string): Sample[] {
+  const bytes = readInput(path, 'expected outputs file');
+  try {
+    return decodeRecorded(bytes, 'outputs');
+  } catch (e) {
+    if (e instanceof FormatError) {
+      throw new CliError(`--expect ${path}: ${e.message}`, '--expect takes an outputs file, such as one `keylock run ... --out OUT.cbor` wrote');
+    }
+    throw e;
+  }
+}
+
+/** `--record` without `--record-max`: 64 MiB. */
+const DEFAULT_RECORD_MAX = 64 << 20;
+
+async function openModel(klm: Uint8Array, source: KeySource, opts: Pick<LoadOptions, 'threads' | 'backend' | 'record'>): Promise<LockedModel> {
+  if ('keystore' in source) {
+    const keystore = await Keystore.open(source.keystore, { unlock: source.unlock });
+    try {
+      return await loadModel(klm, { keystore, ...opts });
+    } finally {
+      keystore.close();
+    }
+  }
+  const keyFile = decodeModelKey(readInput(source.modelKey, 'model key file'));
+  const trust = source.trust !== undefined ? [decodeVendorPub(readInput(source.trust, 'vendor public key'))] : undefined;
+  try {
+    return await loadModel(klm, { modelKey: keyFile.key, trust, ...opts });
+  } finally {
+    keyFile.key.fill(0);
+  }
+}

@@ -5,7 +5,7 @@
  */
 import { makeRotation } from '../../keystore/rotation.ts';
 import { decodeVendorPub, decodeVendorSecret } from '../../keystore/keyfiles.ts';
-import { signKeyPair } from '../../keystore/nacl.ts';
+import { equalBytes, signKeyPair } from '../../keystore/nacl.ts';
 import { keyId, openKlm } from '../../runtime/klm.ts';
 import { packKlm, type ManifestDraft } from '../../models/klm.ts';
 import { UsageError, type Command } from './main.ts';
@@ -30,10 +30,14 @@ export const rotate: Command = {
     if (viaVendor === viaBackup) throw new UsageError('give exactly one signer: --vendor OLD.key (planned rotation) or --backup BACKUP.key with --old OLD.pub (the old key is lost)', `usage: keylock ${this.usage}`);
     if (viaVendor && values.old !== undefined) throw new UsageError('--old goes with --backup; with --vendor the old key is the signer itself');
     const out = req(values, 'out', this.usage);
-    const newSeed = decodeVendorSecret(readInput(req(values, 'new', this.usage), 'new vendor key'));
+    const newPath = req(values, 'new', this.usage);
+    const oldPath = viaBackup ? req(values, 'old', this.usage) : undefined;
+    const newSeed = decodeVendorSecret(readInput(newPath, 'new vendor key'));
     const signerSeed = decodeVendorSecret(readInput(viaVendor ? values.vendor as string : values.backup as string, viaVendor ? 'old vendor key' : 'backup key'));
-    const oldKey = viaBackup ? decodeVendorPub(readInput(req(values, 'old', this.usage), 'old public key')) : publicOf(signerSeed);
+    const oldKey = oldPath !== undefined ? decodeVendorPub(readInput(oldPath, 'old public key')) : publicOf(signerSeed);
     try {
+      // makeRotation refuses this too, as a RangeError; here it is the user's flag, so say which.
+      if (equalBytes(oldKey, publicOf(newSeed))) throw new UsageError(`--new is the old key itself (${keyId(oldKey)})`, 'give the new vendor key made by `keylock keygen --out NEW`');
       writeOutput(out, makeRotation({ signerSeed, oldKey, newSeed }));
       process.stdout.write(`rotation ${keyId(oldKey)} -> ${keyId(publicOf(newSeed))}, signed by ${viaVendor ? 'the old key' : `backup key ${keyId(publicOf(signerSeed))}`}; wrote ${out}\n`);
     } finally {
@@ -49,10 +53,11 @@ export const resign: Command = {
   options: { vendor: { type: 'string' }, out: { type: 'string' }, trust: { type: 'string' } },
   positionals: [1, 1],
   async run({ values, positionals }) {
+    const out = req(values, 'out', this.usage);
+    const vendorPath = req(values, 'vendor', this.usage);
     const trust = typeof values.trust === 'string' ? [decodeVendorPub(readInput(values.trust, 'old vendor public key'))] : undefined;
     const { manifest, model } = openKlm(readInput(positionals[0], 'model file'), trust);
-    const out = req(values, 'out', this.usage);
-    const seed = decodeVendorSecret(readInput(req(values, 'vendor', this.usage), 'vendor key'));
+    const seed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
     try {
       const { vendorKey: _k, digest: _d, modelBytes: _n, ...draft } = manifest;
       writeOutput(out, packKlm(draft as ManifestDraft, model, seed));
