@@ -24,6 +24,7 @@ import { restoreSignflip, signflipHooks } from './keys/signflip.ts';
 import { ortNativeBackend } from './ort-native.ts';
 import { ortWasmBackend } from './ort.ts';
 import { decodeRecorded } from './recorded.ts';
+import { checkRecordOptions, Recorder, type RecordOptions, type RecordStats } from './recorder.ts';
 import { shapeSize, type TensorData, type TensorMap } from './tensor.ts';
 import { prepareSecretboxWasm } from './wasm/secretbox.ts';
 
@@ -86,6 +87,13 @@ export interface LoadOptions {
    * benchmarks and diagnostics). Without it no clock is read.
    */
   onPhase?: (phase: LoadPhase, ms: number) => void;
+  /**
+   * Records every run of the loaded model (its declared inputs and its outputs,
+   * never key tensors) into a bounded recorded file, for offline replay; see
+   * runtime/recorder.ts. The node target's `recordToFile(path, { maxBytes })`
+   * makes one. Canary runs at load are not recorded.
+   */
+  record?: RecordOptions;
 }
 
 /** Calls `fn` with the time since the previous mark; undefined when nobody listens. */
@@ -104,6 +112,8 @@ export interface RunStats {
   runs: number;
   p50: number;
   p99: number;
+  /** With `LoadOptions.record`: what the recorder has written. */
+  recorded?: RecordStats;
 }
 
 type Listener = (e: KeylockError) => void;
@@ -126,6 +136,7 @@ export class LockedModel {
   private listeners: Record<'halt' | 'disable', Listener[]> = { halt: [], disable: [] };
   private lat = new Float64Array(WINDOW);
   private runs = 0;
+  private recorder?: Recorder;
 
   /** @internal */
   constructor(readonly manifest: Manifest | undefined) {}
@@ -154,6 +165,7 @@ export class LockedModel {
     this.keyFeeds = undefined;
     void this.session?.release().catch(() => undefined);
     this.session = undefined;
+    this.recorder?.close();
     for (const fn of this.listeners[state === 'disabled' ? 'disable' : 'halt']) fn(e);
   }
 
@@ -171,6 +183,11 @@ export class LockedModel {
     return this._error ?? new KeylockError('halted', 'the model is not ready');
   }
 
+  /** @internal Starts recording runs (after the canary, which is not the app's). */
+  record(opts: RecordOptions): void {
+    this.recorder = new Recorder(opts);
+  }
+
   /** @internal Forgets the runs so far (the load's canary runs are not the app's). */
   resetStats(): void {
     this.runs = 0;
@@ -182,7 +199,9 @@ export class LockedModel {
     const n = Math.min(this.runs, WINDOW);
     const a = Array.from(this.lat.subarray(0, n)).sort((x, y) => x - y);
     const q = (p: number): number => (n ? a[Math.min(n - 1, Math.floor(p * n))] : NaN);
-    return { runs: this.runs, p50: q(0.5), p99: q(0.99) };
+    const st: RunStats = { runs: this.runs, p50: q(0.5), p99: q(0.99) };
+    if (this.recorder) st.recorded = this.recorder.figures;
+    return st;
   }
 
   /**
@@ -207,6 +226,7 @@ export class LockedModel {
   private async runNow(inputs: TensorMap): Promise<TensorMap> {
     if (this._state !== 'ready' || !this.session) throw this.notReady();
     checkInputs(this.inputs, inputs);
+    const rec = this.recorder?.begin(inputs);
     const t0 = performance.now();
     // Load-time locks need nothing per run: the caller's inputs go to the backend as they are.
     let feeds = inputs;
@@ -222,6 +242,7 @@ export class LockedModel {
     const out = await this.session.run(feeds);
     this.lat[this.runs % WINDOW] = performance.now() - t0;
     this.runs++;
+    if (rec) this.recorder!.add(rec, out);
     return out;
   }
 
@@ -233,6 +254,7 @@ export class LockedModel {
     this.keyFeeds = undefined;
     const s = this.session;
     this.session = undefined;
+    this.recorder?.close();
     if (this._state === 'ready') { this._state = 'halted'; this._error = new KeylockError('released', 'the model was released'); }
     await s?.release();
   }
@@ -345,6 +367,7 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Loc
   const ks = opts.keystore;
   if (!ks && !opts.modelKey) throw new TypeError('loadModel needs a keystore or a modelKey');
   if (opts.backend !== undefined && !BACKENDS[opts.backend]) throw new UnsupportedModelError(`unknown backend "${opts.backend}"; available: ${Object.keys(BACKENDS).join(', ')}`);
+  if (opts.record) checkRecordOptions(opts.record);
   const mark = phaseClock(opts.onPhase);
   let file: KlmFile;
   let verified: Promise<void>;
@@ -360,6 +383,7 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Loc
   } catch (e) {
     const m = new LockedModel(undefined);
     m.halt(asKeylockError(e));
+    opts.record?.sink.close();
     return m;
   }
   const model = new LockedModel(file.manifest);
@@ -393,6 +417,10 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Loc
     }
   } finally {
     modelKey?.fill(0);
+  }
+  if (opts.record) {
+    if (model.state === 'ready') model.record(opts.record);
+    else opts.record.sink.close();
   }
   return model;
 }

@@ -19,6 +19,7 @@ import { parseUnlock, type UnlockProvider } from '../../keystore/unlock.ts';
 import { loadModel, type LoadOptions, type LockedModel } from '../../runtime/model.ts';
 
 export * from '../../runtime/index.ts';
+export { recordToFile } from './record.ts';
 export { loadModel, LockedModel, BACKENDS, type LoadOptions, type ModelState, type RunStats } from '../../runtime/model.ts';
 export {
   Keystore, memoryStorage, parseUnlock,
