@@ -12,8 +12,8 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { lockOnnx, type LockRequest } from '../models/lock/index.ts';
-import { mulberry32 } from '../models/reference/prng.ts';
-import { KeyMismatchError } from '../runtime/errors.ts';
+import { mulberry32 } from '../models/prng.ts';
+import { KeyMismatchError } from '../keystore/errors.ts';
 import { loadModel } from '../runtime/model.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import type { TensorMap } from '../runtime/tensor.ts';

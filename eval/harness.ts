@@ -15,7 +15,7 @@ import { loadModel, runHooks } from '../runtime/model.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import type { BackendSession } from '../runtime/backend.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
-import { PIXELS, type MnistSet } from '../models/reference/mnist.ts';
+import { PIXELS, type MnistSet } from '../models/train/mnist.ts';
 
 /** A 32-byte key derived from a label: the evaluation's keys are the same on every run. */
 export function labelKey(label: string): Uint8Array {

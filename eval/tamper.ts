@@ -10,7 +10,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { availableParallelism } from 'node:os';
 import { makeTargets } from './fuzz/targets.ts';
 import { flipBits, formatFlips, mergeFlips, TAMPER_TARGETS, type FlipStats } from './fuzz/tamper.ts';
-import { makeTiny, tinyFiles, type TinyFiles } from './fuzz/tiny.ts';
+import { makeTiny, tinyFiles, type TinyFiles } from './fixtures/tiny.ts';
 
 interface Job { files: TinyFiles; slice: number; slices: number }
 

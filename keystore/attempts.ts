@@ -11,7 +11,7 @@
  * the clock forward. A TPM's dictionary-attack lockout is the hardware answer.
  */
 import { encodeCbor, decodeCbor, Fields } from './cbor.ts';
-import { FormatError, UnsupportedVersionError } from '../runtime/errors.ts';
+import { FormatError, UnsupportedVersionError } from './errors.ts';
 
 /** Consecutive wrong secrets and the time of the last one (Unix seconds). */
 export interface AttemptRecord {

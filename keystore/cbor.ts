@@ -6,7 +6,7 @@
  * leniently (docs/SPEC.md, "Recorded inputs").
  */
 import { Decoder, Encoder } from 'cbor-x';
-import { FormatError, SizeLimitError } from '../runtime/errors.ts';
+import { FormatError, SizeLimitError } from './errors.ts';
 
 // Records and typed-array tags are cbor-x extensions; keylock files use plain
 // maps, byte strings, text, integers and arrays so that any CBOR library reads them.

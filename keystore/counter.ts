@@ -13,7 +13,7 @@
  * secure element's counter, wired in through this interface, cannot be set back.
  */
 import { encodeCbor, decodeCbor, Fields } from './cbor.ts';
-import { FormatError, UnsupportedVersionError } from '../runtime/errors.ts';
+import { FormatError, UnsupportedVersionError } from './errors.ts';
 
 /** A counter that only goes up (TPM2_NV_Increment, a secure element, a file). */
 export interface MonotonicCounter {

@@ -10,7 +10,7 @@
  */
 import { decodeCbor, encodeCbor, Fields } from './cbor.ts';
 import { sign, SIZES, verify, verifyAsync } from './nacl.ts';
-import { FormatError, UnsupportedVersionError } from '../runtime/errors.ts';
+import { FormatError, UnsupportedVersionError } from './errors.ts';
 
 /** A parsed (not yet verified) envelope. */
 export interface Envelope {

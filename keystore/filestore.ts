@@ -8,7 +8,7 @@ import { basename, dirname, join } from 'node:path';
 import { writeFileAtomic } from './atomic.ts';
 import { decodeCounter, encodeCounter, type MonotonicCounter } from './counter.ts';
 import { decodeAttempts, encodeAttempts, type AttemptStore } from './attempts.ts';
-import { KeylockError, KeystoreBusyError } from '../runtime/errors.ts';
+import { KeylockError, KeystoreBusyError } from './errors.ts';
 import type { KeystoreStorage } from './storage.ts';
 
 /** Options of the file store. */

@@ -13,7 +13,7 @@
  */
 import { equalBytes, openFromSender, randomBytes, sealToDevice, SIZES } from './nacl.ts';
 import { hexId, keyId, openVendorFile, sealVendorFile, unixNow } from './vendorfile.ts';
-import { FormatError, TamperedError, WrongDeviceError } from '../runtime/errors.ts';
+import { FormatError, TamperedError, WrongDeviceError } from './errors.ts';
 
 export const KLG_FORMAT = 'keylock/klg';
 export const KLG_VERSION = 1;

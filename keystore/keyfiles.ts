@@ -7,7 +7,7 @@
  *   vendor secret key  { format: "keylock/vendor-key", version: 1, seed: bstr(32) }   secret
  */
 import { decodeCbor, encodeCbor, Fields } from './cbor.ts';
-import { FormatError, UnsupportedVersionError } from '../runtime/errors.ts';
+import { FormatError, UnsupportedVersionError } from './errors.ts';
 
 const MAX_KEYFILE = 4096;
 

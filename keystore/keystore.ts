@@ -32,7 +32,7 @@ import {
 import {
   DisabledError, ExpiredGrantError, KeylockError, LockoutError, NoGrantError, RevokedError, RollbackError,
   ReplayError, SizeLimitError, TamperedError, UnlockError, UntrustedSignerError,
-} from '../runtime/errors.ts';
+} from './errors.ts';
 
 /** Options of `Keystore.create`. */
 export interface CreateKeystoreOptions {

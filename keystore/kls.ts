@@ -15,7 +15,7 @@ import { decodeCbor, encodeCbor, Fields } from './cbor.ts';
 import { equalBytes, hmacSha256, open, randomBytes, seal, SIZES, wipe } from './nacl.ts';
 import { ids } from './revocation.ts';
 import { parseUnlockRecord, unlockRecordToCbor, type UnlockRecord } from './unlock.ts';
-import { FormatError, TamperedError, UnlockError, UnsupportedVersionError } from '../runtime/errors.ts';
+import { FormatError, TamperedError, UnlockError, UnsupportedVersionError } from './errors.ts';
 
 export const KLS_FORMAT = 'keylock/kls';
 export const KLS_VERSION = 1;

@@ -4,7 +4,7 @@
  * to NaCl's and several times faster than tweetnacl's on megabytes) and
  * @noble/hashes (SHA-256, HMAC); WebCrypto where the platform has it (SHA-256
  * and Ed25519 verification of whole models); Node's own SHA-256 and SHAKE256;
- * and keylock's WebAssembly SIMD XSalsa20/Poly1305 (runtime/wasm/secretbox.ts),
+ * and keylock's WebAssembly SIMD XSalsa20/Poly1305 (keystore/wasm/secretbox.ts),
  * which opens sealed tensors. Every key, nonce and signature size is checked here, so
  * callers get a RangeError for misuse and a typed error for a failed MAC or
  * signature, never a `null` or `false` to forget.
@@ -13,8 +13,8 @@ import nacl from 'tweetnacl';
 import { xsalsa20, xsalsa20poly1305 } from '@noble/ciphers/salsa.js';
 import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
 import { hmac } from '@noble/hashes/hmac.js';
-import { TamperedError } from '../runtime/errors.ts';
-import { openInPlaceWasm, secretboxWasm } from '../runtime/wasm/secretbox.ts';
+import { TamperedError } from './errors.ts';
+import { openInPlaceWasm, secretboxWasm } from './wasm/secretbox.ts';
 
 /** Sizes fixed by NaCl. */
 export const SIZES = {
@@ -205,7 +205,7 @@ const CHUNK = 64 << 10;
  * XSalsa20 stream and encrypts with the stream from byte 32 on; decrypting in
  * slices keyed by the block counter gives exactly `nacl.secretbox.open`.
  * WebAssembly SIMD does the work where the engine runs it
- * (runtime/wasm/secretbox.ts, several times faster), JavaScript otherwise.
+ * (keystore/wasm/secretbox.ts, several times faster), JavaScript otherwise.
  */
 export function secretboxOpenDetachedInPlace(data: Uint8Array, mac: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error): void {
   need('secretbox MAC', mac, SIZES.mac);

@@ -11,7 +11,7 @@
 import { equalBytes, randomBytes, SIZES } from './nacl.ts';
 import { hexId, keyId, openVendorFile, sealVendorFile, unixNow } from './vendorfile.ts';
 import { checkId } from './grant.ts';
-import { WrongDeviceError } from '../runtime/errors.ts';
+import { WrongDeviceError } from './errors.ts';
 
 export const KLT_FORMAT = 'keylock/klt';
 export const KLT_VERSION = 1;

@@ -12,7 +12,7 @@
 import type { Fields } from './cbor.ts';
 import { openVendorFile, sealVendorFile, unixNow } from './vendorfile.ts';
 import { checkId } from './grant.ts';
-import { FormatError } from '../runtime/errors.ts';
+import { FormatError } from './errors.ts';
 
 export const KLR_FORMAT = 'keylock/klr';
 export const KLR_VERSION = 1;

@@ -17,7 +17,7 @@ import { encodeCbor } from './cbor.ts';
 import { openEnvelope, parseEnvelope } from './envelope.ts';
 import { equalBytes, sign, signKeyPair, SIZES, verify, wipe } from './nacl.ts';
 import { keyId, unixNow } from './vendorfile.ts';
-import { FormatError, UntrustedSignerError } from '../runtime/errors.ts';
+import { FormatError, UntrustedSignerError } from './errors.ts';
 
 export const KLV_FORMAT = 'keylock/klv';
 export const KLV_VERSION = 1;

@@ -4,7 +4,7 @@
  * so browser targets reuse everything but this small interface. Nothing here
  * imports Node built-ins (the file store lives in filestore.ts).
  */
-import { KeylockError } from '../runtime/errors.ts';
+import { KeylockError } from './errors.ts';
 import type { MonotonicCounter } from './counter.ts';
 import type { AttemptStore } from './attempts.ts';
 

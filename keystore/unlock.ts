@@ -14,7 +14,7 @@
 import { scryptAsync } from '@noble/hashes/scrypt.js';
 import { randomBytes, wipe } from './nacl.ts';
 import type { Fields } from './cbor.ts';
-import { FormatError, UnlockError } from '../runtime/errors.ts';
+import { FormatError, UnlockError } from './errors.ts';
 
 /** Length of every storage key. */
 export const STORAGE_KEY_BYTES = 32;

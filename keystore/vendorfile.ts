@@ -7,7 +7,7 @@
 import { openEnvelope, parseEnvelope, sealEnvelope } from './envelope.ts';
 import { equalBytes, sha256, signKeyPair, wipe } from './nacl.ts';
 import type { Fields } from './cbor.ts';
-import { FormatError, UntrustedSignerError } from '../runtime/errors.ts';
+import { FormatError, UntrustedSignerError } from './errors.ts';
 
 /** Lower-case hex of the first 8 bytes of SHA-256 of a public key (docs/SPEC.md, "Key files"). */
 export function keyId(publicKey: Uint8Array): string {

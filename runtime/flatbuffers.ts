@@ -17,7 +17,7 @@
  * runtime/ because the device's TFLite backend reads input shapes with it;
  * the vendor's codec (models/tflite/) builds on it.
  */
-import { FormatError } from './errors.ts';
+import { FormatError } from '../keystore/errors.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 

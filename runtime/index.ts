@@ -2,7 +2,7 @@
  * keylock device runtime: the public surface of the `keylock` entry point.
  * Everything here may ship in a device bundle; nothing here parses or rewrites models.
  */
-export * from './errors.ts';
+export * from '../keystore/errors.ts';
 export * from './tensor.ts';
 export type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
 export { createOrtSession, ortWasmBackend, setOrtWasmPaths } from './ort.ts';

@@ -15,7 +15,7 @@
 import { decodeCbor, Fields } from '../keystore/cbor.ts';
 import { openEnvelope, openEnvelopeAsync, parseEnvelope, type Envelope } from '../keystore/envelope.ts';
 import { equalBytes, sha256, sha256Async } from '../keystore/nacl.ts';
-import { FormatError, TamperedError, UntrustedSignerError } from './errors.ts';
+import { FormatError, TamperedError, UntrustedSignerError } from '../keystore/errors.ts';
 
 export const KLM_FORMAT = 'keylock/klm';
 export const KLM_VERSION = 1;

@@ -11,7 +11,7 @@ import { equalBytes, sha256Async, wipe } from '../keystore/nacl.ts';
 import type { Backend, BackendSession } from './backend.ts';
 import {
   BackendUnavailableError, CanaryMismatchError, DisabledError, InputMismatchError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
-} from './errors.ts';
+} from '../keystore/errors.ts';
 import type { Keystore } from '../keystore/keystore.ts';
 import { checkKlmDigest, openKlmSignedAsync, type IOSpec, type KlmFile, type LockEntry, type Manifest } from './klm.ts';
 import { restoreAdvparams } from './keys/advparams.ts';
@@ -26,7 +26,7 @@ import { ortWasmBackend } from './ort.ts';
 import { decodeRecorded } from './recorded.ts';
 import { checkRecordOptions, Recorder, type RecordOptions, type RecordStats } from './recorder.ts';
 import { shapeSize, type TensorData, type TensorMap } from './tensor.ts';
-import { prepareSecretboxWasm } from './wasm/secretbox.ts';
+import { prepareSecretboxWasm } from '../keystore/wasm/secretbox.ts';
 
 /** Model state; see the module comment. */
 export type ModelState = 'ready' | 'halted' | 'disabled';

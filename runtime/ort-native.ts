@@ -12,7 +12,7 @@
  * docs/BENCH.md gives the measured differences; a canary recorded with one
  * backend must be checked with the same backend.
  */
-import { BackendUnavailableError } from './errors.ts';
+import { BackendUnavailableError } from '../keystore/errors.ts';
 import type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
 import { isDType, type DType, type TensorMap } from './tensor.ts';
 

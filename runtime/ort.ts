@@ -7,7 +7,7 @@
  * node_modules in the source tree and the bundle's folder in a device bundle.
  */
 import * as ort from 'onnxruntime-web';
-import { BackendUnavailableError } from './errors.ts';
+import { BackendUnavailableError } from '../keystore/errors.ts';
 import type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
 import { isDType, type DType, type TensorData, type TensorMap } from './tensor.ts';
 

@@ -10,7 +10,7 @@
  * CBOR library, python/keylock_recorded.py or the device recorder wrote.
  */
 import { decodeCbor, describe, encodeCbor, Fields } from '../keystore/cbor.ts';
-import { FormatError } from './errors.ts';
+import { FormatError } from '../keystore/errors.ts';
 import { bytesOf, dtypeSize, isDType, shapeSize, typedFromBytes, type DType, type TensorData, type TensorMap } from './tensor.ts';
 
 /** One recorded sample. `inputs` for input files, `outputs` for output files. */

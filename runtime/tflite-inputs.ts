@@ -4,7 +4,7 @@
  * (runtime/tflite.ts) and the vendor's lock pipeline, without pulling in
  * tfjs-tflite.
  */
-import { UnsupportedModelError } from './errors.ts';
+import { UnsupportedModelError } from '../keystore/errors.ts';
 import { FlatBuffer } from './flatbuffers.ts';
 import { MODEL, SUBGRAPH, TENSOR, tensorTypeName, TFLITE_IDENTIFIER } from './tflite-schema.ts';
 

@@ -18,7 +18,7 @@
  * initialize model", so it is refused before loading (UnsupportedModelError).
  */
 import type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
-import { BackendUnavailableError, InputMismatchError } from './errors.ts';
+import { BackendUnavailableError, InputMismatchError } from '../keystore/errors.ts';
 import { checkStaticInputs, tfliteInputs } from './tflite-inputs.ts';
 import type { DType, TensorData, TensorMap } from './tensor.ts';
 import { isDType, shapeSize } from './tensor.ts';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as esbuild from 'esbuild';
-import { buildTarget, TARGETS } from '../build.mjs';
+import { buildTarget, TARGETS } from '../targets/build.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 // Each test file builds into its own folder: test files run in parallel and must not share dist/.

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { KeyMismatchError } from '../runtime/errors.ts';
+import { KeyMismatchError } from '../keystore/errors.ts';
 import { AesExtendedKeySchedule, INV_SBOX, SBOX, aesExpandKeyWords, rcon } from '../runtime/keys/aes.ts';
 import { DeeplockKeystream, deeplockLock, deeplockSchedule, deeplockUnlock } from '../runtime/keys/deeplock-key.ts';
 import {

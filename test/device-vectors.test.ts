@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { Keystore } from '../keystore/keystore.ts';
 import { memoryStorage } from '../keystore/storage.ts';
 import { decodeCbor, Fields } from '../keystore/cbor.ts';
-import { KeylockError } from '../runtime/errors.ts';
+import { KeylockError } from '../keystore/errors.ts';
 import { loadModel } from '../runtime/model.ts';
 
 interface Scenario {

@@ -15,7 +15,7 @@ import { MAX_KLV_BYTES } from '../keystore/rotation.ts';
 import { MAX_COUNTER_BYTES } from '../keystore/counter.ts';
 import { MAX_ATTEMPTS_BYTES } from '../keystore/attempts.ts';
 import { MAX_KLIM_BYTES } from '../targets/cli/image-manifest.ts';
-import { FormatError, KeylockError, SizeLimitError } from '../runtime/errors.ts';
+import { FormatError, KeylockError, SizeLimitError } from '../keystore/errors.ts';
 
 const RUNS = Number(process.env.KEYLOCK_FUZZ_RUNS ?? 40);
 const SEED = Number(process.env.KEYLOCK_FUZZ_SEED ?? 0x6b6c);

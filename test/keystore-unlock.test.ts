@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Keystore, memoryStorage, parseUnlock, parseRawKey, storageKey, newUnlockRecord, decodeKlsOuter, type UnlockProvider } from '../keystore/index.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
-import { UnlockError } from '../runtime/errors.ts';
+import { UnlockError } from '../keystore/errors.ts';
 
 const vendorKeys = [signKeyPair(randomBytes(32)).publicKey];
 const dirs: string[] = [];

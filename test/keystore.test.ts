@@ -11,7 +11,7 @@ import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import {
   DisabledError, ExpiredGrantError, FormatError, KeylockError, NoGrantError, ReplayError, RevokedError,
   RollbackError, SizeLimitError, TamperedError, UnlockError, UnsupportedVersionError, UntrustedSignerError, WrongDeviceError,
-} from '../runtime/errors.ts';
+} from '../keystore/errors.ts';
 
 const T0 = 1_750_000_000; // a fixed "now" so tests do not depend on the clock
 const DAY = 86_400;

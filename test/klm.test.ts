@@ -9,7 +9,7 @@ import { loadModel } from '../runtime/model.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import {
   FormatError, InputMismatchError, KeyMismatchError, TamperedError, UnsupportedModelError, UntrustedSignerError, CanaryMismatchError, SizeLimitError,
-} from '../runtime/errors.ts';
+} from '../keystore/errors.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
 
 const MLP = readFileSync(new URL('../models/reference/mnist-mlp.onnx', import.meta.url));

@@ -15,7 +15,7 @@ import { decodeCbor, encodeCbor } from '../keystore/cbor.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { memoryStorage } from '../keystore/storage.ts';
 import { lockOnnx } from '../models/lock/index.ts';
-import { TamperedError } from '../runtime/errors.ts';
+import { TamperedError } from '../keystore/errors.ts';
 import { loadModel, type LoadPhase } from '../runtime/model.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import { decodeRecorded } from '../runtime/recorded.ts';

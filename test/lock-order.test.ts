@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { sha256 } from '../keystore/nacl.ts';
 import { lockOnnx } from '../models/lock/index.ts';
-import { mulberry32 } from '../models/reference/prng.ts';
+import { mulberry32 } from '../models/prng.ts';
 import { openKlm } from '../runtime/klm.ts';
 import { loadModel } from '../runtime/model.ts';
 import { createOrtSession } from '../runtime/ort.ts';

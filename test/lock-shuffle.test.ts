@@ -3,18 +3,18 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from '../keystore/nacl.ts';
-import { UnsupportedModelError, WeakKeyError } from '../runtime/errors.ts';
+import { UnsupportedModelError, WeakKeyError } from '../keystore/errors.ts';
 import { shuffleBlockKey, shuffleImageNCHW } from '../runtime/keys/shuffle-key.ts';
 import { loadModel } from '../runtime/model.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
-import { countCorrect, onnxAccuracy, onnxLogits } from '../eval/accuracy.ts';
+import { countCorrect, onnxAccuracy, onnxLogits } from '../models/train/accuracy.ts';
 import { lockOnnx, type LockRequest } from '../models/lock/index.ts';
 import { shuffleMap } from '../models/lock/shuffle.ts';
-import { keyedMnistAccuracy, lockTrainedWithShuffleKey, trainWithShuffleKey } from '../models/lock/shuffle-train.ts';
+import { keyedMnistAccuracy, lockTrainedWithShuffleKey, trainWithShuffleKey } from '../models/train/shuffle-train.ts';
 import { decodeModel, encodeModel, makeModel, makeNode, makeTensor, makeValueInfo, type NodeProto, type TensorProto } from '../models/onnx/index.ts';
-import { loadMnist } from '../models/reference/mnist.ts';
-import { mulberry32 } from '../models/reference/prng.ts';
+import { loadMnist } from '../models/train/mnist.ts';
+import { mulberry32 } from '../models/prng.ts';
 
 /** Seeded so failures reproduce. */
 const rng = mulberry32;
@@ -315,7 +315,7 @@ describe('train with the key', () => {
 test('the device shuffle refuses inputs that do not fit the key, before touching them', async () => {
   const res = await lock(mlpModel('gemm', 1), { block: 4, negpos: true });
   const m = await loadModel(res.klm, { modelKey: res.modelKey });
-  const { InputMismatchError } = await import('../runtime/errors.ts');
+  const { InputMismatchError } = await import('../keystore/errors.ts');
   // Declared float32, but the data is float64: the gather would read it as something else.
   await assert.rejects(m.run({ input: { dtype: 'float32', dims: [1, 1, 28, 28], data: new Float64Array(784) as unknown as Float32Array } }),
     (e: unknown) => e instanceof InputMismatchError && /the shuffle lock expects float32 NCHW with 1 channel\(s\) and H, W divisible by 4, got float32 \[1,1,28,28\]/.test((e as Error).message));

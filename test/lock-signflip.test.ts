@@ -15,8 +15,8 @@ import {
   decodeModel, encodeModel, makeModel, makeNode, makeTensor, makeValueInfo, producerOf,
   type OnnxModel, type TensorProto,
 } from '../models/onnx/index.ts';
-import { mulberry32 } from '../models/reference/prng.ts';
-import { FormatError, UnsupportedModelError, WeakKeyError } from '../runtime/errors.ts';
+import { mulberry32 } from '../models/prng.ts';
+import { FormatError, UnsupportedModelError, WeakKeyError } from '../keystore/errors.ts';
 import { signflipLayerBits, signflipUnitBits } from '../runtime/keys/derive.ts';
 import { signflipHooks } from '../runtime/keys/signflip.ts';
 import { openKlm, type SignflipLock } from '../runtime/klm.ts';

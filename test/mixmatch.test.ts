@@ -6,8 +6,8 @@ import { Keystore, makeGrant, memoryStorage, encodeCbor, decodeCbor } from '../k
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { lockOnnx } from '../models/lock/index.ts';
 import { loadModel } from '../runtime/model.ts';
-import { KeyMismatchError, NoGrantError, TamperedError, UnlockError, UntrustedSignerError, WrongDeviceError } from '../runtime/errors.ts';
-import { tinyOnnx } from '../eval/fuzz/tiny.ts';
+import { KeyMismatchError, NoGrantError, TamperedError, UnlockError, UntrustedSignerError, WrongDeviceError } from '../keystore/errors.ts';
+import { tinyOnnx } from '../eval/fixtures/tiny.ts';
 
 const T = Math.floor(Date.now() / 1000);
 const vendorSeed = randomBytes(32);

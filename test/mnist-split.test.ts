@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadMnist, PIXELS, splitPermutation, TEST_SIZE, TRAIN_SIZE } from '../models/reference/mnist.ts';
+import { loadMnist, PIXELS, splitPermutation, TEST_SIZE, TRAIN_SIZE } from '../models/train/mnist.ts';
 
 test('split permutation covers every digit once and is pinned', () => {
   const p = splitPermutation();

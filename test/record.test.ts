@@ -9,13 +9,13 @@ import { fileURLToPath } from 'node:url';
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
 import wavefile from 'wavefile';
-import { loadMnist } from '../models/reference/mnist.ts';
+import { loadMnist } from '../models/train/mnist.ts';
 import { lockModel } from '../models/index.ts';
 import { onnxToTflite } from '../models/tflite/export.ts';
 import { modelInputs, recordFrom, RecordOptionError, shapeInputs, type InputSpec } from '../models/record/index.ts';
 import { loadModel } from '../runtime/model.ts';
 import { decodeRecorded, encodeRecorded, type Sample } from '../runtime/recorded.ts';
-import { FormatError, InputMismatchError } from '../runtime/errors.ts';
+import { FormatError, InputMismatchError } from '../keystore/errors.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 mkdirSync(join(root, 'tmp'), { recursive: true });

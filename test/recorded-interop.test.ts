@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Decoder, Encoder, encode as cborxEncode } from 'cbor-x';
 import { checkCbor, decodeCbor, LENIENT_TAGS, MAX_CBOR_DEPTH } from '../keystore/cbor.ts';
 import { decodeRecorded, encodeRecorded, encodeSample, MAX_RECORDED_ITEMS, type Sample } from '../runtime/recorded.ts';
-import { FormatError, SizeLimitError } from '../runtime/errors.ts';
+import { FormatError, SizeLimitError } from '../keystore/errors.ts';
 import { bytesOf, type TensorMap } from '../runtime/tensor.ts';
 import { RAW_ITEMS } from '../eval/fuzz/raw.ts';
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeRecorded, encodeRecorded, type Sample } from '../runtime/recorded.ts';
-import { FormatError, SizeLimitError } from '../runtime/errors.ts';
+import { FormatError, SizeLimitError } from '../keystore/errors.ts';
 import { encodeCbor } from '../keystore/cbor.ts';
 
 const samples: Sample[] = [

@@ -7,8 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { onnxAccuracy, REFERENCE_MODELS } from '../eval/accuracy.ts';
-import { loadMnist, TEST_SIZE } from '../models/reference/mnist.ts';
+import { onnxAccuracy, REFERENCE_MODELS } from '../models/train/accuracy.ts';
+import { loadMnist, TEST_SIZE } from '../models/train/mnist.ts';
 import { decodeModel } from '../models/onnx/index.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 

@@ -14,7 +14,7 @@ import {
 import { decodeAttempts } from '../keystore/attempts.ts';
 import { decodeCounter } from '../keystore/counter.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
-import { ExpiredGrantError, LockoutError, RollbackError, UnlockError } from '../runtime/errors.ts';
+import { ExpiredGrantError, LockoutError, RollbackError, UnlockError } from '../keystore/errors.ts';
 
 const T0 = 1_750_000_000;
 const DAY = 86_400;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { encodeCbor, encodeVendorPub, encodeVendorSecret } from '../keystore/index.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
-import { tinyOnnx } from '../eval/fuzz/tiny.ts';
+import { tinyOnnx } from '../eval/fixtures/tiny.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'keylock-rot-'));

@@ -10,8 +10,8 @@ import { lockOnnx } from '../models/lock/index.ts';
 import { packKlm, type ManifestDraft } from '../models/klm.ts';
 import { openKlm } from '../runtime/klm.ts';
 import { loadModel } from '../runtime/model.ts';
-import { KeylockError, RevokedError, RollbackError, TamperedError, UntrustedSignerError } from '../runtime/errors.ts';
-import { tinyOnnx } from '../eval/fuzz/tiny.ts';
+import { KeylockError, RevokedError, RollbackError, TamperedError, UntrustedSignerError } from '../keystore/errors.ts';
+import { tinyOnnx } from '../eval/fixtures/tiny.ts';
 
 const T0 = Math.floor(Date.now() / 1000);
 const DAY = 86_400;

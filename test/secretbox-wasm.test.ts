@@ -13,8 +13,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import nacl from 'tweetnacl';
 import { randomBytes, secretboxDetached, secretboxOpenDetachedInPlace } from '../keystore/nacl.ts';
-import { TamperedError } from '../runtime/errors.ts';
-import { forceSecretboxJs, prepareSecretboxWasm, secretboxWasm } from '../runtime/wasm/secretbox.ts';
+import { TamperedError } from '../keystore/errors.ts';
+import { forceSecretboxJs, prepareSecretboxWasm, secretboxWasm } from '../keystore/wasm/secretbox.ts';
 
 const SIZES = [0, 1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 95, 96, 97, 255, 256, 257, 288, 289, 65535, 65536, 65567, 65568, 65569, 131104, 200003, 3 * 65536 + 37];
 const fail = (): Error => new TamperedError('MAC');
@@ -81,7 +81,7 @@ test('a changed byte or MAC fails before anything is decrypted; the ciphertext i
   }
 });
 
-const here = fileURLToPath(new URL('../runtime/wasm/', import.meta.url));
+const here = fileURLToPath(new URL('../keystore/wasm/', import.meta.url));
 const clang = spawnSync('clang', ['--version']).status === 0 && spawnSync('wasm-ld', ['--version']).status === 0;
 
 test('the committed module is what secretbox.c builds to', { skip: clang ? false : 'clang and lld are not installed (apt-get install -y clang lld)' }, () => {

@@ -10,8 +10,8 @@ import type { TensorMap } from '../runtime/tensor.ts';
 import { lockOnnx } from '../models/lock/index.ts';
 import { randomBytes } from '../keystore/nacl.ts';
 import { Keystore, makeGrant, memoryStorage } from '../keystore/index.ts';
-import { KeyMismatchError } from '../runtime/errors.ts';
-import { tinyOnnx } from '../eval/fuzz/tiny.ts';
+import { KeyMismatchError } from '../keystore/errors.ts';
+import { tinyOnnx } from '../eval/fixtures/tiny.ts';
 
 /** The real backend, with the bytes and feeds it was given kept for inspection. */
 function spy(): Backend & { models: Uint8Array[]; feeds: TensorMap[] } {

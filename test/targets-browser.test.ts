@@ -14,7 +14,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Page } from 'playwright-core';
-import { buildTarget } from '../build.mjs';
+import { buildTarget } from '../targets/build.mjs';
 import { Keystore } from '../keystore/keystore.ts';
 import { loadModel } from '../runtime/model.ts';
 import { centreOfMass, inkBox, toMnist } from '../targets/browser/demo/digit.ts';

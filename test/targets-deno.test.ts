@@ -8,8 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { buildTarget } from '../build.mjs';
-import { accuracy, makeFixture, parseRunner, referenceOutputs } from './targets-fixture.ts';
+import { buildTarget } from '../targets/build.mjs';
+import { accuracy, makeFixture, parseRunner, referenceOutputs } from '../eval/fixtures/targets.ts';
 
 const DENO = fileURLToPath(new URL('../node_modules/.bin/deno', import.meta.url));
 const N = 200;

@@ -16,7 +16,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { buildTarget } from '../build.mjs';
+import { buildTarget } from '../targets/build.mjs';
 import { Keystore } from '../keystore/keystore.ts';
 import { memoryStorage } from '../keystore/storage.ts';
 import { loadModel } from '../runtime/model.ts';

@@ -10,15 +10,15 @@ import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { TARGETS } from '../build.mjs';
+import { TARGETS } from '../targets/build.mjs';
 import { encodeVendorPub, encodeVendorSecret } from '../keystore/keyfiles.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { lockOnnx } from '../models/lock/index.ts';
-import { FormatError, TamperedError, UntrustedSignerError } from '../runtime/errors.ts';
+import { FormatError, TamperedError, UntrustedSignerError } from '../keystore/errors.ts';
 import {
   IMAGE_TARGETS, ImageChangedFileError, ImageExtraFileError, ImageMissingFileError, KLIM_NAME, openImageManifest, verifyImage,
 } from '../targets/cli/image-manifest.ts';
-import { makeFixture, parseRunner, referenceOutputs } from './targets-fixture.ts';
+import { makeFixture, parseRunner, referenceOutputs } from '../eval/fixtures/targets.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const fx = await makeFixture(100);

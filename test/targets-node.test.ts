@@ -8,9 +8,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { buildTarget } from '../build.mjs';
+import { buildTarget } from '../targets/build.mjs';
 import { Keystore } from '../keystore/keystore.ts';
-import { accuracy, makeFixture, parseRunner, referenceOutputs } from './targets-fixture.ts';
+import { accuracy, makeFixture, parseRunner, referenceOutputs } from '../eval/fixtures/targets.ts';
 
 const N = 200;
 const fx = await makeFixture(N);

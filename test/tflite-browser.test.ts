@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { sha256 } from '../keystore/nacl.ts';
 import { lockModel, type LockResult } from '../models/lock/index.ts';
-import { mulberry32 } from '../models/reference/prng.ts';
+import { mulberry32 } from '../models/prng.ts';
 import { createTfliteSession } from '../runtime/tflite.ts';
 import { chromiumMissing, launchChromium, type Browser } from '../targets/browser/chromium.ts';
 import { serve, type Served } from '../targets/browser/serve.ts';

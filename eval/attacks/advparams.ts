@@ -20,7 +20,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { AdvparamsChange } from '../../models/lock/advparams.ts';
-import type { MnistSet } from '../../models/reference/mnist.ts';
+import type { MnistSet } from '../../models/train/mnist.ts';
 import { OnnxTfModel, softmaxCrossEntropy } from '../../models/tfjs/onnx-exec.ts';
 
 /** One located parameter. */

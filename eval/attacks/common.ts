@@ -4,8 +4,8 @@
  * scratch on the attacker's stolen digits).
  */
 import * as tf from '@tensorflow/tfjs';
-import { PIXELS, type MnistSet } from '../../models/reference/mnist.ts';
-import { mulberry32 } from '../../models/reference/prng.ts';
+import { PIXELS, type MnistSet } from '../../models/train/mnist.ts';
+import { mulberry32 } from '../../models/prng.ts';
 import { OnnxTfModel, type TensorFeeds } from '../../models/tfjs/onnx-exec.ts';
 
 /** A seeded generator for one purpose: the same (seed, label) always gives the same stream. */

@@ -13,8 +13,8 @@
  * (Hungarian assignment on its entries) then reads off the key itself.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { MnistSet } from '../../models/reference/mnist.ts';
-import { mulberry32, shuffleInPlace } from '../../models/reference/prng.ts';
+import type { MnistSet } from '../../models/train/mnist.ts';
+import { mulberry32, shuffleInPlace } from '../../models/prng.ts';
 import { OnnxTfModel, softmaxCrossEntropy } from '../../models/tfjs/onnx-exec.ts';
 
 /** Side of an MNIST digit. */

@@ -19,7 +19,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { SignflipLock } from '../../runtime/klm.ts';
 import { layerBits } from '../../runtime/keys/signflip.ts';
-import type { MnistSet } from '../../models/reference/mnist.ts';
+import type { MnistSet } from '../../models/train/mnist.ts';
 import { OnnxTfModel, softmaxCrossEntropy, type TensorFeeds } from '../../models/tfjs/onnx-exec.ts';
 
 /** One keyed layer as the attacker sees it in the manifest. */

@@ -21,7 +21,7 @@ import { restoreSealed } from '../../runtime/keys/sealed.ts';
 import { BACKENDS, loadModel, restoreModel, runHooks, type LoadPhase, type LockedModel } from '../../runtime/model.ts';
 import { decodeRecorded } from '../../runtime/recorded.ts';
 import type { TensorMap } from '../../runtime/tensor.ts';
-import { forceSecretboxJs } from '../../runtime/wasm/secretbox.ts';
+import { forceSecretboxJs } from '../../keystore/wasm/secretbox.ts';
 import { fromHex, ROOT, type Plan, type PreparedCase } from './plan.ts';
 import { interleaveCalls, ratios, seededFloats, summarize, timeBatch, type Summary } from './stats.ts';
 

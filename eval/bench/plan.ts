@@ -11,8 +11,8 @@ import { Keystore } from '../../keystore/keystore.ts';
 import { sha256, signKeyPair } from '../../keystore/nacl.ts';
 import { memoryStorage } from '../../keystore/storage.ts';
 import { lockOnnx, type LockRequest } from '../../models/lock/index.ts';
-import { loadMnist } from '../../models/reference/mnist.ts';
-import { mnistSamples } from '../../models/reference/make-fixtures.ts';
+import { loadMnist } from '../../models/train/mnist.ts';
+import { mnistSamples } from '../../models/train/make-fixtures.ts';
 import { hex } from '../../runtime/klm.ts';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));

@@ -113,7 +113,7 @@ function throughputSection(r: BenchResults): string[] {
   const t = r.throughput;
   if (!t) return [];
   const L = ['## 3. Restore throughput', ''];
-  L.push(`Command: \`npm run bench\` (child: \`eval/bench/child.ts throughput\`): ${mb(t.bytes)} in ${t.tensors} tensor(s) at odd byte offsets (as raw_data inside a protobuf), ${t.sealed.n} rounds; \`restoreSealed\` and \`restoreDeeplock\` from runtime/keys/. The sealed paths run in turn, the order rotating every round: WebAssembly SIMD (runtime/wasm/secretbox.c, what every target here runs), its JavaScript fallback (\`forceSecretboxJs(true)\`, what an engine without WebAssembly SIMD runs), the tweetnacl path of keylock's first version, and the path of a load whose signature verified against a pinned vendor key (\`authenticated\`: no MAC pass).`, '');
+  L.push(`Command: \`npm run bench\` (child: \`eval/bench/child.ts throughput\`): ${mb(t.bytes)} in ${t.tensors} tensor(s) at odd byte offsets (as raw_data inside a protobuf), ${t.sealed.n} rounds; \`restoreSealed\` and \`restoreDeeplock\` from runtime/keys/. The sealed paths run in turn, the order rotating every round: WebAssembly SIMD (keystore/wasm/secretbox.c, what every target here runs), its JavaScript fallback (\`forceSecretboxJs(true)\`, what an engine without WebAssembly SIMD runs), the tweetnacl path of keylock's first version, and the path of a load whose signature verified against a pinned vendor key (\`authenticated\`: no MAC pass).`, '');
   L.push('| what | MB/s (median) | p25–p75 | goal | |', '| --- | --- | --- | --- | --- |');
   const row = (what: string, s: Summary, goal?: number): string => `| ${what} | ${s.median.toFixed(0)} | ${s.p25.toFixed(0)}–${s.p75.toFixed(0)} | ${goal ? `≥ ${goal}` : '–'} | ${goal ? verdict(s.median >= goal) : ''} |`;
   L.push(row('sealed: `restoreSealed`, WebAssembly SIMD XSalsa20 and Poly1305 (64 KiB slices, in place)', t.sealed, GOALS.sealedMBps));
@@ -185,7 +185,7 @@ function allocSection(r: BenchResults): string[] {
 function bundleSection(r: BenchResults): string[] {
   if (!r.bundles.length) return [];
   const L = ['## 6. Bundle sizes per target', ''];
-  L.push('Command: `npm run bench` (`buildTarget` from build.mjs for every target in its `TARGETS`, minified; gzip -9). "ORT files" are the onnxruntime-web glue and wasm copied beside each bundle. No bundle contains onnxruntime-node: the `native` backend imports it at run time by a name the bundler does not follow.', '');
+  L.push('Command: `npm run bench` (`buildTarget` from targets/build.mjs for every target in its `TARGETS`, minified; gzip -9). "ORT files" are the onnxruntime-web glue and wasm copied beside each bundle. No bundle contains onnxruntime-node: the `native` backend imports it at run time by a name the bundler does not follow.', '');
   L.push('| target | bundle files | JS bytes | JS gzip | ORT files bytes | ORT gzip | onnxruntime-node inside |', '| --- | --- | --- | --- | --- | --- | --- |');
   for (const b of r.bundles) L.push(`| ${b.target} | ${b.files.join(', ')} | ${b.js.bytes.toLocaleString('en')} | ${b.js.gzip.toLocaleString('en')} | ${b.ort.bytes.toLocaleString('en')} | ${b.ort.gzip.toLocaleString('en')} | ${b.nativeInside ? 'yes' : 'no'} |`);
   L.push('');

@@ -55,7 +55,7 @@ export interface BenchOptions {
 export type Section = 'latency' | 'cold' | 'throughput' | 'memory' | 'alloc' | 'bundles';
 
 async function bundleSizes(quick: boolean, progress: (s: string) => void): Promise<BenchResults['bundles']> {
-  const { TARGETS, buildTarget } = await import('../../build.mjs');
+  const { TARGETS, buildTarget } = await import('../../targets/build.mjs');
   const names = quick ? ['node'] : Object.keys(TARGETS);
   const dir = mkdtempSync(join(tmpdir(), 'keylock-bench-build-'));
   const rows: BenchResults['bundles'] = [];

@@ -6,7 +6,7 @@
  * the run, and fast-check prints the seed and the shrunk mutation.
  */
 import fc from 'fast-check';
-import { KeylockError } from '../../runtime/errors.ts';
+import { KeylockError } from '../../keystore/errors.ts';
 import { applyMutation, describeMutation, mutationArb, type Mutation } from './mutate.ts';
 import type { Target } from './targets.ts';
 

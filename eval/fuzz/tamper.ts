@@ -3,7 +3,7 @@
  * (targets.ts `parse`), and count whether the change was caught with a typed
  * error. A flip the device accepts is "undetected"; the tamper test demands none.
  */
-import { KeylockError } from '../../runtime/errors.ts';
+import { KeylockError } from '../../keystore/errors.ts';
 import type { Target } from './targets.ts';
 
 /** The formats whose every bit is covered by a signature, a MAC or a check against a sealed copy. */

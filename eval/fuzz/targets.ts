@@ -21,11 +21,11 @@ import { decodeAttempts, encodeAttempts } from '../../keystore/attempts.ts';
 import { openKlm } from '../../runtime/klm.ts';
 import { loadModel } from '../../runtime/model.ts';
 import { decodeRecorded, encodeRecorded } from '../../runtime/recorded.ts';
-import { KeylockError } from '../../runtime/errors.ts';
+import { KeylockError } from '../../keystore/errors.ts';
 import { lockOnnx } from '../../models/lock/index.ts';
 import { openImageManifest, sealImageManifest } from '../../targets/cli/image-manifest.ts';
 import { encodeRaw } from './raw.ts';
-import { makeTiny, seed, T0, tinyOnnx, type Tiny, type TinyFiles } from './tiny.ts';
+import { makeTiny, seed, T0, tinyOnnx, type Tiny, type TinyFiles } from '../fixtures/tiny.ts';
 
 /** A tree form of one layer of a file, and how to make a file from a changed tree. */
 export interface Layer {

@@ -59,13 +59,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { encodeCbor } from '../../keystore/cbor.ts';
 import { randomBytes, seal, wipe } from '../../keystore/nacl.ts';
-import { InputMismatchError, UnsupportedModelError } from '../../runtime/errors.ts';
+import { InputMismatchError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { advparamsNonce, advparamsSecretboxKey } from '../../runtime/keys/derive.ts';
 import type { AdvparamsLock } from '../../runtime/klm.ts';
 import type { Sample } from '../../runtime/recorded.ts';
 import { getInitializer, setInitializer } from '../onnx/initializers.ts';
 import type { OnnxModel } from '../onnx/types.ts';
-import { mulberry32, shuffleInPlace } from '../reference/prng.ts';
+import { mulberry32, shuffleInPlace } from '../prng.ts';
 import { OnnxTfModel, softmaxCrossEntropy, type TensorFeeds } from '../tfjs/onnx-exec.ts';
 import { initTfjsWasm } from '../tfjs/setup.ts';
 import { rangeOf, type FinishEntry, type Locker } from './types.ts';

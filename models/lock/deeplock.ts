@@ -4,7 +4,7 @@
  * i-th word of an AES-128 key schedule continued past 44 words. Weak by design
  * (docs/SPEC.md says why); keylock ships it to reproduce and attack the paper.
  */
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import { DeeplockKeystream } from '../../runtime/keys/deeplock-key.ts';
 import type { DeeplockLock } from '../../runtime/klm.ts';
 import { rangeOf, type Locker } from './types.ts';

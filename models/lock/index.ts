@@ -5,7 +5,7 @@
  * (models/lock/types.ts explains the two stages).
  */
 import { randomBytes } from '../../keystore/nacl.ts';
-import { UnsupportedModelError, WeakKeyError } from '../../runtime/errors.ts';
+import { UnsupportedModelError, WeakKeyError } from '../../keystore/errors.ts';
 import { keyCheckValue } from '../../runtime/keys/derive.ts';
 import { hex, SCHEMES, type Canary, type IOSpec, type LockEntry, type ModelFormat, type Policy, type Scheme } from '../../runtime/klm.ts';
 import { loadModel } from '../../runtime/model.ts';

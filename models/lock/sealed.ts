@@ -5,7 +5,7 @@
  * keeps its length and stays a structurally valid model of the same shape.
  */
 import { secretboxDetached, wipe } from '../../keystore/nacl.ts';
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import { sealedNonce, sealedSecretboxKey } from '../../runtime/keys/derive.ts';
 import type { SealedLock, TensorRange } from '../../runtime/klm.ts';
 import { PARAMETER_DTYPES, rangeOf, type Locker } from './types.ts';

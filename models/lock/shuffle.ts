@@ -18,7 +18,7 @@
  * added to the bias. The index maps come from the device's own shuffle
  * (shuffleImageNCHW) run on index images, so both sides agree by construction.
  */
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import type { ShuffleLock } from '../../runtime/klm.ts';
 import { shuffleBlockKey, shuffleImageNCHW, wipeShuffleKey, type ShuffleBlockKey } from '../../runtime/keys/shuffle-key.ts';
 import { getAttribute, intAttribute, intsAttribute, setAttribute } from '../onnx/attributes.ts';

@@ -19,7 +19,7 @@
  * The Mul goes after the chain, not after the layer, so onnxruntime still fuses
  * Conv+BatchNormalization, Conv+Add and MatMul+Add into one kernel.
  */
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import { signflipUnitBits } from '../../runtime/keys/derive.ts';
 import { layerBits, negateChannels } from '../../runtime/keys/signflip.ts';
 import type { ChannelRange, SignflipLayer, SignflipLock } from '../../runtime/klm.ts';

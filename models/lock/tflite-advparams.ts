@@ -29,7 +29,7 @@
  */
 import { encodeCbor } from '../../keystore/cbor.ts';
 import { randomBytes, seal, wipe } from '../../keystore/nacl.ts';
-import { InputMismatchError, UnsupportedModelError } from '../../runtime/errors.ts';
+import { InputMismatchError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { advparamsNonce, advparamsSecretboxKey } from '../../runtime/keys/derive.ts';
 import type { AdvparamsLock, ShuffleLock } from '../../runtime/klm.ts';
 import { shuffleBlockKey, wipeShuffleKey } from '../../runtime/keys/shuffle-key.ts';
@@ -37,7 +37,7 @@ import { nhwcPlan, shuffleNHWC, wipeNhwcPlan } from '../../runtime/keys/shuffle-
 import type { TensorData } from '../../runtime/tensor.ts';
 import { createTfliteSession } from '../../runtime/tflite.ts';
 import { BUILTIN } from '../../runtime/tflite-schema.ts';
-import { mulberry32, shuffleInPlace } from '../reference/prng.ts';
+import { mulberry32, shuffleInPlace } from '../prng.ts';
 import { weightOf, type WeightInfo } from '../tflite/weights.ts';
 import { advparamsKnobs } from './advparams.ts';
 import { tfliteRange, type TfliteLockContext, type TfliteLocker } from './tflite.ts';

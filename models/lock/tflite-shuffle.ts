@@ -17,7 +17,7 @@
  * added to the bias, which must exist: in-place editing cannot add a bias
  * tensor. The weights must not be shared with another layer.
  */
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import { shuffleBlockKey, wipeShuffleKey, type ShuffleBlockKey } from '../../runtime/keys/shuffle-key.ts';
 import { nhwcPlan, wipeNhwcPlan } from '../../runtime/keys/shuffle-nhwc.ts';
 import type { ShuffleLock } from '../../runtime/klm.ts';

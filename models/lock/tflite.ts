@@ -18,7 +18,7 @@
  * - `shuffle`: models/lock/tflite-shuffle.ts (NHWC).
  * - `advparams`: models/lock/tflite-advparams.ts.
  */
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import { signflipUnitBits } from '../../runtime/keys/derive.ts';
 import { DeeplockKeystream } from '../../runtime/keys/deeplock-key.ts';
 import { layerBits, negateChannels } from '../../runtime/keys/signflip.ts';

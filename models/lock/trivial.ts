@@ -6,7 +6,7 @@
  * The pipeline checks every lock entry with the key it was locked under, once
  * the entries are final, for ONNX and TFLite alike (models/lock/index.ts).
  */
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import type { LockEntry } from '../../runtime/klm.ts';
 import { layerBits } from '../../runtime/keys/signflip.ts';
 import { shuffleBlockKey, wipeShuffleKey } from '../../runtime/keys/shuffle-key.ts';

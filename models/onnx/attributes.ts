@@ -1,7 +1,7 @@
 /**
  * Node attributes as plain values, and AttributeProtos from plain values.
  */
-import { FormatError, UnsupportedModelError } from '../../runtime/errors.ts';
+import { FormatError, UnsupportedModelError } from '../../keystore/errors.ts';
 import {
   AttributeType, type AttributeProto, type GraphProto, type Int64, type NodeProto,
   type SparseTensorProto, type TensorProto, type TypeProto,

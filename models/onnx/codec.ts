@@ -4,7 +4,7 @@
  * fields, external data, segments); encoding moves typed tensor fields into
  * raw_data so every tensor is one contiguous byte range of the file.
  */
-import { FormatError, KeylockError, SizeLimitError, UnsupportedModelError } from '../../runtime/errors.ts';
+import { FormatError, KeylockError, SizeLimitError, UnsupportedModelError } from '../../keystore/errors.ts';
 import type protobuf from 'protobufjs';
 import { onnxSchema, strictReader } from './proto.ts';
 import { checkTensorStorage, withRawData } from './tensor-data.ts';

@@ -4,7 +4,7 @@
  * TensorProto.raw_data = 9). Lockers and the device runtime address weights by
  * these ranges, so the file itself never has to be parsed on the device.
  */
-import { FormatError, UnsupportedModelError } from '../../runtime/errors.ts';
+import { FormatError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { checkModelSize, type CodecOptions } from './codec.ts';
 import { dataTypeInfo, dataTypeName, rawByteLength, type OnnxDTypeName } from './dtypes.ts';
 import { WireReader, type WireField } from './wire.ts';

@@ -3,7 +3,7 @@
  * them as little-endian bytes or a typed array, and moving typed fields
  * (float_data, int32_data, ...) into raw_data.
  */
-import { FormatError, UnsupportedModelError } from '../../runtime/errors.ts';
+import { FormatError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { typedFromBytes, type TensorData } from '../../runtime/tensor.ts';
 import { dataTypeInfo, dataTypeName, rawByteLength, type DataTypeInfo, type TypedField } from './dtypes.ts';
 import { DataLocation, type Int64, type TensorProto } from './types.ts';

@@ -2,7 +2,7 @@
  * A minimal protobuf wire-format reader: enough to walk a message's fields and
  * know where each one's bytes sit in the file, which protobufjs does not report.
  */
-import { FormatError } from '../../runtime/errors.ts';
+import { FormatError } from '../../keystore/errors.ts';
 
 /** One field occurrence: number, wire type, and for length-delimited fields the payload range. */
 export interface WireField {

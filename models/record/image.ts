@@ -10,7 +10,7 @@
  */
 import { PNG } from 'pngjs';
 import jpeg from 'jpeg-js';
-import { FormatError, UnsupportedModelError } from '../../runtime/errors.ts';
+import { FormatError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { shapeSize, type TensorData } from '../../runtime/tensor.ts';
 import { RecordOptionError } from './options.ts';
 import { convert, isDynamic, sampleDims, showDims, showInput, type Dim, type InputSpec } from './spec.ts';

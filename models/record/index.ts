@@ -13,7 +13,7 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, extname, join, relative } from 'node:path';
-import { FormatError, InputMismatchError } from '../../runtime/errors.ts';
+import { FormatError, InputMismatchError } from '../../keystore/errors.ts';
 import type { Sample } from '../../runtime/recorded.ts';
 import { decodeImage, imageGeometry, imageTensor, type ImageGeometry } from './image.ts';
 import { jsonSamples } from './json.ts';

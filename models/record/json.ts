@@ -4,7 +4,7 @@
  * `{ "<input name>": nested array, ..., "label"?: n }`. Each nested array is one
  * sample; its shape is checked against the input (see fitShape).
  */
-import { FormatError, InputMismatchError } from '../../runtime/errors.ts';
+import { FormatError, InputMismatchError } from '../../keystore/errors.ts';
 import { type TensorMap } from '../../runtime/tensor.ts';
 import type { Sample } from '../../runtime/recorded.ts';
 import { convert, fitShape, sampleDims, showDims, showInput, valuesPerSample, type InputSpec } from './spec.ts';

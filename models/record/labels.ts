@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { parse } from 'csv-parse/sync';
-import { FormatError } from '../../runtime/errors.ts';
+import { FormatError } from '../../keystore/errors.ts';
 import { RecordOptionError } from './options.ts';
 
 /** A source file and the name a labels CSV may know it by. */

@@ -3,7 +3,7 @@
  * ONNX graph or a TFLite subgraph, or given by hand (`--shape`).
  */
 import { extname } from 'node:path';
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import { openKlm, type IOSpec } from '../../runtime/klm.ts';
 import { isDType } from '../../runtime/tensor.ts';
 import { decodeModel } from '../onnx/codec.ts';

@@ -13,7 +13,7 @@
  */
 import { parse as parseNpy } from 'npyjs';
 import { unzipSync } from 'fflate';
-import { FormatError } from '../../runtime/errors.ts';
+import { FormatError } from '../../keystore/errors.ts';
 import { shapeSize, type DType, type TensorArray } from '../../runtime/tensor.ts';
 import { allocate, type SourceArray } from './spec.ts';
 

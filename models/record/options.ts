@@ -2,7 +2,7 @@
  * What `recordFrom` (and `keylock record`) takes besides the source paths, and
  * the error for options that contradict each other or the model.
  */
-import { KeylockError } from '../../runtime/errors.ts';
+import { KeylockError } from '../../keystore/errors.ts';
 import type { InputSpec } from './spec.ts';
 
 /** Source kinds an importer exists for; `image` covers PNG and JPEG (told apart by their magic bytes). */

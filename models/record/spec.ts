@@ -6,7 +6,7 @@
  * recorded sample always has batch 1 there (the runtime runs one sample at a
  * time). Other dynamic dims take the source's size.
  */
-import { InputMismatchError } from '../../runtime/errors.ts';
+import { InputMismatchError } from '../../keystore/errors.ts';
 import { shapeSize, type DType, type TensorArray, type TensorData } from '../../runtime/tensor.ts';
 
 /** A declared dim: a size, or a dynamic dim (a name, or -1). */

@@ -13,7 +13,7 @@
  * int16 values.
  */
 import wavefile from 'wavefile';
-import { FormatError, InputMismatchError, UnsupportedModelError } from '../../runtime/errors.ts';
+import { FormatError, InputMismatchError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { type TensorData } from '../../runtime/tensor.ts';
 import { RecordOptionError } from './options.ts';
 import { convert, fitShape, isDynamic, sampleDims, showDims, showInput, type InputSpec } from './spec.ts';

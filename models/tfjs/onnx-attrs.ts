@@ -2,7 +2,7 @@
  * Typed access to an ONNX node's attributes, with ONNX's defaults supplied by
  * the caller and wrong attribute types reported against the node.
  */
-import { FormatError } from '../../runtime/errors.ts';
+import { FormatError } from '../../keystore/errors.ts';
 import { AttributeType, type AttributeProto, type GraphProto, type Int64, type NodeProto, type TensorProto } from '../onnx/types.ts';
 
 const TYPE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(AttributeType).map(([k, v]) => [v, k]));

@@ -12,11 +12,11 @@
  * before creating a model.
  */
 import * as tf from '@tensorflow/tfjs';
-import { FormatError, InputMismatchError, UnsupportedModelError } from '../../runtime/errors.ts';
+import { FormatError, InputMismatchError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { decodeModel } from '../onnx/codec.ts';
 import { setInitializer } from '../onnx/initializers.ts';
 import type { GraphProto, NodeProto, OnnxModel, ValueInfoProto } from '../onnx/types.ts';
-import { mulberry32, shuffleInPlace } from '../reference/prng.ts';
+import { mulberry32, shuffleInPlace } from '../prng.ts';
 import { Attrs, nodeLabel } from './onnx-attrs.ts';
 import { OPS, type OpEnv } from './onnx-ops.ts';
 import { tensorFromProto, tfDType, Val } from './onnx-value.ts';

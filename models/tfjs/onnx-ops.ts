@@ -9,7 +9,7 @@
  * gradients in ONNX models, so that costs nothing in differentiability.
  */
 import * as tf from '@tensorflow/tfjs';
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import type { Attrs } from './onnx-attrs.ts';
 import type { GraphProto, NodeProto } from '../onnx/types.ts';
 import { NHWC_AXIS, tensorFromProto, tfDType, Val } from './onnx-value.ts';

@@ -5,7 +5,7 @@
  * once on the way in and once on the way out instead of around every op.
  */
 import * as tf from '@tensorflow/tfjs';
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import { dataTypeName } from '../onnx/dtypes.ts';
 import { tensorData, tensorLabel } from '../onnx/tensor-data.ts';
 import type { TensorProto } from '../onnx/types.ts';

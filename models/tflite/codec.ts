@@ -12,7 +12,7 @@
  * (schema 3c, `Buffer.offset > 1`, for models over 2 GB); sparse tensors are
  * listed but flagged, since their buffer is not a dense row-major array.
  */
-import { FormatError, UnsupportedModelError } from '../../runtime/errors.ts';
+import { FormatError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { FlatBuffer, type FlatTable } from '../../runtime/flatbuffers.ts';
 import {
   ACTIVATIONS, BUFFER, BUILTIN, builtinName, CONV_2D_OPTIONS, DEPTHWISE_OPTIONS, FULLY_CONNECTED_OPTIONS, MODEL, OPERATOR, OPERATOR_CODE,

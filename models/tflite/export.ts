@@ -14,7 +14,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import { intAttribute, intsAttribute, getAttribute } from '../onnx/attributes.ts';
 import { decodeModel } from '../onnx/codec.ts';
 import { findInitializer, getInitializer } from '../onnx/initializers.ts';

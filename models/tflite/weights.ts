@@ -5,7 +5,7 @@
  * ranges and rewrite them in place (same length), so the file stays a valid
  * model of the same structure.
  */
-import { UnsupportedModelError } from '../../runtime/errors.ts';
+import { UnsupportedModelError } from '../../keystore/errors.ts';
 import type { TfliteModel, TfliteQuantization } from './codec.ts';
 
 /** Bytes per element of the dtypes a weight range can have. */

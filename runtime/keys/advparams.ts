@@ -1,7 +1,7 @@
 /** `advparams`, device side: puts the original values of the perturbed parameters back at load. */
 import { decodeCbor } from '../../keystore/cbor.ts';
 import { open, wipe } from '../../keystore/nacl.ts';
-import { FormatError, TamperedError } from '../errors.ts';
+import { FormatError, TamperedError } from '../../keystore/errors.ts';
 import type { AdvparamsLock } from '../klm.ts';
 import { dtypeSize, isDType } from '../tensor.ts';
 import { advparamsNonce, advparamsSecretboxKey } from './derive.ts';

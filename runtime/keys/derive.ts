@@ -9,7 +9,7 @@
  * and every consumer (bytes, bits, rejection-sampled integers) reads the same stream.
  */
 import { shake256 } from '@noble/hashes/sha3.js';
-import { KeyMismatchError, expectedGot } from '../errors.ts';
+import { KeyMismatchError, expectedGot } from '../../keystore/errors.ts';
 import { shake256Native } from '../../keystore/nacl.ts';
 
 /** Size of a model key in bytes. */

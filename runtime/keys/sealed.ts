@@ -1,6 +1,6 @@
 /** `sealed`, device side: decrypts each sealed tensor in place at load. */
 import { secretboxDecryptInPlace, secretboxOpenDetachedInPlace, wipe } from '../../keystore/nacl.ts';
-import { TamperedError } from '../errors.ts';
+import { TamperedError } from '../../keystore/errors.ts';
 import type { SealedLock } from '../klm.ts';
 import { sealedNonce, sealedSecretboxKey } from './derive.ts';
 import type { ApplyContext } from './hooks.ts';

@@ -4,7 +4,7 @@
  * flips) into a buffer allocated once and reused, before the backend sees it.
  * Images are NCHW (ONNX) unless the lock says `nhwc` (TFLite).
  */
-import { InputMismatchError } from '../errors.ts';
+import { InputMismatchError } from '../../keystore/errors.ts';
 import type { ShuffleLock } from '../klm.ts';
 import type { TensorData } from '../tensor.ts';
 import { shuffleBlockKey, shuffleImagesChecked, wipeShuffleKey } from './shuffle-key.ts';

@@ -4,7 +4,7 @@
  * feeds them on every run, so the weights stay locked in memory.
  */
 import type { ChannelRange, SignflipLayer, SignflipLock } from '../klm.ts';
-import { FormatError } from '../errors.ts';
+import { FormatError } from '../../keystore/errors.ts';
 import { signflipLayerBits, signflipUnitBits } from './derive.ts';
 import type { ApplyContext, RunHooks } from './hooks.ts';
 import type { TensorMap } from '../tensor.ts';

@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildTarget } from '../../build.mjs';
+import { buildTarget } from '../build.mjs';
 import { Keystore } from '../../keystore/keystore.ts';
 import { loadModel } from '../../runtime/model.ts';
 import { CHROMIUM, chromiumMissing, launchChromium } from './chromium.ts';

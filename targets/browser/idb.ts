@@ -9,7 +9,7 @@
  * exclusive across every tab and worker of the origin, so two tabs cannot
  * both read-modify-write the same keystore.
  */
-import { KeylockError } from '../../runtime/errors.ts';
+import { KeylockError } from '../../keystore/errors.ts';
 import type { KeystoreStorage } from '../../keystore/storage.ts';
 
 const DB = 'keylock';

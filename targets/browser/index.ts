@@ -11,10 +11,10 @@
  * loading: keylock fails instead of running slower or elsewhere than asked.
  */
 import * as ort from 'onnxruntime-web';
-import { BackendUnavailableError } from '../../runtime/errors.ts';
+import { BackendUnavailableError } from '../../keystore/errors.ts';
 import { loadModel as loadRuntimeModel, type LoadOptions, type LockedModel } from '../../runtime/model.ts';
 import { setOrtWasmPaths } from '../../runtime/ort.ts';
-import { secretboxWasmReady } from '../../runtime/wasm/secretbox.ts';
+import { secretboxWasmReady } from '../../keystore/wasm/secretbox.ts';
 
 export * from '../../runtime/index.ts';
 export { indexedDbStorage } from './idb.ts';
@@ -52,7 +52,7 @@ export interface BrowserBackendInfo {
   crossOriginIsolated: boolean;
   wasmThreads: number;
   wasmPaths: string;
-  /** What opens `sealed` tensors: `wasm-simd` (runtime/wasm/secretbox.ts) or `js` where the page cannot run that. */
+  /** What opens `sealed` tensors: `wasm-simd` (keystore/wasm/secretbox.ts) or `js` where the page cannot run that. */
   secretbox: 'wasm-simd' | 'js';
 }
 

@@ -8,7 +8,7 @@
  * anything that resolves outside them (`..`, encoded slashes, symlinks out) is
  * refused.
  *
- *   node build.mjs browser browser-webgpu
+ *   node targets/build.mjs browser browser-webgpu
  *   node --import tsx targets/browser/prepare-demo.ts
  *   node --import tsx targets/browser/serve.ts [--port 8080]
  */
@@ -152,7 +152,7 @@ export function demoRoots(dirs: DemoDirs = {}): Record<string, string> {
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const { values } = parseArgs({ options: { port: { type: 'string', default: '8080' }, demo: { type: 'string' } } });
   const roots = demoRoots({ demo: values.demo ? resolve(values.demo) : undefined });
-  const hints: Record<string, string> = { '/': 'node --import tsx targets/browser/prepare-demo.ts', '/keylock/': 'node build.mjs browser', '/keylock-webgpu/': 'node build.mjs browser-webgpu' };
+  const hints: Record<string, string> = { '/': 'node --import tsx targets/browser/prepare-demo.ts', '/keylock/': 'node targets/build.mjs browser', '/keylock-webgpu/': 'node targets/build.mjs browser-webgpu' };
   for (const [prefix, dir] of Object.entries(roots)) {
     if (!existsSync(dir)) process.stderr.write(`note: ${dir} does not exist yet (${prefix} will answer 404); make it with: ${hints[prefix]}\n`);
   }

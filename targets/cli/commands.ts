@@ -1,5 +1,5 @@
 /** The command table: one entry per `keylock <command>`, each defined with its neighbours. */
-import type { Command } from './main.ts';
+import type { Command } from './command.ts';
 import { extract, inspect, keygen, runCmd } from './model-commands.ts';
 import { lock } from './lock-command.ts';
 import { demo } from './demo.ts';

@@ -18,7 +18,7 @@ import { createOrtSession } from '../../runtime/ort.ts';
 import { decodeRecorded, type Sample } from '../../runtime/recorded.ts';
 import type { TensorMap } from '../../runtime/tensor.ts';
 import { readInput } from './io.ts';
-import type { Command } from './main.ts';
+import type { Command } from './command.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 

@@ -17,7 +17,7 @@ import { lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, Fields } from '../../keystore/cbor.ts';
 import { openVendorFile, sealVendorFile } from '../../keystore/vendorfile.ts';
-import { FormatError, TamperedError } from '../../runtime/errors.ts';
+import { FormatError, TamperedError } from '../../keystore/errors.ts';
 
 /** Format name of `manifest.klim`. */
 export const KLIM_FORMAT = 'keylock/image';
@@ -29,7 +29,7 @@ export const KLIM_NAME = 'manifest.klim';
 export const MAX_KLIM_BYTES = 1 << 20;
 /** Most files one image may list. */
 export const MAX_IMAGE_FILES = 4096;
-/** Targets an image may be made for (build.mjs TARGETS). */
+/** Targets an image may be made for (targets/build.mjs TARGETS). */
 export const IMAGE_TARGETS = ['node', 'deno', 'rpi', 'browser', 'browser-webgpu', 'electron'] as const;
 /** A target an image is made for. */
 export type ImageTarget = (typeof IMAGE_TARGETS)[number];

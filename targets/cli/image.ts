@@ -16,7 +16,7 @@
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { buildTarget, TARGETS } from '../../build.mjs';
+import { buildTarget, TARGETS } from '../build.mjs';
 import { decodeVendorPub, decodeVendorSecret } from '../../keystore/keyfiles.ts';
 import { decodeKlsOuter } from '../../keystore/kls.ts';
 import { equalBytes, signKeyPair, wipe } from '../../keystore/nacl.ts';
@@ -25,7 +25,7 @@ import {
   checkImagePath, fileSha256, IMAGE_TARGETS, KLIM_NAME, sealImageManifest, verifyImage,
   type ImageFile, type ImageModel, type ImageRole, type ImageTarget,
 } from './image-manifest.ts';
-import { CliError, UsageError, type Command } from './main.ts';
+import { CliError, UsageError, type Command } from './command.ts';
 import { readInput, req, writeOutput } from './io.ts';
 
 /** Files keystore/filestore.ts keeps beside `F.kls`. */

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../../keystore/atomic.ts';
 import { parseUnlock, type UnlockProvider } from '../../keystore/unlock.ts';
-import { CliError, UsageError } from './main.ts';
+import { CliError, UsageError } from './command.ts';
 
 /** Reads a file, turning "no such file" into a CLI error that names it. */
 export function readInput(path: string, what: string): Uint8Array {

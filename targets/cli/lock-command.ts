@@ -5,7 +5,7 @@ import { hex, keyId, type Scheme } from '../../runtime/klm.ts';
 import { decodeRecorded } from '../../runtime/recorded.ts';
 import { randomBytes, signKeyPair } from '../../keystore/nacl.ts';
 import { lockModel, parseSchemes } from '../../models/lock/index.ts';
-import { UsageError, type Command } from './main.ts';
+import { UsageError, type Command } from './command.ts';
 import { checkIdFlag, intFlag, readInput, req, writeOutput } from './io.ts';
 
 export const lock: Command = {

@@ -4,12 +4,12 @@ import { decodeModelKey, encodeVendorPub, encodeVendorSecret, decodeVendorPub } 
 import { hex, keyId, openKlm, type LockEntry } from '../../runtime/klm.ts';
 import { BACKENDS, loadModel, type LoadOptions, type LockedModel } from '../../runtime/model.ts';
 import { recordToFile } from '../node/record.ts';
-import { FormatError } from '../../runtime/errors.ts';
+import { FormatError } from '../../keystore/errors.ts';
 import { accuracy, compareOutputs, compareReportJson, formatCompareReport } from '../../models/record/compare.ts';
 import { decodeRecorded, encodeRecorded, type Sample } from '../../runtime/recorded.ts';
 import { Keystore } from '../../keystore/keystore.ts';
 import type { UnlockProvider } from '../../keystore/unlock.ts';
-import { CliError, UsageError, type Command } from './main.ts';
+import { CliError, UsageError, type Command } from './command.ts';
 import { intFlag, numFlag, readInput, req, unlockFlag, writeOutput } from './io.ts';
 
 export const keygen: Command = {

@@ -1,7 +1,7 @@
 /** `keylock record`: a recorded-inputs file from numpy arrays, images, WAV audio or JSON, shaped by a model's inputs. */
 import { encodeRecorded, MAX_RECORDED_BYTES, type Sample } from '../../runtime/recorded.ts';
 import { modelInputs, parseShape, recordFrom, RecordOptionError, shapeInputs, showDims, SOURCE_KINDS, type InputSpec, type Recording, type SourceKind } from '../../models/record/index.ts';
-import { CliError, UsageError, type Command } from './main.ts';
+import { CliError, UsageError, type Command } from './command.ts';
 import { intFlag, readInput, req, writeOutput } from './io.ts';
 
 const USAGE = 'record SRC... --out REC.cbor (--model M.klm|M.onnx|M.tflite [--input NAME] | --shape D,D,... --input NAME [--dtype T]) '

@@ -8,7 +8,7 @@ import { decodeVendorPub, decodeVendorSecret } from '../../keystore/keyfiles.ts'
 import { equalBytes, signKeyPair } from '../../keystore/nacl.ts';
 import { keyId, openKlm } from '../../runtime/klm.ts';
 import { packKlm, type ManifestDraft } from '../../models/klm.ts';
-import { UsageError, type Command } from './main.ts';
+import { UsageError, type Command } from './command.ts';
 import { readInput, req, writeOutput } from './io.ts';
 
 function publicOf(seed: Uint8Array): Uint8Array {

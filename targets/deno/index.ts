@@ -18,7 +18,7 @@ import { Keystore } from '../../keystore/keystore.ts';
 import { decodeCounter } from '../../keystore/counter.ts';
 import type { KeystoreStorage } from '../../keystore/storage.ts';
 import { parseUnlock, type UnlockProvider } from '../../keystore/unlock.ts';
-import { BackendUnavailableError, KeylockError } from '../../runtime/errors.ts';
+import { BackendUnavailableError, KeylockError } from '../../keystore/errors.ts';
 import { loadModel as loadRuntimeModel, type LoadOptions, type LockedModel } from '../../runtime/model.ts';
 
 export * from '../../runtime/index.ts';

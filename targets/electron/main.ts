@@ -12,7 +12,7 @@
  *   await startKeylock({ ipcMain, klm: 'model.klm', keystore: 'device.kls', unlock });
  */
 import { readFile } from 'node:fs/promises';
-import { InputMismatchError } from '../../runtime/errors.ts';
+import { InputMismatchError } from '../../keystore/errors.ts';
 import { loadModel, type LockedModel } from '../../runtime/model.ts';
 import { isDType, shapeSize, type DType, type TensorArray, type TensorMap } from '../../runtime/tensor.ts';
 import { Keystore } from '../../keystore/keystore.ts';

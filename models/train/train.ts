@@ -2,7 +2,7 @@
  * Trains keylock's two reference MNIST models with tfjs (wasm backend) and
  * exports them to ONNX:
  *
- *   npm run train            # = node --import tsx models/reference/train.ts
+ *   npm run train            # = node --import tsx models/train/train.ts
  *   npm run train -- --only cnn --out /tmp/models --epochs 2
  *
  * Everything is seeded (weight init, batch order, augmentation), and the wasm
@@ -16,7 +16,7 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { countCorrect, onnxLogits } from '../../eval/accuracy.ts';
+import { countCorrect, onnxLogits } from './accuracy.ts';
 import { initTfjsWasm } from '../tfjs/setup.ts';
 import { readWeights } from './export-onnx.ts';
 import { fit, type FitOptions } from './fit.ts';
@@ -69,7 +69,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       only: { type: 'string' },
-      out: { type: 'string', default: fileURLToPath(new URL('.', import.meta.url)) },
+      out: { type: 'string', default: fileURLToPath(new URL('../reference/', import.meta.url)) },
       epochs: { type: 'string', default: String(EPOCHS) },
     },
   });

@@ -2,7 +2,7 @@
  * Accuracy of MNIST ONNX models on the project's 2,000 test digits, measured by
  * onnxruntime-web on the exported file (the artefact that ships), not by tfjs.
  *
- *   node --import tsx eval/accuracy.ts [model.onnx ...]
+ *   node --import tsx models/train/accuracy.ts [model.onnx ...]
  *
  * Without arguments it measures models/reference/mnist-mlp.onnx and mnist-cnn.onnx.
  * A model must take `input` float32 [N,1,28,28] and give `logits` float32 [N,10].
@@ -10,12 +10,12 @@
 import { readFileSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createOrtSession } from '../runtime/ort.ts';
-import { loadMnist, PIXELS, type MnistSet } from '../models/reference/mnist.ts';
+import { createOrtSession } from '../../runtime/ort.ts';
+import { loadMnist, PIXELS, type MnistSet } from './mnist.ts';
 
 /** The committed reference models, absolute paths. */
 export const REFERENCE_MODELS = ['mnist-mlp.onnx', 'mnist-cnn.onnx']
-  .map((f) => fileURLToPath(new URL(`../models/reference/${f}`, import.meta.url)));
+  .map((f) => fileURLToPath(new URL(`../reference/${f}`, import.meta.url)));
 
 /** Digits per ORT run: large enough that per-run overhead is negligible. */
 const DEFAULT_BATCH = 500;

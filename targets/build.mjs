@@ -4,8 +4,8 @@
 // keystore/ and their dependencies only (DESIGN.md: "the device never carries
 // vendor code"); test/bundle.test.ts checks that on every target.
 //
-//   node build.mjs                 all targets
-//   node build.mjs node browser    some targets
+//   npm run build                       all targets (node targets/build.mjs)
+//   npm run build -- node browser       some targets
 //
 // ORT's wasm files are copied beside each bundle; nothing is ever fetched from
 // a CDN (the browser bundles point ORT at their own folder).
@@ -15,19 +15,19 @@ import { gzipSync } from 'node:zlib';
 import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const root = dirname(fileURLToPath(import.meta.url));
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ortDist = join(root, 'node_modules/onnxruntime-web/dist');
 
 // tweetnacl and cbor-x use `require` for Node built-ins; an ESM bundle needs a real one.
 const requireBanner = "import { createRequire as __keylockRequire } from 'node:module'; const require = __keylockRequire(import.meta.url);";
 
 /**
- * Replaces a lazily imported source file (`import('./x.ts')`) with a stub whose
+ * Replaces a lazily imported source file (`import('../x.ts')`) with a stub whose
  * every exported function throws a typed keylock error. Without code
  * splitting, esbuild inlines dynamic imports, so this is how a bundle leaves
  * a module out while its callers still get a clear error instead of "not a
  * function". `file` is relative to the repository; `error` is a class in
- * runtime/errors.ts taking (message) or, given `code`, (code, message). The
+ * keystore/errors.ts taking (message) or, given `code`, (code, message). The
  * stub's metafile input is named `<namespace>:<absolute path>`.
  */
 function stubOut(file, error, message, { code, namespace = 'keylock-stub' } = {}) {
@@ -44,7 +44,7 @@ function stubOut(file, error, message, { code, namespace = 'keylock-stub' } = {}
         const names = [...readFileSync(abs, 'utf8').matchAll(/^export (?:async )?function (\w+)/gm)].map((m) => m[1]);
         const args2 = code ? `${JSON.stringify(code)}, ${JSON.stringify(message)}` : JSON.stringify(message);
         return {
-          resolveDir: join(root, 'runtime'),
+          resolveDir: join(root, 'keystore'),
           loader: 'js',
           contents: `import { ${error} } from './errors.ts';
 const unavailable = () => { throw new ${error}(${args2}); };
@@ -72,7 +72,7 @@ const browserFileStore = stubOut('keystore/filestore.ts', 'KeylockError',
  * with BackendUnavailableError. The TFLite path is tracked in its own issue.
  */
 const noTflite = stubOut('runtime/tflite.ts', 'BackendUnavailableError',
-  'backend tflite: expected it in this bundle, got a device bundle built without it (build.mjs leaves @tensorflow/tfjs-tflite out of device bundles); run TFLite models from the sources for now');
+  'backend tflite: expected it in this bundle, got a device bundle built without it (targets/build.mjs leaves @tensorflow/tfjs-tflite out of device bundles); run TFLite models from the sources for now');
 
 // Node, Deno, rpi and the Electron main process share these options. Deno runs
 // the node-platform bundle: it defines `process`, so ORT takes its Node code
@@ -176,7 +176,7 @@ export async function buildTarget(name, { minify = true, outDir } = {}) {
       bundle: true,
       format: 'esm',
       minify,
-      // Typed errors take their `name` from the class (runtime/errors.ts:
+      // Typed errors take their `name` from the class (keystore/errors.ts:
       // `new.target.name`); without this, minification turns KeyMismatchError into "rr".
       keepNames: true,
       legalComments: 'none',

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { MnistSet } from './mnist.ts';
 import type { Net } from './nets.ts';
-import { mulberry32, shuffleInPlace } from './prng.ts';
+import { mulberry32, shuffleInPlace } from '../prng.ts';
 import type { Progress } from './progress.ts';
 
 /** Training hyper-parameters. */

@@ -1,6 +1,6 @@
 /**
  * The reference models' training recipe, shared by `npm run train` and by
- * training with a shuffle key (models/lock/shuffle-train.ts).
+ * training with a shuffle key (models/train/shuffle-train.ts).
  */
 import { cnnToOnnx, mlpToOnnx } from './export-onnx.ts';
 import { makeCnn, makeMlp } from './nets.ts';

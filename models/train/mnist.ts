@@ -15,7 +15,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { mulberry32, shuffleInPlace } from './prng.ts';
+import { mulberry32, shuffleInPlace } from '../prng.ts';
 
 /** Seed of the train/test split ("keyl" in ASCII). */
 export const SPLIT_SEED = 0x6b65796c;

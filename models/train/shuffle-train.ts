@@ -5,7 +5,7 @@
  * way, then locked with `trainedWithKey` under that key (nothing absorbed: the
  * weights only work on shuffled inputs).
  *
- *   node --import tsx models/lock/shuffle-train.ts --arch cnn --block 4 --out DIR \
+ *   node --import tsx models/train/shuffle-train.ts --arch cnn --block 4 --out DIR \
  *     [--negpos] [--epochs N] [--seed N] [--vendor NAME.key] [--model-key M.key]
  *
  * writes DIR/model.onnx (the trained, unlocked weights), DIR/model.klm and
@@ -22,16 +22,16 @@ import { randomBytes, signKeyPair } from '../../keystore/nacl.ts';
 import { hex, keyId } from '../../runtime/klm.ts';
 import { shuffleBlockKey, shuffleImageNCHW, wipeShuffleKey, type ShuffleBlockKey } from '../../runtime/keys/shuffle-key.ts';
 import { loadModel } from '../../runtime/model.ts';
-import { countCorrect, onnxLogits } from '../../eval/accuracy.ts';
+import { countCorrect, onnxLogits } from './accuracy.ts';
 import { initTfjsWasm } from '../tfjs/setup.ts';
-import { readWeights } from '../reference/export-onnx.ts';
-import { fit } from '../reference/fit.ts';
-import { loadMnist, PIXELS, SPLIT_SEED, type MnistSet } from '../reference/mnist.ts';
-import { BATCH_SIZE, EPOCHS, LEARNING_RATES, SEED, SPECS } from '../reference/recipe.ts';
-import { createProgress, type Progress } from '../reference/progress.ts';
-import { lockOnnx, type LockResult } from './index.ts';
+import { readWeights } from './export-onnx.ts';
+import { fit } from './fit.ts';
+import { loadMnist, PIXELS, SPLIT_SEED, type MnistSet } from './mnist.ts';
+import { BATCH_SIZE, EPOCHS, LEARNING_RATES, SEED, SPECS } from './recipe.ts';
+import { createProgress, type Progress } from './progress.ts';
+import { lockOnnx, type LockResult } from '../lock/index.ts';
 
-/** The reference models' recipe (models/reference/recipe.ts), so keyed and plain models train alike. */
+/** The reference models' recipe (models/train/recipe.ts), so keyed and plain models train alike. */
 const REFERENCE = { seed: SEED, epochs: EPOCHS, batchSize: BATCH_SIZE, learningRates: LEARNING_RATES } as const;
 
 /** What `trainWithShuffleKey` takes. */
@@ -165,7 +165,7 @@ async function main(): Promise<void> {
       vendor: { type: 'string' }, 'model-key': { type: 'string' }, limit: { type: 'string' },
     },
   });
-  const usage = 'usage: node --import tsx models/lock/shuffle-train.ts --arch cnn|mlp --block M --out DIR [--negpos] [--epochs N] [--seed N] [--vendor NAME.key] [--model-key M.key]';
+  const usage = 'usage: node --import tsx models/train/shuffle-train.ts --arch cnn|mlp --block M --out DIR [--negpos] [--epochs N] [--seed N] [--vendor NAME.key] [--model-key M.key]';
   if (values.block === undefined || values.out === undefined) throw new RangeError(`--block and --out are required\n${usage}`);
   const arch = values.arch;
   if (arch !== 'cnn' && arch !== 'mlp') throw new RangeError(`--arch must be cnn or mlp, got "${arch}"`);

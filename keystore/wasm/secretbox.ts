@@ -1,6 +1,6 @@
 /**
  * Opening a detached NaCl secretbox in place with the WebAssembly (SIMD128)
- * XSalsa20 and Poly1305 of runtime/wasm/secretbox.c: the load-time hot loop of
+ * XSalsa20 and Poly1305 of keystore/wasm/secretbox.c: the load-time hot loop of
  * `sealed`. keystore/nacl.ts uses it when it is ready and falls back to the
  * JavaScript ciphers otherwise (an engine without WebAssembly SIMD, or a
  * browser main thread before `prepareSecretboxWasm()` resolved).

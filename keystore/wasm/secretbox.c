@@ -1,9 +1,9 @@
 /*
  * XSalsa20 and Poly1305 for WebAssembly (SIMD128): the hot loop of opening a
- * `sealed` model. runtime/wasm/secretbox.ts drives it in 64 KiB slices and
+ * `sealed` model. keystore/wasm/secretbox.ts drives it in 64 KiB slices and
  * keeps NaCl's secretbox construction (Poly1305 key = first 32 bytes of the
  * XSalsa20 stream, message from stream byte 32 on). Built by
- * runtime/wasm/build.sh; the module holds no key between calls of one open
+ * keystore/wasm/build.sh; the module holds no key between calls of one open
  * and is wiped by `wipe(used)` when the open ends.
  *
  * Salsa20: four blocks at once, one block per 32-bit lane (D. J. Bernstein's

@@ -1,9 +1,9 @@
 /**
  * Writes test/fixtures/mnist-test.cbor: the 2,000 held-out digits of the fixed
- * split (models/reference/mnist.ts) as recorded inputs, one digit per sample,
+ * split (models/train/mnist.ts) as recorded inputs, one digit per sample,
  * input `input` float32 [1,1,28,28] in [0,1], with its label.
  *
- *   node --import tsx models/reference/make-fixtures.ts
+ *   node --import tsx models/train/make-fixtures.ts
  */
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../../keystore/atomic.ts';
