@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // Builds the package's entry points for apps that import keylock from
-// node_modules (`import { loadModel } from 'keylock'`, `from 'keylock/vendor'`):
-// ESM bundles of runtime/index.ts (under Node: targets/node/index.ts, the same plus
-// loadModelFile and openKeystore) and models/index.ts with every dependency left
-// as an import, and their type declarations (tsc, tsconfig.lib.json). The sources
-// are TypeScript, which Node 20 does not run; `prepare` runs this on `npm ci` and
-// before `npm pack`. Device bundles are build.mjs's job.
+// node_modules (`import { loadModel } from 'keylock'`, `from 'keylock/vendor'`,
+// `from 'keylock/testing'`): ESM bundles of runtime/index.ts (under Node:
+// targets/node/index.ts, the same plus loadModelFile, openKeystore and
+// recordToFile), models/index.ts and runtime/testing.ts with every dependency
+// left as an import, and their type declarations (tsc, tsconfig.lib.json, which
+// strips `@internal` members). The sources are TypeScript, which Node 20 does
+// not run; `prepare` runs this on `npm ci` and before `npm pack`. Device bundles
+// are build.mjs's job.
 import * as esbuild from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
@@ -16,7 +18,10 @@ const root = dirname(fileURLToPath(import.meta.url));
 const out = join(root, 'dist/lib');
 rmSync(out, { recursive: true, force: true });
 await esbuild.build({
-  entryPoints: { keylock: join(root, 'runtime/index.ts'), 'keylock-node': join(root, 'targets/node/index.ts'), vendor: join(root, 'models/index.ts') },
+  entryPoints: {
+    keylock: join(root, 'runtime/index.ts'), 'keylock-node': join(root, 'targets/node/index.ts'),
+    vendor: join(root, 'models/index.ts'), testing: join(root, 'runtime/testing.ts'),
+  },
   outdir: out,
   outExtension: { '.js': '.mjs' },
   bundle: true,
@@ -29,4 +34,4 @@ await esbuild.build({
   logLevel: 'warning',
 });
 execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.lib.json')], { stdio: 'inherit' });
-console.log(`built ${out}: keylock.mjs, keylock-node.mjs, vendor.mjs and types/`);
+console.log(`built ${out}: keylock.mjs, keylock-node.mjs, vendor.mjs, testing.mjs and types/`);

@@ -12,7 +12,7 @@
 import { readFileSync, writeSync } from 'node:fs';
 import { Keystore } from '../keystore/keystore.ts';
 import { makeGrant } from '../keystore/grant.ts';
-import { hexId } from '../keystore/vendorfile.ts';
+import { hex as hexId } from '../keystore/hex.ts';
 import { randomBytes } from '../keystore/nacl.ts';
 
 const [path, keyFile, seedFile, mode, a, b] = process.argv.slice(2);

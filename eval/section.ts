@@ -5,16 +5,10 @@
  * and the invariants it checked. The runner decides what gets written: a
  * section never writes into docs/ itself.
  */
+import type { StepProgress } from '../models/train/progress.ts';
 
-/** A progress bar shared by all sections (eval/progress.ts draws it on stderr). */
-export interface Progress {
-  /** Announces `n` more steps; call once at a section's start with the ticks it will make. */
-  plan(n: number): void;
-  /** One step done; `label` says what was just finished (or is starting next). */
-  tick(label: string): void;
-  /** A line of text printed above the bar (warnings, per-run figures worth seeing live). */
-  note(line: string): void;
-}
+/** The progress bar shared by all sections (drawn on stderr by models/train/progress.ts). */
+export type Progress = StepProgress;
 
 /** What every section gets. */
 export interface SectionContext {

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { createBar } from './progress.ts';
+import { createStepBar } from '../models/train/progress.ts';
 import type { Section } from './section.ts';
 
 /** True when the module at `url` is the script node was started with. */
@@ -24,7 +24,7 @@ export async function runStandalone(section: Section): Promise<void> {
   });
   const seed = Number(values.seed);
   if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`--seed must be a non-negative integer, got "${values.seed}"`);
-  const bar = createBar();
+  const bar = createStepBar();
   const t0 = performance.now();
   const r = await section({ quick: values.quick === true, seed, progress: bar, cache: values.cache! });
   bar.done();

@@ -21,7 +21,7 @@ import { mnistSamples } from '../models/train/make-fixtures.ts';
 import { loadMnist } from '../models/train/mnist.ts';
 import { onnxToTflite } from '../models/tflite/export.ts';
 import { KeyMismatchError } from '../keystore/errors.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import type { TensorData, TensorMap } from '../runtime/tensor.ts';
 import { createTfliteSession } from '../runtime/tflite.ts';

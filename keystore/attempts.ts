@@ -10,8 +10,8 @@
  * 32-byte keys cannot be guessed), nor anyone who can delete the record or set
  * the clock forward. A TPM's dictionary-attack lockout is the hardware answer.
  */
-import { encodeCbor, decodeCbor, Fields } from './cbor.ts';
-import { FormatError, UnsupportedVersionError } from './errors.ts';
+import { encodeCbor } from './cbor.ts';
+import { parseFormat } from './envelope.ts';
 
 /** Consecutive wrong secrets and the time of the last one (Unix seconds). */
 export interface AttemptRecord {
@@ -78,10 +78,6 @@ export function encodeAttempts(r: AttemptRecord): Uint8Array {
 
 /** Decodes an attempts file (FormatError, UnsupportedVersionError, SizeLimitError when it is not one). */
 export function decodeAttempts(bytes: Uint8Array): AttemptRecord {
-  const f = Fields.of(ATTEMPTS_FORMAT, decodeCbor(bytes, ATTEMPTS_FORMAT, MAX_ATTEMPTS_BYTES));
-  const format = f.text('format', 64);
-  if (format !== ATTEMPTS_FORMAT) throw new FormatError(`expected a ${ATTEMPTS_FORMAT} file, got format "${format}"`);
-  const v = f.uint('version');
-  if (v !== 1) throw new UnsupportedVersionError(ATTEMPTS_FORMAT, 1, v);
+  const f = parseFormat(bytes, ATTEMPTS_FORMAT, 1, MAX_ATTEMPTS_BYTES);
   return { failures: f.uint('failures'), last: f.uint('last') };
 }

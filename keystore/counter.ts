@@ -12,8 +12,8 @@
  * not an attacker who restores (or edits) both files. A TPM NV counter or a
  * secure element's counter, wired in through this interface, cannot be set back.
  */
-import { encodeCbor, decodeCbor, Fields } from './cbor.ts';
-import { FormatError, UnsupportedVersionError } from './errors.ts';
+import { encodeCbor } from './cbor.ts';
+import { parseFormat } from './envelope.ts';
 
 /** A counter that only goes up (TPM2_NV_Increment, a secure element, a file). */
 export interface MonotonicCounter {
@@ -49,10 +49,5 @@ export function encodeCounter(value: number): Uint8Array {
 
 /** Decodes a counter file (FormatError, UnsupportedVersionError, SizeLimitError when it is not one). */
 export function decodeCounter(bytes: Uint8Array): number {
-  const f = Fields.of(COUNTER_FORMAT, decodeCbor(bytes, COUNTER_FORMAT, MAX_COUNTER_BYTES));
-  const format = f.text('format', 64);
-  if (format !== COUNTER_FORMAT) throw new FormatError(`expected a ${COUNTER_FORMAT} file, got format "${format}"`);
-  const v = f.uint('version');
-  if (v !== 1) throw new UnsupportedVersionError(COUNTER_FORMAT, 1, v);
-  return f.uint('value');
+  return parseFormat(bytes, COUNTER_FORMAT, 1, MAX_COUNTER_BYTES).uint('value');
 }

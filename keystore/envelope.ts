@@ -28,13 +28,24 @@ export function sealEnvelope(format: string, version: number, body: Record<strin
   return encodeCbor({ format, version, signed, sig: sign(signed, secretKey), ...extra });
 }
 
-/** Parses an envelope and checks its format name and version (no signature check yet). */
-export function parseEnvelope(bytes: Uint8Array, format: string, version: number, maxBytes: number): Envelope {
+/**
+ * Decodes a keylock file's outer map (strict CBOR, at most `maxBytes`) and
+ * checks that it names `format` and `version`: FormatError for another format,
+ * UnsupportedVersionError for another version. Every keylock file starts this
+ * way, signed (envelopes) or not (keystore, counter, attempts, key files).
+ */
+export function parseFormat(bytes: Uint8Array, format: string, version: number, maxBytes: number): Fields {
   const outer = Fields.of(format, decodeCbor(bytes, format, maxBytes));
   const f = outer.text('format', 64);
   if (f !== format) throw new FormatError(`expected a ${format} file, got format "${f}"`);
   const v = outer.uint('version');
   if (v !== version) throw new UnsupportedVersionError(format, version, v);
+  return outer;
+}
+
+/** Parses an envelope and checks its format name and version (no signature check yet). */
+export function parseEnvelope(bytes: Uint8Array, format: string, version: number, maxBytes: number): Envelope {
+  const outer = parseFormat(bytes, format, version, maxBytes);
   return { format, version, signed: outer.bytes('signed'), sig: outer.bytes('sig', { len: SIZES.signature }), outer };
 }
 

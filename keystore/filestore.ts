@@ -2,10 +2,9 @@
  * The Node file store of a keystore, and the few file reads the unlock
  * providers need. Loaded lazily, so browser bundles never touch `node:fs`.
  */
-import { closeSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { closeSync, linkSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { writeFileAtomic } from './atomic.ts';
+import { fsyncDir, writeFileAtomic, writeTempFile } from './atomic.ts';
 import { decodeCounter, encodeCounter, type MonotonicCounter } from './counter.ts';
 import { decodeAttempts, encodeAttempts, type AttemptStore } from './attempts.ts';
 import { KeylockError, KeystoreBusyError } from './errors.ts';
@@ -118,16 +117,7 @@ export function fileAttempts(path: string): AttemptStore {
  * exists. A crash never leaves a half-written keystore under the real name.
  */
 function createExclusive(path: string, data: Uint8Array): void {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
-  try {
-    let off = 0;
-    while (off < data.byteLength) off += writeSync(fd, data, off, data.byteLength - off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  const tmp = writeTempFile(path, data, 0o600);
   try {
     linkSync(tmp, path);
   } catch (e) {
@@ -145,10 +135,7 @@ function createExclusive(path: string, data: Uint8Array): void {
     return;
   }
   rmSync(tmp, { force: true });
-  const dfd = (() => { try { return openSync(dir, 'r'); } catch { return -1; } })();
-  if (dfd >= 0) {
-    try { fsyncSync(dfd); } catch { /* not supported on every file system */ } finally { closeSync(dfd); }
-  }
+  fsyncDir(dirname(path));
 }
 
 function exists(path: string): boolean {

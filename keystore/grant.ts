@@ -12,7 +12,8 @@
  * covers the sealed key, so nobody can swap in a key of their own.
  */
 import { equalBytes, openFromSender, randomBytes, sealToDevice, SIZES } from './nacl.ts';
-import { hexId, keyId, openVendorFile, sealVendorFile, unixNow } from './vendorfile.ts';
+import { openVendorFile, sealVendorFile, unixNow } from './vendorfile.ts';
+import { hex, keyId } from './hex.ts';
 import { FormatError, TamperedError, WrongDeviceError } from './errors.ts';
 
 export const KLG_FORMAT = 'keylock/klg';
@@ -72,7 +73,7 @@ export function makeGrant(req: GrantRequest): Uint8Array {
   checkWindow(req.notBefore, req.notAfter, (m) => new RangeError(m));
   const issued = req.issued ?? unixNow();
   if (!Number.isSafeInteger(issued) || issued < 0) throw new RangeError(`issued must be Unix seconds, got ${issued}`);
-  const grantId = req.grantId ?? hexId(randomBytes(16));
+  const grantId = req.grantId ?? hex(randomBytes(16));
   checkId('grantId', grantId, 64);
   const s = sealToDevice(req.modelKey, req.devicePub);
   return sealVendorFile(KLG_FORMAT, KLG_VERSION, {

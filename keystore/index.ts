@@ -17,7 +17,7 @@ export { makeGrant, openGrant, inspectGrant, KLG_FORMAT, KLG_VERSION, MAX_KLG_BY
 export { makeRevocation, openRevocation, KLR_FORMAT, KLR_VERSION, MAX_KLR_BYTES, type RevocationList } from './revocation.ts';
 export { makeReinstate, openReinstate, KLT_FORMAT, KLT_VERSION, MAX_KLT_BYTES, type ReinstateToken } from './reinstate.ts';
 export { KLS_FORMAT, KLS_VERSION, MAX_KLS_BYTES, decodeKlsOuter, type KlsOuter } from './kls.ts';
-export { keyId } from './vendorfile.ts';
+export { keyId } from './hex.ts';
 export { encodeCbor, decodeCbor, Fields } from './cbor.ts';
 export { sealEnvelope, parseEnvelope, openEnvelope, type Envelope } from './envelope.ts';
 export * from './keyfiles.ts';

@@ -6,18 +6,13 @@
  *   model key          { format: "keylock/model-key", version: 1, modelId: text, key: bstr(32) }   secret
  *   vendor secret key  { format: "keylock/vendor-key", version: 1, seed: bstr(32) }   secret
  */
-import { decodeCbor, encodeCbor, Fields } from './cbor.ts';
-import { FormatError, UnsupportedVersionError } from './errors.ts';
+import { encodeCbor, type Fields } from './cbor.ts';
+import { parseFormat } from './envelope.ts';
 
 const MAX_KEYFILE = 4096;
 
 function parse(bytes: Uint8Array, format: string): Fields {
-  const f = Fields.of(format, decodeCbor(bytes, format, MAX_KEYFILE));
-  const got = f.text('format', 64);
-  if (got !== format) throw new FormatError(`expected a ${format} file, got format "${got}"`);
-  const v = f.uint('version');
-  if (v !== 1) throw new UnsupportedVersionError(format, 1, v);
-  return f;
+  return parseFormat(bytes, format, 1, MAX_KEYFILE);
 }
 
 /** Encodes a vendor public key file. */

@@ -15,7 +15,8 @@ import { decodeCbor, encodeCbor, Fields } from './cbor.ts';
 import { equalBytes, hmacSha256, open, randomBytes, seal, SIZES, wipe } from './nacl.ts';
 import { ids } from './revocation.ts';
 import { parseUnlockRecord, unlockRecordToCbor, type UnlockRecord } from './unlock.ts';
-import { FormatError, TamperedError, UnlockError, UnsupportedVersionError } from './errors.ts';
+import { parseFormat } from './envelope.ts';
+import { FormatError, TamperedError, UnlockError } from './errors.ts';
 
 export const KLS_FORMAT = 'keylock/kls';
 export const KLS_VERSION = 1;
@@ -124,11 +125,7 @@ export function encodeKls(state: KeystoreState, keys: { sealKey: Uint8Array; kcv
 
 /** Parses the outer map (no key needed). */
 export function decodeKlsOuter(bytes: Uint8Array): KlsOuter {
-  const f = Fields.of(KLS_FORMAT, decodeCbor(bytes, KLS_FORMAT, MAX_KLS_BYTES));
-  const format = f.text('format', 64);
-  if (format !== KLS_FORMAT) throw new FormatError(`expected a ${KLS_FORMAT} file, got format "${format}"`);
-  const version = f.uint('version');
-  if (version !== KLS_VERSION) throw new UnsupportedVersionError(KLS_FORMAT, KLS_VERSION, version);
+  const f = parseFormat(bytes, KLS_FORMAT, KLS_VERSION, MAX_KLS_BYTES);
   return {
     deviceId: f.text('deviceId', 256),
     devicePub: f.bytes('devicePub', { len: SIZES.boxPublic }),

@@ -293,12 +293,6 @@ export function boxKeyPair(): { publicKey: Uint8Array; secretKey: Uint8Array } {
   return nacl.box.keyPair();
 }
 
-/** The X25519 public key of a 32-byte secret key. */
-export function boxPublicKey(secretKey: Uint8Array): Uint8Array {
-  need('box secret key', secretKey, SIZES.boxSecret);
-  return nacl.box.keyPair.fromSecretKey(secretKey).publicKey;
-}
-
 /** A message sealed to one X25519 public key from a throw-away sender key pair. */
 export interface SealedToDevice {
   /** The sender's one-time X25519 public key. */

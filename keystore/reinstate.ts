@@ -9,7 +9,8 @@
  *               modelId: text, issued: uint, vendorKey: bstr(32) }
  */
 import { equalBytes, randomBytes, SIZES } from './nacl.ts';
-import { hexId, keyId, openVendorFile, sealVendorFile, unixNow } from './vendorfile.ts';
+import { openVendorFile, sealVendorFile, unixNow } from './vendorfile.ts';
+import { hex, keyId } from './hex.ts';
 import { checkId } from './grant.ts';
 import { WrongDeviceError } from './errors.ts';
 
@@ -32,7 +33,7 @@ export function makeReinstate(req: { modelId: string; deviceId: string; devicePu
   checkId('modelId', req.modelId);
   checkId('deviceId', req.deviceId);
   if (!(req.devicePub instanceof Uint8Array) || req.devicePub.byteLength !== SIZES.boxPublic) throw new RangeError(`devicePub must be ${SIZES.boxPublic} bytes`);
-  const tokenId = req.tokenId ?? hexId(randomBytes(16));
+  const tokenId = req.tokenId ?? hex(randomBytes(16));
   checkId('tokenId', tokenId, 64);
   return sealVendorFile(KLT_FORMAT, KLT_VERSION, {
     tokenId, deviceId: req.deviceId, devicePub: req.devicePub, modelId: req.modelId, issued: req.issued ?? unixNow(),

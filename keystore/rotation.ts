@@ -9,14 +9,15 @@
  *   body:     { format, version, oldKey: bstr(32), newKey: bstr(32), issued: uint, vendorKey: bstr(32) }
  *
  * Which list the old key is in (vendor keys or backup keys) decides what the
- * new key becomes; the keystore applies the rules (keystore.ts installRotation).
+ * new key becomes; the keystore applies the rules (incoming.ts applyRotation).
  * The file carries no sequence number: the keystore remembers every key it
  * rotated out and never pins one again, so each rotation works once.
  */
 import { encodeCbor } from './cbor.ts';
 import { openEnvelope, parseEnvelope } from './envelope.ts';
 import { equalBytes, sign, signKeyPair, SIZES, verify, wipe } from './nacl.ts';
-import { keyId, unixNow } from './vendorfile.ts';
+import { unixNow } from './vendorfile.ts';
+import { keyId } from './hex.ts';
 import { FormatError, UntrustedSignerError } from './errors.ts';
 
 export const KLV_FORMAT = 'keylock/klv';

@@ -5,16 +5,10 @@
  * the signature, so an unpinned signer is told apart from a broken signature.
  */
 import { openEnvelope, parseEnvelope, sealEnvelope } from './envelope.ts';
-import { equalBytes, sha256, signKeyPair, wipe } from './nacl.ts';
+import { equalBytes, signKeyPair, wipe } from './nacl.ts';
+import { keyId } from './hex.ts';
 import type { Fields } from './cbor.ts';
 import { FormatError, UntrustedSignerError } from './errors.ts';
-
-/** Lower-case hex of the first 8 bytes of SHA-256 of a public key (docs/SPEC.md, "Key files"). */
-export function keyId(publicKey: Uint8Array): string {
-  let s = '';
-  for (const b of sha256(publicKey).subarray(0, 8)) s += b.toString(16).padStart(2, '0');
-  return s;
-}
 
 /** Signs `body` with the vendor seed; the public key goes in the body and the outer map. */
 export function sealVendorFile(format: string, version: number, body: Record<string, unknown>, vendorSeed: Uint8Array): Uint8Array {
@@ -46,11 +40,4 @@ export function openVendorFile(bytes: Uint8Array, format: string, version: numbe
 /** Current time in Unix seconds. */
 export function unixNow(): number {
   return Math.floor(Date.now() / 1000);
-}
-
-/** Lower-case hex of `n` random bytes (ids of grants and tokens). */
-export function hexId(bytes: Uint8Array): string {
-  let s = '';
-  for (const b of bytes) s += b.toString(16).padStart(2, '0');
-  return s;
 }

@@ -1,3 +1,4 @@
+/** What a backend is: the contract between the load and an inference engine (ORT, TFLite). */
 import type { TensorMap } from './tensor.ts';
 
 /** Declared input or output of a model, as the backend reports it. */
@@ -25,10 +26,18 @@ export interface BackendOptions {
   executionProvider?: string;
 }
 
-/** A backend: turns model bytes into a session. */
+/**
+ * A backend: turns model bytes into a session. Registered by name with
+ * `registerBackend` (runtime/backends.ts); a load names it in `LoadOptions.backend`.
+ */
 export interface Backend {
-  readonly name: string;
   /** Model formats it runs (`onnx`, `tflite`); absent means ONNX only. */
   readonly formats?: readonly string[];
+  /**
+   * Checks once, before the backend's first session, that it can run here (e.g.
+   * that an optional native package loads). Its rejection is remembered: every
+   * later load on this backend halts with BackendUnavailableError saying why.
+   */
+  init?(): Promise<void>;
   create(model: Uint8Array, opts?: BackendOptions): Promise<BackendSession>;
 }

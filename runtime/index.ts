@@ -1,14 +1,34 @@
 /**
- * keylock device runtime: the public surface of the `keylock` entry point.
- * Everything here may ship in a device bundle; nothing here parses or rewrites models.
+ * keylock device runtime: the public surface of the `keylock` entry point, as
+ * small as onnxruntime's InferenceSession: load a locked model, run it, see why
+ * it halted. Everything here may ship in a device bundle; nothing here parses or
+ * rewrites models. Helpers for tests (unlocked sessions, recorded files,
+ * opening a `.klm`) are in `keylock/testing` (runtime/testing.ts).
  */
-export * from '../keystore/errors.ts';
-export * from './tensor.ts';
+export {
+  KeylockError, FormatError, SizeLimitError, UnsupportedVersionError, TamperedError, KeyMismatchError, UnsupportedModelError,
+  WeakKeyError, InputMismatchError, BackendUnavailableError, CanaryMismatchError, ExpiredGrantError, RevokedError,
+  RollbackError, ReplayError, DisabledError, WrongDeviceError, UntrustedSignerError, UnlockError, NoGrantError,
+  KeystoreBusyError, LockoutError,
+} from '../keystore/errors.ts';
+import { loadModel as load, type LoadOptions } from './load.ts';
+import type { LockedModel } from './model.ts';
+
+/**
+ * Loads a `.klm`. The model key comes from `opts.keystore` (a device's
+ * `Keystore` or another `ModelKeySource`) or `opts.modelKey` (a vendor checking
+ * its own lock). A check that fails (signature, digest, licence window,
+ * revocation, key check value, canary) does not throw: the model comes back
+ * `halted` (or `disabled`, when the policy says so) with the typed `error`, and
+ * its `run()` rejects with it. API misuse (no key source, unknown backend) and
+ * what the platform refuses (`env.checkLoad`) throw. See runtime/load.ts.
+ */
+export const loadModel: (klm: Uint8Array, opts: LoadOptions) => Promise<LockedModel> = load;
+export type { LoadOptions, ModelKeySource } from './load.ts';
+export type { LockedModel, ModelState, RunStats } from './model.ts';
+export { env } from './env.ts';
+export { registerBackend } from './backends.ts';
 export type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
-export { createOrtSession, ortWasmBackend, setOrtWasmPaths } from './ort.ts';
-export { createNativeSession, ortNativeBackend } from './ort-native.ts';
-export { decodeRecorded, encodeRecorded, MAX_RECORDED_BYTES, type RecordedKind, type Sample } from './recorded.ts';
-export { memoryRecordSink, type RecordOptions, type RecordSink, type RecordStats } from './recorder.ts';
-export { loadModel, LockedModel, BACKENDS, checkInputs, type LoadOptions, type LoadPhase, type ModelState, type RunStats } from './model.ts';
-export { openKlm, openKlmAsync, keyId, type Manifest, type KlmFile, type LockEntry, type Scheme, type IOSpec, type Policy } from './klm.ts';
-export { Keystore, memoryStorage, parseUnlock, type KeystoreStorage, type UnlockProvider } from '../keystore/index.ts';
+export type { DType, TensorData, TensorMap } from './tensor.ts';
+export type { RecordOptions, RecordSink, RecordStats } from './recorder.ts';
+export { Keystore, memoryStorage, type KeystoreStorage, type UnlockProvider } from '../keystore/index.ts';

@@ -10,12 +10,16 @@
  * hash, instead of Ed25519's SHA-512 running in JavaScript over megabytes.
  *
  * The runtime needs no model parser: every lock entry lists the byte ranges it
- * touches and the input names that take key tensors.
+ * touches and the input names that take key tensors. Each scheme reads its own
+ * entry (runtime/keys/, through the registry in keys/index.ts); the entry types
+ * are re-exported here beside the manifest's.
  */
 import { decodeCbor, Fields } from '../keystore/cbor.ts';
 import { openEnvelope, openEnvelopeAsync, parseEnvelope, type Envelope } from '../keystore/envelope.ts';
 import { equalBytes, sha256, sha256Async } from '../keystore/nacl.ts';
+import { hex, keyId } from '../keystore/hex.ts';
 import { FormatError, TamperedError, UntrustedSignerError } from '../keystore/errors.ts';
+import { decodeLockEntry, type LockEntry } from './keys/index.ts';
 
 export const KLM_FORMAT = 'keylock/klm';
 export const KLM_VERSION = 1;
@@ -35,82 +39,13 @@ export interface IOSpec {
   shape: (number | string)[];
 }
 
-/** A tensor's data inside the model bytes. */
-export interface TensorRange {
-  name: string;
-  /** Byte offset of the first element in the model bytes. */
-  offset: number;
-  /** Byte length of the data. */
-  length: number;
-  /** Element type, e.g. `float32`. */
-  dtype: string;
-}
-
-/**
- * Tensor data whose elements belong to output channels. With `outer` layout the
- * channel of element i is floor(i / (n / channels)) (OIHW conv weights, [out,in]
- * Gemm weights, biases); with `inner` it is i mod channels ([in,out] MatMul weights).
- */
-export interface ChannelRange extends TensorRange {
-  layout: 'outer' | 'inner';
-}
-
-export interface ShuffleLock {
-  scheme: 'shuffle';
-  /** The model input the runtime shuffles (NCHW float32). */
-  input: string;
-  block: number;
-  channels: number;
-  negpos: boolean;
-  /** True when the inverse permutation was absorbed into the first layer post hoc. */
-  absorbed: boolean;
-  /** Memory layout of the input image: `nchw` when absent (ONNX), `nhwc` for TFLite. */
-  layout?: 'nchw' | 'nhwc';
-}
-
-export interface SignflipLayer {
-  /** Name of the locked layer's weight tensor: it labels the layer's key bits. */
-  weight: string;
-  /** Output channels. */
-  channels: number;
-  /** Every range whose keyed channels were negated (weight, bias, batch-norm mean and bias). */
-  ranges: ChannelRange[];
-  /** Input mode: the graph input that takes this layer's ±1 key tensor, and its dims. */
-  keyInput?: string;
-  keyDims?: number[];
-}
-
-export interface SignflipLock {
-  scheme: 'signflip';
-  mode: 'input' | 'fold';
-  /** 0: one bit per channel of each layer; U > 0: channel j of any layer uses MAC-unit bit j mod U. */
-  units: number;
-  layers: SignflipLayer[];
-}
-
-export interface DeeplockLock {
-  scheme: 'deeplock';
-  /** float32 tensors in key-schedule order: parameter i (counted across them) uses round-key word i. */
-  tensors: TensorRange[];
-}
-
-export interface AdvparamsLock {
-  scheme: 'advparams';
-  /** The tensors the sealed key list indexes into. */
-  tensors: TensorRange[];
-  /** secretbox(MAC || ciphertext) of the CBOR key list [[tensor index, element index, original value bytes], ...]. */
-  sealedKey: Uint8Array;
-}
-
-export interface SealedLock {
-  scheme: 'sealed';
-  tensors: (TensorRange & { mac: Uint8Array })[];
-}
-
-/** One applied lock with its public parameters. Locks are applied in order and undone in reverse. */
-export type LockEntry = ShuffleLock | SignflipLock | DeeplockLock | AdvparamsLock | SealedLock;
-export type Scheme = LockEntry['scheme'];
-export const SCHEMES: readonly Scheme[] = ['shuffle', 'signflip', 'deeplock', 'advparams', 'sealed'];
+export type { TensorRange, ChannelRange } from './keys/scheme.ts';
+export type { ShuffleLock } from './keys/shuffle.ts';
+export type { SignflipLayer, SignflipLock } from './keys/signflip.ts';
+export type { DeeplockLock } from './keys/deeplock.ts';
+export type { AdvparamsLock } from './keys/advparams.ts';
+export type { SealedLock } from './keys/sealed.ts';
+export { SCHEMES, type LockEntry, type Scheme } from './keys/index.ts';
 
 /** What a device does when a key check fails. */
 export interface Policy {
@@ -174,70 +109,6 @@ function ioSpecs(f: Fields, key: string): IOSpec[] {
   });
 }
 
-function ranges(f: Fields, key: string, modelBytes: number): TensorRange[] {
-  return f.array(key).map((v, i) => range(Fields.of(`${f.what}.${key}[${i}]`, v), modelBytes));
-}
-
-function range(g: Fields, modelBytes: number): TensorRange {
-  const r = { name: g.text('name'), offset: g.uint('offset'), length: g.uint('length'), dtype: g.text('dtype', 32) };
-  if (r.offset + r.length > modelBytes) {
-    throw new FormatError(`${g.what}: range ${r.offset}+${r.length} ends past the model's ${modelBytes} bytes`);
-  }
-  return r;
-}
-
-function lockEntry(v: unknown, i: number, modelBytes: number): LockEntry {
-  const f = Fields.of(`manifest.locks[${i}]`, v);
-  const scheme = f.oneOf('scheme', SCHEMES);
-  switch (scheme) {
-    case 'shuffle': {
-      const e: ShuffleLock = {
-        scheme, input: f.text('input'), block: f.uint('block'), channels: f.uint('channels'),
-        negpos: f.bool('negpos'), absorbed: f.bool('absorbed'),
-      };
-      if (f.has('layout')) e.layout = f.oneOf('layout', ['nchw', 'nhwc'] as const);
-      if (e.block < 1 || e.channels < 1 || e.block * e.block * e.channels > 1 << 24) {
-        throw new FormatError(`${f.what}: block ${e.block} x ${e.block} x ${e.channels} is out of range`);
-      }
-      return e;
-    }
-    case 'signflip': {
-      const layers = f.array('layers', 1 << 16).map((lv, j) => {
-        const g = Fields.of(`${f.what}.layers[${j}]`, lv);
-        const layer: SignflipLayer = {
-          weight: g.text('weight'),
-          channels: g.uint('channels'),
-          ranges: g.array('ranges', 64).map((rv, k) => {
-            const h = Fields.of(`${g.what}.ranges[${k}]`, rv);
-            return { ...range(h, modelBytes), layout: h.oneOf('layout', ['outer', 'inner'] as const) };
-          }),
-        };
-        if (g.has('keyInput')) {
-          layer.keyInput = g.text('keyInput');
-          layer.keyDims = g.array('keyDims', 8).map((d, k) => {
-            if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 1) throw new FormatError(`${g.what}.keyDims[${k}]: expected a positive integer`);
-            return d;
-          });
-        }
-        return layer;
-      });
-      return { scheme, mode: f.oneOf('mode', ['input', 'fold'] as const), units: f.uint('units'), layers };
-    }
-    case 'deeplock':
-      return { scheme, tensors: ranges(f, 'tensors', modelBytes) };
-    case 'advparams':
-      return { scheme, tensors: ranges(f, 'tensors', modelBytes), sealedKey: f.bytes('sealedKey', { max: 1 << 24 }) };
-    case 'sealed':
-      return {
-        scheme,
-        tensors: f.array('tensors').map((tv, j) => {
-          const g = Fields.of(`${f.what}.tensors[${j}]`, tv);
-          return { ...range(g, modelBytes), mac: g.bytes('mac', { len: 16 }) };
-        }),
-      };
-  }
-}
-
 /** Checks and converts a decoded manifest body. */
 export function parseManifest(f: Fields): Manifest {
   const modelBytes = f.uint('modelBytes');
@@ -249,7 +120,7 @@ export function parseManifest(f: Fields): Manifest {
     vendorKey: f.bytes('vendorKey', { len: 32 }),
     inputs: ioSpecs(f, 'inputs'),
     outputs: ioSpecs(f, 'outputs'),
-    locks: f.array('locks', 16).map((v, i) => lockEntry(v, i, modelBytes)),
+    locks: f.array('locks', 16).map((v, i) => decodeLockEntry(v, i, modelBytes)),
     kcv: f.bytes('kcv', { len: 16 }),
     digest: f.bytes('digest', { len: 32 }),
     modelBytes,
@@ -342,16 +213,4 @@ function peekVendorKey(signed: Uint8Array): { key?: Uint8Array; decoded?: unknow
   } catch {
     return { decoded };
   }
-}
-
-/** Lower-case hex of bytes. */
-export function hex(b: Uint8Array): string {
-  let s = '';
-  for (const x of b) s += x.toString(16).padStart(2, '0');
-  return s;
-}
-
-/** Short id of a public key: the first 8 bytes of its SHA-256, in hex. */
-export function keyId(publicKey: Uint8Array): string {
-  return hex(sha256(publicKey).subarray(0, 8));
 }

@@ -107,5 +107,11 @@ export async function createNativeSession(model: Uint8Array, opts: BackendOption
   return new NativeSession(ort, s);
 }
 
-/** The onnxruntime-node backend, for the backend table. */
-export const ortNativeBackend: Backend = { name: 'native', create: createNativeSession };
+/**
+ * The onnxruntime-node backend, registered as `native`. Its init loads the
+ * package, so a platform without it is told why once, before any session.
+ */
+export const ortNativeBackend: Backend = {
+  init: async () => { await loadOrtNode(); },
+  create: createNativeSession,
+};

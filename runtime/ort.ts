@@ -1,26 +1,18 @@
 /**
  * onnxruntime-web backend (wasm execution provider, webgpu where the platform has it).
  *
- * ORT's wasm files are always loaded from local disk or from bytes/paths the app
- * hands over: keylock never lets ORT reach a CDN. In Node, ORT resolves its
- * `ort-wasm-simd-threaded.{mjs,wasm}` next to its own module file, which is
- * node_modules in the source tree and the bundle's folder in a device bundle.
+ * ORT's wasm files are always loaded from local disk or from a folder the app
+ * names (`env.wasmPaths`): keylock never lets ORT reach a CDN. In Node, ORT
+ * resolves its `ort-wasm-simd-threaded.{mjs,wasm}` next to its own module file,
+ * which is node_modules in the source tree and the bundle's folder in a device bundle.
  */
 import * as ort from 'onnxruntime-web';
 import { BackendUnavailableError } from '../keystore/errors.ts';
 import type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
+import { env } from './env.ts';
 import { isDType, type DType, type TensorData, type TensorMap } from './tensor.ts';
 
 let initializedThreads: number | undefined;
-
-/**
- * Points ORT at a local folder (path or file:/http: URL ending in `/`) that holds
- * its wasm files. Call before the first session; a device bundle calls it with
- * its own folder.
- */
-export function setOrtWasmPaths(prefix: string): void {
-  ort.env.wasm.wasmPaths = prefix;
-}
 
 /**
  * ORT fixes the thread count when its wasm module initializes, on the first
@@ -77,6 +69,8 @@ class OrtSession implements BackendSession {
 /** Creates an ORT session from model bytes. */
 export async function createOrtSession(model: Uint8Array, opts: BackendOptions = {}): Promise<BackendSession> {
   ensureThreads(opts.threads ?? 1);
+  // ORT reads it when its wasm module initializes, on the first session (env.ts).
+  if (env.wasmPaths !== undefined) ort.env.wasm.wasmPaths = env.wasmPaths;
   const ep = opts.executionProvider ?? 'wasm';
   if (ep !== 'wasm' && ep !== 'webgpu') throw new BackendUnavailableError(`onnxruntime-web execution provider must be wasm or webgpu, got ${ep}`);
   let s: ort.InferenceSession;
@@ -88,5 +82,5 @@ export async function createOrtSession(model: Uint8Array, opts: BackendOptions =
   return new OrtSession(s);
 }
 
-/** The onnxruntime-web backend, for the backend table. */
-export const ortWasmBackend: Backend = { name: 'wasm', create: createOrtSession };
+/** The onnxruntime-web backend, registered as `wasm` (and, with the webgpu execution provider, `webgpu`). */
+export const ortWasmBackend: Backend = { create: createOrtSession };

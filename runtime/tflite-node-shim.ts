@@ -1,5 +1,5 @@
 /**
- * Lets @tensorflow/tfjs-tflite 0.0.1-alpha.10 load in Node (PLATFORM.md §2).
+ * Lets @tensorflow/tfjs-tflite 0.0.1-alpha.10 load in Node (the library ships no Node build; what it trips over is listed below).
  * Imported by runtime/tflite.ts only when it runs under Node; browsers load
  * the library as shipped.
  *

@@ -2,7 +2,7 @@
  * TFLite backend through @tensorflow/tfjs-tflite 0.0.1-alpha.10 (the TFLite
  * interpreter compiled to wasm, with XNNPACK).
  *
- * Loaded on demand: runtime/model.ts imports this file dynamically, so apps
+ * Loaded on demand: runtime/backends.ts imports this file dynamically, so apps
  * that never run a TFLite model do not carry the library. In a browser page
  * that has loaded the library with script tags (tf-core, tf-backend-cpu,
  * tf-tflite min.js), its global `tflite` is used; otherwise the package is
@@ -17,7 +17,7 @@
  * (shape_signature -1) fails inside the library with an opaque "Can't
  * initialize model", so it is refused before loading (UnsupportedModelError).
  */
-import type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
+import type { BackendOptions, BackendSession, IOInfo } from './backend.ts';
 import { BackendUnavailableError, InputMismatchError } from '../keystore/errors.ts';
 import { checkStaticInputs, tfliteInputs } from './tflite-inputs.ts';
 import type { DType, TensorData, TensorMap } from './tensor.ts';
@@ -48,41 +48,24 @@ interface TfliteModule {
 
 const isNode = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
 
-let wasmPath: string | undefined;
 let modulePromise: Promise<TfliteModule> | undefined;
 /** Node: removes the shim's globals; called once the first model has loaded. */
 let removeShim: (() => void) | undefined;
 /** Node: the first load, which brings up the wasm module under the shim. */
 let firstLoad: Promise<unknown> | undefined;
 
-/**
- * Where tfjs-tflite's wasm files are: a URL prefix in browsers, a folder in
- * Node (default: the package's `wasm/` folder in node_modules). Ends with `/`.
- * Call before the first TFLite model loads.
- */
-export function setTfliteWasmPath(prefix: string): void {
-  if (!prefix.endsWith('/')) throw new RangeError(`the tfjs-tflite wasm path must end with "/", got "${prefix}"`);
-  if (modulePromise) throw new BackendUnavailableError('setTfliteWasmPath must be called before the first TFLite model loads');
-  wasmPath = prefix;
-}
-
 async function tfliteModule(): Promise<TfliteModule> {
   modulePromise ??= (async () => {
     const global = (globalThis as { tflite?: Partial<TfliteModule> }).tflite;
-    if (global?.loadTFLiteModel && global.setWasmPath) {
-      if (wasmPath !== undefined) global.setWasmPath(wasmPath);
-      return global as TfliteModule;
-    }
+    if (global?.loadTFLiteModel && global.setWasmPath) return global as TfliteModule;
     if (isNode) {
       // The library starts loading its wasm as soon as it is imported: the shim must be in place first.
       const shim = await import('./tflite-node-shim.ts');
-      removeShim = shim.installTfliteNodeShim(wasmPath ?? shim.defaultTfliteWasmDir());
+      removeShim = shim.installTfliteNodeShim(shim.defaultTfliteWasmDir());
     }
     // Node loads the package's CommonJS build, whose exports may come as `default` only.
     const imported = (await import('@tensorflow/tfjs-tflite')) as unknown as Partial<TfliteModule> & { default?: TfliteModule };
-    const mod = (imported.loadTFLiteModel ? imported : imported.default!) as TfliteModule;
-    if (!isNode && wasmPath !== undefined) mod.setWasmPath(wasmPath);
-    return mod;
+    return (imported.loadTFLiteModel ? imported : imported.default!) as TfliteModule;
   })();
   return modulePromise;
 }
@@ -186,6 +169,3 @@ export async function createTfliteSession(model: Uint8Array, opts: BackendOption
   if (!runner?.getInputs || !runner.infer) throw new BackendUnavailableError('@tensorflow/tfjs-tflite: the loaded model exposes no model runner (expected version 0.0.1-alpha.10)');
   return new TfliteSession(runner);
 }
-
-/** The tflite backend, for the backend table. */
-export const tfliteBackend: Backend = { name: 'tflite', create: createTfliteSession };

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Builds one device bundle per target into dist/<target>/ with esbuild and
 // prints a size table (raw and gzip). A device bundle holds runtime/ +
-// keystore/ and their dependencies only (DESIGN.md: "the device never carries
-// vendor code"); test/bundle.test.ts checks that on every target.
+// keystore/ and their dependencies only (docs/ARCHITECTURE.md: "the device never
+// carries vendor code"); test/bundle.test.ts checks that on every target.
 //
 //   npm run build                       all targets (node targets/build.mjs)
 //   npm run build -- node browser       some targets
@@ -65,7 +65,7 @@ const browserFileStore = stubOut('keystore/filestore.ts', 'KeylockError',
   { code: 'unsupported-platform', namespace: 'keylock-browser-stub' });
 
 /**
- * The TFLite backend (runtime/tflite.ts, imported by runtime/model.ts on first
+ * The TFLite backend (runtime/tflite.ts, imported by runtime/backends.ts on first
  * use) pulls in @tensorflow/tfjs-tflite, 1.9 MB of JS plus its own wasm files,
  * and device bundles carry no @tensorflow/* code. It is left out of every
  * target: `backend: 'tflite'` (the default for a TFLite model) fails there
@@ -76,7 +76,7 @@ const noTflite = stubOut('runtime/tflite.ts', 'BackendUnavailableError',
 
 // Node, Deno, rpi and the Electron main process share these options. Deno runs
 // the node-platform bundle: it defines `process`, so ORT takes its Node code
-// path there anyway (PLATFORM.md section 4). cbor-extract stays external:
+// path there anyway (docs/TARGETS.md, Deno). cbor-extract stays external:
 // bundled, cbor-x silently loses native decoding; unresolvable (an image
 // folder without node_modules), cbor-x falls back to its pure-JS decoder.
 const nodeOptions = { platform: 'node', target: 'node20', banner: { js: requireBanner }, external: ['cbor-extract'], plugins: [noTflite] };
@@ -85,8 +85,9 @@ const nodeOrt = ['ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'];
 // Browser bundles use ORT's builds without embedded wasm glue (export
 // condition `onnxruntime-web-use-extern-wasm`): the glue .mjs and the .wasm sit
 // beside the bundle, exactly as for Node. The entry (targets/browser/index.ts)
-// sets ort.env.wasm.wasmPaths to the bundle's own folder, computed from
-// import.meta.url, so ORT never guesses a location and never reaches a CDN.
+// sets env.wasmPaths (ORT's wasmPaths at its first session) to the bundle's own
+// folder, computed from import.meta.url, so ORT never guesses a location and
+// never reaches a CDN.
 // ORT's worker threads import the glue from that same folder.
 const browserOptions = {
   platform: 'browser',
@@ -109,9 +110,12 @@ const browserOptions = {
  * should ship `browser`.
  */
 export const TARGETS = {
+  // The node-platform device bundles (node, rpi, deno) also export what checks a
+  // device from its folder, which has no node_modules: decodeRecorded and unlocked
+  // sessions (targets/node/bundle.ts). Apps that install the package get the node target alone.
   node: {
-    entry: 'targets/node/index.ts',
-    entries: [{ in: 'targets/node/index.ts', out: 'keylock.mjs' }],
+    entry: 'targets/node/bundle.ts',
+    entries: [{ in: 'targets/node/bundle.ts', out: 'keylock.mjs' }],
     options: nodeOptions,
     ortFiles: nodeOrt,
   },
@@ -121,7 +125,7 @@ export const TARGETS = {
     options: nodeOptions,
     ortFiles: nodeOrt,
   },
-  // Same code as node; the entry only defaults `threads` to min(4, cores): a
+  // Same code as node; the entry only sets `env.threads` to min(4, cores): a
   // Pi 4/5 has 4 cores, and ORT fixes the count per process at the first
   // session, so the default is chosen once, up front (targets/rpi/README.md).
   rpi: {

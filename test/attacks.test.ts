@@ -11,13 +11,13 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { advparamsCandidates, advparamsKnobs, perturbAdvparams } from '../models/lock/advparams.ts';
+import { advparamsCandidates, advparamsKnobs, perturbAdvparams } from '../models/lock/onnx/advparams.ts';
 import { lockOnnx } from '../models/lock/index.ts';
 import { decodeModel, encodeModel, normalizeModel } from '../models/onnx/codec.ts';
 import { mnistSamples } from '../models/train/make-fixtures.ts';
 import { loadMnist } from '../models/train/mnist.ts';
 import { mulberry32 } from '../models/prng.ts';
-import { OnnxTfModel } from '../models/tfjs/onnx-exec.ts';
+import { TrainableOnnxModel } from '../models/train/fine-tune.ts';
 import { initTfjsWasm } from '../models/tfjs/setup.ts';
 import { aesExpandKeyWords } from '../runtime/keys/aes.ts';
 import { deeplockLock, deeplockSchedule } from '../runtime/keys/deeplock-key.ts';
@@ -155,7 +155,7 @@ test('advparams: the greedy detector finds the perturbed weights and the reset r
   ]), { precision: 0.5, recall: 0.5, found: 1 });
   const model = decodeModel(normalizeModel(new Uint8Array(readFileSync(`${root}models/reference/mnist-mlp.onnx`))));
   const out = await perturbAdvparams(model, mnistSamples(train, 512), advparamsKnobs({}), 1);
-  const locked = OnnxTfModel.fromBytes(encodeModel(model));
+  const locked = TrainableOnnxModel.fromBytes(encodeModel(model));
   try {
     const evalSet = { x: held.x.subarray(0, 1000 * 784), y: held.y.subarray(0, 1000), n: 1000 };
     const opts = { inputName: 'input', sampleShape: [1, 28, 28] };

@@ -6,7 +6,7 @@ import { Keystore } from '../keystore/keystore.ts';
 import { memoryStorage } from '../keystore/storage.ts';
 import { decodeCbor, Fields } from '../keystore/cbor.ts';
 import { KeylockError } from '../keystore/errors.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 
 interface Scenario {
   name: string; outcome: string; description: string; install: string[]; klm: string;

@@ -29,7 +29,7 @@ const { makeRevocation } = await import('../keystore/revocation.ts');
 const { makeReinstate } = await import('../keystore/reinstate.ts');
 const { randomBytes, signKeyPair } = await import('../keystore/nacl.ts');
 const { lockOnnx } = await import('../models/lock/index.ts');
-const { loadModel } = await import('../runtime/model.ts');
+const { loadModel } = await import('../runtime/load.ts');
 const errors = await import('../keystore/errors.ts');
 
 const MLP = new Uint8Array(readFileSync(new URL('../models/reference/mnist-mlp.onnx', import.meta.url)));

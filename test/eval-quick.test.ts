@@ -40,7 +40,7 @@ test('npm run eval -- --quick passes its invariants and leaves docs/ alone', { t
     const checks = report.sections.flatMap((s) => s.checks ?? []);
     assert.ok(checks.length >= 30, `expected at least 30 checks, got ${checks.length}`);
     assert.ok(checks.every((c) => c.ok));
-    // The invariants the issue names are among them.
+    // The headline invariants are among them: near chance without the key, equal to plain with it.
     for (const lock of ['sealed', 'deeplock', 'signflip']) {
       assert.ok(checks.some((c) => c.name === `mlp ${lock}: no key near chance`), `no-key check for ${lock}`);
       assert.ok(checks.some((c) => c.name === `cnn ${lock}: correct key equals plain`), `correct-key check for ${lock}`);

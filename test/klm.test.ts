@@ -5,7 +5,7 @@ import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { encodeCbor, decodeCbor } from '../keystore/cbor.ts';
 import { lockOnnx, parseSchemes } from '../models/lock/index.ts';
 import { openKlm } from '../runtime/klm.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import {
   FormatError, InputMismatchError, KeyMismatchError, TamperedError, UnsupportedModelError, UntrustedSignerError, CanaryMismatchError, SizeLimitError,

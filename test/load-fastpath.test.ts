@@ -16,7 +16,7 @@ import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { memoryStorage } from '../keystore/storage.ts';
 import { lockOnnx } from '../models/lock/index.ts';
 import { TamperedError } from '../keystore/errors.ts';
-import { loadModel, type LoadPhase } from '../runtime/model.ts';
+import { loadModel, type LoadPhase } from '../runtime/load.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import { decodeRecorded } from '../runtime/recorded.ts';
 import type { TensorMap } from '../runtime/tensor.ts';

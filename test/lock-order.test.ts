@@ -13,7 +13,7 @@ import { sha256 } from '../keystore/nacl.ts';
 import { lockOnnx } from '../models/lock/index.ts';
 import { mulberry32 } from '../models/prng.ts';
 import { openKlm } from '../runtime/klm.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 
 test('lockOnnx: byte-stage locks asked for first are listed (and undone) in the order applied', async () => {

@@ -20,7 +20,7 @@ import { FormatError, UnsupportedModelError, WeakKeyError } from '../keystore/er
 import { signflipLayerBits, signflipUnitBits } from '../runtime/keys/derive.ts';
 import { signflipHooks } from '../runtime/keys/signflip.ts';
 import { openKlm, type SignflipLock } from '../runtime/klm.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import type { TensorData, TensorMap } from '../runtime/tensor.ts';
 

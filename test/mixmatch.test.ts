@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { Keystore, makeGrant, memoryStorage, encodeCbor, decodeCbor } from '../keystore/index.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { lockOnnx } from '../models/lock/index.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { KeyMismatchError, NoGrantError, TamperedError, UnlockError, UntrustedSignerError, WrongDeviceError } from '../keystore/errors.ts';
 import { tinyOnnx } from '../eval/fixtures/tiny.ts';
 

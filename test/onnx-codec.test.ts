@@ -5,11 +5,13 @@ import { createOrtSession } from '../runtime/ort.ts';
 import { FormatError, SizeLimitError, UnsupportedModelError } from '../keystore/errors.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
 import {
-  DataType, ONNX_PROTO_TEXT, addInput, consumersOf, decodeModel, encodeModel, findNode, getAttribute,
+  DataType, addInput, consumersOf, decodeModel, encodeModel, findNode, getAttribute,
   getInitializer, getInitializerBytes, intAttribute, intsAttribute, listInitializers, makeModel, makeNode,
-  makeTensor, makeValueInfo, normalizeModel, onnxSchema, producerOf, readAttributes, setInitializer,
+  makeTensor, makeValueInfo, normalizeModel, producerOf, readAttributes, setInitializer,
   spliceAfter, uniqueName, type GraphProto, type OnnxModel, type TensorProto,
 } from '../models/onnx/index.ts';
+import { onnxSchema } from '../models/onnx/proto.ts';
+import { ONNX_PROTO_TEXT } from '../models/onnx/schema.ts';
 import { renderSchemaModule } from '../models/onnx/schema-gen.ts';
 import { mulberry32 } from '../models/prng.ts';
 

@@ -10,7 +10,8 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initTfjsWasm } from '../models/tfjs/setup.ts';
-import { OnnxTfModel, softmaxCrossEntropy } from '../models/tfjs/onnx-exec.ts';
+import { softmaxCrossEntropy } from '../models/tfjs/onnx-exec.ts';
+import { TrainableOnnxModel } from '../models/train/fine-tune.ts';
 import { decodeModel, encodeModel, makeGraph, makeModel, makeNode, makeTensor, makeValueInfo } from '../models/onnx/index.ts';
 import type { GraphProto, NodeProto, OnnxModel, TensorProto, ValueInfoProto } from '../models/onnx/index.ts';
 import { createOrtSession } from '../runtime/ort.ts';
@@ -62,7 +63,7 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number | bigint>): number {
 
 /** Runs `m` in tfjs and in ORT and checks every graph output agrees within `tol`. */
 async function matchesOrt(m: OnnxModel, feeds: Record<string, Feed>, tol = 1e-4): Promise<number> {
-  const exec = new OnnxTfModel(m);
+  const exec = new TrainableOnnxModel(m);
   const ref = await ortRun(encodeModel(m), feeds);
   let worst = 0;
   try {
@@ -145,7 +146,7 @@ test('reference models in models/reference/*.onnx match onnxruntime-web', { skip
   for (const file of referenceModels) {
     const bytes = new Uint8Array(readFileSync(new URL(file, referenceDir)));
     const m = decodeModel(bytes);
-    const exec = new OnnxTfModel(m);
+    const exec = new TrainableOnnxModel(m);
     const inputs = exec.inputNames;
     exec.dispose();
     if (inputs.length !== 1) continue; // locked variants take key inputs; covered by the lock tests
@@ -333,7 +334,7 @@ const noWakeword = (!wakewordDir || !existsSync(join(wakewordDir, 'hey_jarvis_v0
 
 test('openWakeWord hey_jarvis (LayerNorm pattern, If) matches onnxruntime-web', { skip: noWakeword }, async () => {
   const m = decodeModel(new Uint8Array(readFileSync(join(wakewordDir!, 'hey_jarvis_v0.1.onnx'))));
-  const exec = new OnnxTfModel(m);
+  const exec = new TrainableOnnxModel(m);
   const input = exec.inputNames[0];
   const dims = exec.inputDims(input)!.map((d) => d ?? 1);
   // Random inputs send the If both ways (p1 ≥ 0.5 runs the verifier branch); make sure both ran.
@@ -357,7 +358,7 @@ test('openWakeWord embedding model (20 convs, auto_pad, LeakyRelu, Max) matches 
 // ---------------------------------------------------------------- gradients
 
 /** Loss of `exec` on (feeds, labels) computed in tfjs, as a number. */
-function lossOf(exec: OnnxTfModel, feeds: Record<string, tf.Tensor>, labels: number[]): number {
+function lossOf(exec: TrainableOnnxModel, feeds: Record<string, tf.Tensor>, labels: number[]): number {
   return tf.tidy(() => softmaxCrossEntropy(exec.predict(feeds).logits, tf.tensor1d(labels, 'int32')).dataSync()[0]);
 }
 
@@ -396,7 +397,7 @@ function convZooNet(): OnnxModel {
 
 /** Checks autodiff against central differences at a few entries of every parameter and of the input; returns the count. */
 function checkGrads(m: OnnxModel): number {
-  const exec = new OnnxTfModel(m);
+  const exec = new TrainableOnnxModel(m);
   const dims = [3, 2, 8, 8];
   const xdata = randn(size(dims));
   const x = tf.tensor(xdata, dims);
@@ -454,7 +455,7 @@ test('parameter and input gradients match central finite differences', () => {
 
 test('fine-tuning reduces the loss; writeBack + ORT reproduces the tfjs outputs', async () => {
   const m = cnn();
-  const exec = new OnnxTfModel(m);
+  const exec = new TrainableOnnxModel(m);
   const { train } = loadMnist();
   const n = 512;
   const x = train.x.subarray(0, n * 784);
@@ -493,7 +494,7 @@ test('fit repeats exactly for the same seed; predict never hands out feeds or we
   const bytes = encodeModel(mlp(16));
   const { x, y } = mnistBatch(128, 300);
   const runs = [1, 2].map(() => {
-    const exec = OnnxTfModel.fromBytes(bytes);
+    const exec = TrainableOnnxModel.fromBytes(bytes);
     exec.fit(x, y, { epochs: 1, batchSize: 16, lr: 1e-2, seed: 42 });
     const wts = [...exec.params.values()].map((v) => v.dataSync().slice());
     exec.dispose();
@@ -502,7 +503,7 @@ test('fit repeats exactly for the same seed; predict never hands out feeds or we
   assert.deepEqual(runs[0], runs[1]);
 
   const pass = model([makeNode('Identity', ['x'], ['y'])], [makeValueInfo('x', 'float32', [2])], [out('y'), out('k')], [w('k', [2])]);
-  const exec = new OnnxTfModel(pass);
+  const exec = new TrainableOnnxModel(pass);
   const xt = tf.tensor([1, 2]);
   const r = exec.predict({ x: xt });
   tf.dispose(Object.values(r));
@@ -522,7 +523,7 @@ test('a locked-style model takes extra key inputs through feeds', async () => {
   g.node[3].input[0] = 'hk';
   const { feed: f, x, y } = mnistBatch(8);
   await matchesOrt(base, { input: f, key: { dims: [16], data: key } });
-  const exec = new OnnxTfModel(base);
+  const exec = new TrainableOnnxModel(base);
   const kt = tf.tensor(key, [16]);
   assert.equal(exec.defaultInput(['key']), 'input');
   const acc = exec.accuracy(x, y, 4, { feeds: { key: kt } });
@@ -536,19 +537,19 @@ test('a locked-style model takes extra key inputs through feeds', async () => {
 test('nodes out of file order run in dependency order; a cycle or an undefined value is a FormatError', () => {
   const m = mlp(8);
   const f = tf.tensor(randn(2 * 784), [2, 1, 28, 28]);
-  const inOrder = new OnnxTfModel(m);
+  const inOrder = new TrainableOnnxModel(m);
   const a = inOrder.predict({ input: f }).logits;
   m.graph.node.reverse();
-  const reversed = new OnnxTfModel(m);
+  const reversed = new TrainableOnnxModel(m);
   const b = reversed.predict({ input: f }).logits;
   assert.deepEqual(b.dataSync(), a.dataSync());
   tf.dispose([a, b, f]);
   inOrder.dispose();
   reversed.dispose();
   const cyc = model([makeNode('Relu', ['b'], ['a']), makeNode('Relu', ['a'], ['b'])], [makeValueInfo('x', 'float32', [1])], [out('b')]);
-  assert.throws(() => new OnnxTfModel(cyc), FormatError);
+  assert.throws(() => new TrainableOnnxModel(cyc), FormatError);
   const undef = model([makeNode('Relu', ['nowhere'], ['y'])], [makeValueInfo('x', 'float32', [1])], [out('y')]);
-  assert.throws(() => new OnnxTfModel(undef), (e: unknown) => e instanceof FormatError && /nowhere/.test(e.message));
+  assert.throws(() => new TrainableOnnxModel(undef), (e: unknown) => e instanceof FormatError && /nowhere/.test(e.message));
 });
 
 test('an unsupported op or domain is an UnsupportedModelError naming op and node', () => {
@@ -556,11 +557,11 @@ test('an unsupported op or domain is an UnsupportedModelError naming op and node
     makeNode('Relu', ['x'], ['r']),
     makeNode('LSTM', ['r', 'W', 'R'], ['y'], {}, 'the_lstm'),
   ], [makeValueInfo('x', 'float32', [1, 2, 3])], [out('y')], [w('W', [1, 4, 3]), w('R', [1, 4, 1])]);
-  assert.throws(() => new OnnxTfModel(bad), (e: unknown) => e instanceof UnsupportedModelError && /LSTM/.test(e.message) && /the_lstm/.test(e.message));
+  assert.throws(() => new TrainableOnnxModel(bad), (e: unknown) => e instanceof UnsupportedModelError && /LSTM/.test(e.message) && /the_lstm/.test(e.message));
   const ms = model([makeNode('FusedGemm', ['x', 'W'], ['y'], {}, 'fg', 'com.microsoft')], [makeValueInfo('x', 'float32', [1, 3])], [out('y')], [w('W', [3, 3])]);
-  assert.throws(() => new OnnxTfModel(ms), (e: unknown) => e instanceof UnsupportedModelError && /com\.microsoft\.FusedGemm/.test(e.message));
+  assert.throws(() => new TrainableOnnxModel(ms), (e: unknown) => e instanceof UnsupportedModelError && /com\.microsoft\.FusedGemm/.test(e.message));
   const conv3d = model([makeNode('Conv', ['x', 'W'], ['y'], {}, 'c3')], [makeValueInfo('x', 'float32', [1, 1, 3, 3, 3])], [out('y')], [w('W', [1, 1, 2, 2, 2])]);
-  const exec = new OnnxTfModel(conv3d);
+  const exec = new TrainableOnnxModel(conv3d);
   assert.throws(() => exec.predict({ x: tf.zeros([1, 1, 3, 3, 3]) }), (e: unknown) => e instanceof UnsupportedModelError && /c3/.test(e.message));
   exec.dispose();
 });

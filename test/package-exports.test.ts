@@ -1,6 +1,6 @@
 /**
- * The package as an app installs it: `import ... from 'keylock'` and
- * `'keylock/vendor'` from plain Node 20 (no TypeScript loader; under Node the
+ * The package as an app installs it: `import ... from 'keylock'`,
+ * `'keylock/vendor'` and `'keylock/testing'` from plain Node 20 (no TypeScript loader; under Node the
  * entry adds `loadModelFile`), and typed for a TypeScript app with node16 resolution. The entry points are dist/lib, which
  * `prepare` (build-lib.mjs) builds on `npm ci`; built here if missing.
  */
@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 test('an app imports keylock and keylock/vendor from node_modules: plain Node runs them, tsc types them', () => {
-  if (!existsSync(join(root, 'dist/lib/keylock.mjs'))) execFileSync(process.execPath, [join(root, 'build-lib.mjs')], { stdio: 'pipe' });
+  if (!existsSync(join(root, 'dist/lib/keylock.mjs')) || !existsSync(join(root, 'dist/lib/testing.mjs'))) execFileSync(process.execPath, [join(root, 'build-lib.mjs')], { stdio: 'pipe' });
   const app = mkdtempSync(join(tmpdir(), 'keylock-app-'));
   try {
     mkdirSync(join(app, 'node_modules'));
@@ -25,6 +25,8 @@ test('an app imports keylock and keylock/vendor from node_modules: plain Node ru
 import { readFileSync } from 'node:fs';
 import { loadModel, loadModelFile, KeyMismatchError } from 'keylock';
 import { lockModel } from 'keylock/vendor';
+import { decodeRecorded } from 'keylock/testing';
+if (typeof decodeRecorded !== 'function') throw new Error('keylock/testing: expected decodeRecorded');
 const onnx = new Uint8Array(readFileSync(${JSON.stringify(join(root, 'models/reference/mnist-mlp.onnx'))}));
 const { klm, modelKey } = await lockModel(onnx, { schemes: ['signflip', 'sealed'], vendorSeed: new Uint8Array(32).fill(7) });
 const m = await loadModel(klm, { modelKey });
@@ -44,7 +46,9 @@ await m.release();
     writeFileSync(join(app, 'app.ts'), `
 import { loadModel, loadModelFile, type TensorMap } from 'keylock';
 import { lockModel } from 'keylock/vendor';
+import { createOrtSession } from 'keylock/testing';
 export const fromFile: typeof loadModelFile = loadModelFile;
+export const unlocked: typeof createOrtSession = createOrtSession;
 export async function classify(onnx: Uint8Array, vendorSeed: Uint8Array): Promise<number> {
   const { klm, modelKey } = await lockModel(onnx, { schemes: ['sealed'], vendorSeed });
   const m = await loadModel(klm, { modelKey });

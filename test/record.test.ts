@@ -13,7 +13,7 @@ import { loadMnist } from '../models/train/mnist.ts';
 import { lockModel } from '../models/index.ts';
 import { onnxToTflite } from '../models/tflite/export.ts';
 import { modelInputs, recordFrom, RecordOptionError, shapeInputs, type InputSpec } from '../models/record/index.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { decodeRecorded, encodeRecorded, type Sample } from '../runtime/recorded.ts';
 import { FormatError, InputMismatchError } from '../keystore/errors.ts';
 

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { lockOnnx } from '../models/lock/index.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { decodeRecorded } from '../runtime/recorded.ts';
 import { memoryRecordSink, type RecordSink } from '../runtime/recorder.ts';
 import { recordToFile } from '../targets/node/record.ts';

@@ -9,7 +9,7 @@ import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { lockOnnx } from '../models/lock/index.ts';
 import { packKlm, type ManifestDraft } from '../models/klm.ts';
 import { openKlm } from '../runtime/klm.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { KeylockError, RevokedError, RollbackError, TamperedError, UntrustedSignerError } from '../keystore/errors.ts';
 import { tinyOnnx } from '../eval/fixtures/tiny.ts';
 

@@ -3,7 +3,8 @@
 // onnxruntime-web one and keeps references to what it is handed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BACKENDS, loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
+import { registerBackend } from '../runtime/backends.ts';
 import { ortWasmBackend } from '../runtime/ort.ts';
 import type { Backend } from '../runtime/backend.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
@@ -36,7 +37,7 @@ test('the decrypted model copy handed to the backend is zeroed once the session 
   const vendorSeed = randomBytes(32);
   const locked = await lockOnnx(tinyOnnx(), { schemes: ['sealed'], vendorSeed });
   const s = spy();
-  BACKENDS.spy = s;
+  const unregister = registerBackend('spy', s);
   try {
     const m = await loadModel(locked.klm, { modelKey: locked.modelKey, backend: 'spy' });
     assert.equal(m.state, 'ready', m.error?.message);
@@ -46,7 +47,7 @@ test('the decrypted model copy handed to the backend is zeroed once the session 
     assert.equal((await m.run(x)).y.data.length, 3, 'and the session (holding its own copy) still runs');
     await m.release();
   } finally {
-    delete BACKENDS.spy;
+    unregister();
   }
 });
 
@@ -54,7 +55,7 @@ test('run-time key tensors (signflip input mode) are zeroed on release, and a wr
   const vendorSeed = randomBytes(32);
   const locked = await lockOnnx(tinyOnnx(), { schemes: ['signflip'], signflipMode: 'input', vendorSeed });
   const s = spy();
-  BACKENDS.spy = s;
+  const unregister = registerBackend('spy', s);
   try {
     const m = await loadModel(locked.klm, { modelKey: locked.modelKey, backend: 'spy' });
     assert.equal(m.state, 'ready', m.error?.message);
@@ -70,7 +71,7 @@ test('run-time key tensors (signflip input mode) are zeroed on release, and a wr
     assert.ok(wrong.error instanceof KeyMismatchError);
     assert.equal(s.models.length, before, 'the key check value stops a wrong key before anything is decrypted or created');
   } finally {
-    delete BACKENDS.spy;
+    unregister();
   }
 });
 

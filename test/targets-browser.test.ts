@@ -16,7 +16,7 @@ import { join, resolve } from 'node:path';
 import type { Page } from 'playwright-core';
 import { buildTarget } from '../targets/build.mjs';
 import { Keystore } from '../keystore/keystore.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { centreOfMass, inkBox, toMnist } from '../targets/browser/demo/digit.ts';
 import { prepareDemo, type PreparedDemo } from '../targets/browser/prepare-demo.ts';
 import { demoRoots, resolvePath, serve, type Served } from '../targets/browser/serve.ts';

@@ -19,7 +19,7 @@ import { pathToFileURL } from 'node:url';
 import { buildTarget } from '../targets/build.mjs';
 import { Keystore } from '../keystore/keystore.ts';
 import { memoryStorage } from '../keystore/storage.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
 import { startKeylock, type IpcEventLike, type IpcMainLike } from '../targets/electron/main.ts';
 import { exposeKeylock, type KeylockBridge } from '../targets/electron/preload.ts';

@@ -1,11 +1,12 @@
 /**
  * A locked .tflite in headless Chromium: the page loads tfjs-tflite as script
- * tags (tf-core, tf-backend-cpu, tf-tflite min.js, as PLATFORM.md §2 measured
- * it) and keylock's runtime as an ES module built here with esbuild; the
- * runtime's tflite backend uses the library's global. With the key, the locked
- * model's outputs must equal the plain .tflite's in the same page bit for bit;
- * the locked bytes alone must differ. The page is served with COOP/COEP by
- * targets/browser/serve.ts, so tfjs-tflite takes its threaded SIMD build.
+ * tags (tf-core, tf-backend-cpu, tf-tflite min.js, the page setup that
+ * runtime/tflite.ts documents) and keylock's runtime as an ES module built
+ * here with esbuild; the runtime's tflite backend uses the library's global.
+ * With the key, the locked model's outputs must equal the plain .tflite's in
+ * the same page bit for bit; the locked bytes alone must differ. The page is
+ * served with COOP/COEP by targets/browser/serve.ts, so tfjs-tflite takes its
+ * threaded SIMD build.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -29,7 +30,7 @@ const N = 4;
 
 /** The page module: runs the plain model, the locked one with the key, and the locked bytes alone. */
 const PAGE = `
-import { loadModel } from ${JSON.stringify(join(root, 'runtime/model.ts'))};
+import { loadModel } from ${JSON.stringify(join(root, 'runtime/load.ts'))};
 import { openKlm } from ${JSON.stringify(join(root, 'runtime/klm.ts'))};
 import { createTfliteSession } from ${JSON.stringify(join(root, 'runtime/tflite.ts'))};
 

@@ -27,7 +27,7 @@ import { shuffleBlockKey, shuffleImageNCHW } from '../runtime/keys/shuffle-key.t
 import { nhwcPlan, shuffleNHWC } from '../runtime/keys/shuffle-nhwc.ts';
 import { negateChannels } from '../runtime/keys/signflip.ts';
 import { openKlm, type Scheme, type SignflipLock } from '../runtime/klm.ts';
-import { loadModel } from '../runtime/model.ts';
+import { loadModel } from '../runtime/load.ts';
 import { decodeRecorded, encodeRecorded, type Sample } from '../runtime/recorded.ts';
 import type { TensorData, TensorMap } from '../runtime/tensor.ts';
 import { createTfliteSession } from '../runtime/tflite.ts';

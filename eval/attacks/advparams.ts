@@ -19,7 +19,7 @@
  * how many by itself.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { AdvparamsChange } from '../../models/lock/advparams.ts';
+import type { AdvparamsChange } from '../../models/lock/onnx/advparams.ts';
 import type { MnistSet } from '../../models/train/mnist.ts';
 import { OnnxTfModel, softmaxCrossEntropy } from '../../models/tfjs/onnx-exec.ts';
 

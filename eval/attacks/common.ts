@@ -1,12 +1,12 @@
 /**
- * Helpers the attacks share: MNIST sets as tfjs tensors, seeded random
- * numbers per label, and the honest baseline (the same network trained from
- * scratch on the attacker's stolen digits).
+ * Helpers the attacks share: seeded random numbers per label, the first
+ * digits of a set, the attacker's training budget, and the honest baseline
+ * (the same network trained from scratch on the attacker's stolen digits).
  */
 import * as tf from '@tensorflow/tfjs';
 import { PIXELS, type MnistSet } from '../../models/train/mnist.ts';
 import { mulberry32 } from '../../models/prng.ts';
-import { OnnxTfModel, type TensorFeeds } from '../../models/tfjs/onnx-exec.ts';
+import { TrainableOnnxModel } from '../../models/train/fine-tune.ts';
 
 /** A seeded generator for one purpose: the same (seed, label) always gives the same stream. */
 export function randFor(seed: number, label: string): () => number {
@@ -15,23 +15,10 @@ export function randFor(seed: number, label: string): () => number {
   return mulberry32(h >>> 0);
 }
 
-/** A set's digits as a [n,1,28,28] tensor (the caller disposes it). */
-export function imagesOf(set: MnistSet): tf.Tensor4D {
-  return tf.tensor4d(set.x, [set.n, 1, 28, 28]);
-}
-
 /** The first `n` digits of a set (views, no copy). */
 export function headOf(set: MnistSet, n: number): MnistSet {
   const k = Math.min(n, set.n);
   return { x: set.x.subarray(0, k * PIXELS), y: set.y.subarray(0, k), n: k };
-}
-
-/** Fraction of rows of `logits` [n,10] whose arg-max is the label. */
-export function argmaxAccuracy(logits: tf.Tensor, labels: Uint8Array): number {
-  const p = tf.tidy(() => tf.argMax(logits, 1)).dataSync() as Int32Array;
-  let ok = 0;
-  for (let i = 0; i < labels.length; i++) if (p[i] === labels[i]) ok++;
-  return ok / labels.length;
 }
 
 /** Glorot-uniform limit for an ONNX weight [out, in, ...kernel] (Gemm transB=1 or Conv OIHW); 0 for biases. */
@@ -55,7 +42,7 @@ export function epochsFor(n: number, budget: { steps: number; batch: number } = 
  * the stolen digits with the attacker's budget. Returns test accuracy.
  */
 export function scratchAccuracy(plainOnnx: Uint8Array, data: MnistSet, test: MnistSet, seed: number, budget = ATTACK_BUDGET): number {
-  const m = OnnxTfModel.fromBytes(plainOnnx);
+  const m = TrainableOnnxModel.fromBytes(plainOnnx);
   try {
     const rand = mulberry32(seed);
     for (const v of m.params.values()) {
@@ -70,9 +57,4 @@ export function scratchAccuracy(plainOnnx: Uint8Array, data: MnistSet, test: Mni
   } finally {
     m.dispose();
   }
-}
-
-/** Disposes every tensor of a feed map. */
-export function disposeFeeds(f: TensorFeeds): void {
-  for (const t of Object.values(f)) t.dispose();
 }

@@ -108,14 +108,6 @@ export function decryptWithMaster(c: DeeplockCiphertext, master: Uint8Array): Ui
   return out;
 }
 
-/** Fraction of decrypted parameters that look like trained weights (finite, |w| < 2^10, zero or |w| >= 2^-40). */
-export function plausibleFraction(plain: Uint8Array): number {
-  const f = new Float32Array(plain.buffer, plain.byteOffset, plain.byteLength / 4);
-  let ok = 0;
-  for (const v of f) { const a = Math.abs(v); if (a === 0 || (a < 1024 && a >= 2 ** -40)) ok++; }
-  return f.length ? ok / f.length : 0;
-}
-
 /** Top byte pattern of 2^-15 <= |w| < 2: bits 6..3 are 0111 (the exponent's high bits). */
 const TOP_BITS = 0x38;
 const TOP_MASK = 0x78;

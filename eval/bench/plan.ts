@@ -13,7 +13,7 @@ import { memoryStorage } from '../../keystore/storage.ts';
 import { lockOnnx, type LockRequest } from '../../models/lock/index.ts';
 import { loadMnist } from '../../models/train/mnist.ts';
 import { mnistSamples } from '../../models/train/make-fixtures.ts';
-import { hex } from '../../runtime/klm.ts';
+import { hex } from '../../keystore/hex.ts';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 

@@ -50,12 +50,6 @@ export async function timeBatch(f: () => Promise<unknown>, batch: number): Promi
   return (performance.now() - t) / batch;
 }
 
-/** Calls per batch so that one batch of `f` takes about `targetMs`. */
-export async function calibrate(f: () => Promise<unknown>, targetMs: number, maxBatch = 5000): Promise<number> {
-  const per = await timeBatch(f, 3);
-  return Math.max(1, Math.min(maxBatch, Math.round(targetMs / Math.max(per, 1e-3))));
-}
-
 /**
  * Runs A and B in alternating batches (A B, then B A, ...: the order flips each
  * round so that a drift in machine load does not favour either side) and

@@ -19,7 +19,7 @@ import {
 import { decodeCounter, encodeCounter } from '../../keystore/counter.ts';
 import { decodeAttempts, encodeAttempts } from '../../keystore/attempts.ts';
 import { openKlm } from '../../runtime/klm.ts';
-import { loadModel } from '../../runtime/model.ts';
+import { loadModel } from '../../runtime/load.ts';
 import { decodeRecorded, encodeRecorded } from '../../runtime/recorded.ts';
 import { KeylockError } from '../../keystore/errors.ts';
 import { lockOnnx } from '../../models/lock/index.ts';

@@ -1,29 +1,28 @@
 /**
  * The lock pipeline: model bytes + schemes + vendor key -> a signed `.klm` and a
- * fresh model key. Graph-stage locks run on the decoded model in the order
- * given, the model is encoded once, then byte-stage locks run on the final bytes
- * (models/lock/types.ts explains the two stages).
+ * fresh model key. The lockers come from one registry (models/lock/registry.ts)
+ * and run in the order of their phases, ties in the order asked. On ONNX,
+ * graph-stage locks run on the decoded model, the model is encoded once, then
+ * byte-stage locks run on the final bytes; on TFLite every lock edits the file
+ * in place (models/lock/types.ts explains the stages).
  */
 import { randomBytes } from '../../keystore/nacl.ts';
 import { UnsupportedModelError, WeakKeyError } from '../../keystore/errors.ts';
 import { keyCheckValue } from '../../runtime/keys/derive.ts';
-import { hex, SCHEMES, type Canary, type IOSpec, type LockEntry, type ModelFormat, type Policy, type Scheme } from '../../runtime/klm.ts';
-import { loadModel } from '../../runtime/model.ts';
+import { SCHEMES, type Canary, type IOSpec, type LockEntry, type ModelFormat, type Policy, type Scheme } from '../../runtime/klm.ts';
+import { hex } from '../../keystore/hex.ts';
+import { loadModel } from '../../runtime/load.ts';
 import { encodeRecorded, type Sample } from '../../runtime/recorded.ts';
 import { packKlm, type ManifestDraft } from '../klm.ts';
 import { decodeModel, encodeModel, normalizeModel } from '../onnx/codec.ts';
 import { dataTypeName } from '../onnx/dtypes.ts';
 import { listInitializers, type InitializerInfo } from '../onnx/layout.ts';
 import type { OnnxModel, ValueInfoProto } from '../onnx/types.ts';
-import { LOCKERS } from './registry.ts';
-import { LockOptionError, type FinishEntry, type LockContext, type LockOptions } from './types.ts';
 import { isTflite, readTflite, type TfliteTensor } from '../tflite/codec.ts';
 import { listWeights } from '../tflite/weights.ts';
 import { checkStaticInputs } from '../../runtime/tflite-inputs.ts';
-import { tfliteDeeplock, tfliteSealed, tfliteSignflip, type TfliteLockContext, type TfliteLocker } from './tflite.ts';
-import { tfliteShuffle } from './tflite-shuffle.ts';
-import { tfliteAdvparams } from './tflite-advparams.ts';
-import { trivialLock } from './trivial.ts';
+import { LOCKERS, ORDER_REASON } from './registry.ts';
+import { LockOptionError, type FinishEntry, type LockContext, type LockerBase, type LockOptions, type TfliteLockContext } from './types.ts';
 
 export type { LockOptions } from './types.ts';
 export { LockOptionError } from './types.ts';
@@ -76,7 +75,7 @@ function ioSpec(v: ValueInfoProto): IOSpec {
 }
 
 /** User-facing graph inputs (initializers and key inputs excluded) and outputs. */
-export function modelIO(model: OnnxModel, keyInputs: ReadonlySet<string>): { inputs: IOSpec[]; outputs: IOSpec[] } {
+function modelIO(model: OnnxModel, keyInputs: ReadonlySet<string>): { inputs: IOSpec[]; outputs: IOSpec[] } {
   const inits = new Set(model.graph.initializer.map((t) => t.name));
   return {
     inputs: model.graph.input.filter((v) => !inits.has(v.name ?? '') && !keyInputs.has(v.name ?? '')).map(ioSpec),
@@ -89,7 +88,7 @@ export function modelIO(model: OnnxModel, keyInputs: ReadonlySet<string>): { inp
  * weight has a byte range a lock can reach (a weight left in a Constant node
  * would stay in the clear).
  */
-export function constantsToInitializers(model: OnnxModel): number {
+function constantsToInitializers(model: OnnxModel): number {
   let moved = 0;
   const keep = [];
   for (const n of model.graph.node) {
@@ -122,6 +121,11 @@ async function canaryOf(klm: Uint8Array, modelKey: Uint8Array, canary: Sample[])
   }
 }
 
+/** Lockers in the order they run: by phase, ties in the order asked (the sort is stable). */
+function inPhaseOrder<L extends LockerBase>(lockers: readonly L[]): L[] {
+  return [...lockers].sort((a, b) => a.phase - b.phase);
+}
+
 /** A locked model before its key is checked and its `.klm` is packed. */
 interface Locked {
   format: ModelFormat;
@@ -134,7 +138,7 @@ interface Locked {
   report: string[];
 }
 
-/** Fresh keys drawn at most, when a drawn key locks nothing (models/lock/trivial.ts); each retry has odds of at most 1/2. */
+/** Fresh keys drawn at most, when a drawn key locks nothing (`LockerBase.trivial`); each retry has odds of at most 1/2. */
 const MAX_KEY_DRAWS = 32;
 
 /**
@@ -149,7 +153,8 @@ async function lockWith(req: LockRequest, lockUnder: (modelKey: Uint8Array, mode
   for (;;) {
     const modelKey = req.modelKey ? new Uint8Array(req.modelKey) : randomBytes(32);
     const l = await lockUnder(modelKey, modelId);
-    const weak = l.locks.map((e) => trivialLock(modelKey, e)).find((w) => w !== undefined);
+    const lockers: Readonly<Record<Scheme, LockerBase>> = LOCKERS[l.format];
+    const weak = l.locks.map((e) => lockers[e.scheme].trivial?.(modelKey, e)).find((w) => w !== undefined);
     if (weak !== undefined) {
       modelKey.fill(0);
       if (req.modelKey) throw new WeakKeyError(`${weak}: locked with this model key, the model would equal the plain one; use another key`);
@@ -194,63 +199,39 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   if (moved) report.push(`moved ${moved} Constant node tensor(s) into initializers so locks can reach them`);
   const plainInputs = new Set(modelIO(model, new Set()).inputs.map((i) => i.name));
 
-  const pending: { index: number; finish: FinishEntry }[] = [];
-  // advparams measures the model's accuracy, so it must see the weights before signflip negates them
-  // (after it, a model the flips already wreck leaves advparams nothing to do).
-  const graphOrder = [...req.schemes.entries()].filter(([, s]) => LOCKERS[s].graph)
-    .sort(([a, x], [b, y]) => Number(x === 'signflip') - Number(y === 'signflip') || a - b);
-  for (const [index, scheme] of graphOrder) pending.push({ index, finish: await LOCKERS[scheme].graph!(model, ctx) });
+  const lockers = req.schemes.map((scheme) => LOCKERS.onnx[scheme]);
+  const graphStage = inPhaseOrder(lockers.filter((l) => l.graph));
+  const byteStage = inPhaseOrder(lockers.filter((l) => l.bytes));
+  const finishes: FinishEntry[] = [];
+  for (const l of graphStage) finishes.push(await l.graph!(model, ctx));
   const locked = encodeModel(model);
   const inits = listInitializers(locked);
   const byName = new Map<string, InitializerInfo>(inits.map((i) => [i.name, i]));
-  const entries: LockEntry[] = new Array(req.schemes.length);
-  for (const p of pending) entries[p.index] = p.finish(byName, locked);
-  for (const [index, scheme] of req.schemes.entries()) {
-    const l = LOCKERS[scheme];
-    if (l.bytes) entries[index] = l.bytes(locked, inits, ctx);
-  }
+  // Graph-stage entries are finished before any byte-stage lock changes the bytes they check.
+  const locks: LockEntry[] = finishes.map((finish) => finish(byName, locked));
+  for (const l of byteStage) locks.push(l.bytes!(locked, inits, ctx));
   // The manifest lists locks in the order they were applied (graph stage, then
   // byte stage), because the runtime undoes them in reverse: listed as asked,
   // "sealed+advparams" would restore advparams' plaintext originals into
   // ciphertext before decrypting it.
-  const applied = [...pending.map((p) => entries[p.index]), ...entries.filter((_, i) => !pending.some((p) => p.index === i))];
-  if (applied.some((e, i) => e !== entries[i])) report.push(`order: applied ${applied.map((e) => e.scheme).join('+')} (graph-stage locks before byte-stage ones, advparams before signflip)`);
+  if (locks.some((e, i) => e.scheme !== req.schemes[i])) report.push(`order: applied ${locks.map((e) => e.scheme).join('+')} (${ORDER_REASON.onnx})`);
 
   const io = modelIO(model, new Set());
   const keyInputs = new Set(io.inputs.map((i) => i.name).filter((n) => !plainInputs.has(n)));
   const { inputs, outputs } = modelIO(model, keyInputs);
   if (!inputs.length) throw new UnsupportedModelError('the model has no inputs');
-  return { format: 'onnx', locked, inputs, outputs, locks: applied, report };
+  return { format: 'onnx', locked, inputs, outputs, locks, report };
 }
-
-/** TFLite lockers by scheme. */
-const TFLITE_LOCKERS: Record<Scheme, TfliteLocker> = {
-  shuffle: tfliteShuffle,
-  advparams: tfliteAdvparams,
-  signflip: tfliteSignflip,
-  deeplock: tfliteDeeplock,
-  sealed: tfliteSealed,
-};
-
-/**
- * Locks that change weight values for good and must see the plain weights
- * (shuffle absorption permutes them, advparams evaluates the model): they run
- * before the byte-level locks, whatever order was asked for, and shuffle runs
- * before advparams (a permutation after advparams would move the perturbed
- * elements away from the positions its key list records; advparams shuffles
- * its encryption set with the key instead).
- */
-const TFLITE_FIRST: readonly Scheme[] = ['shuffle', 'advparams'];
 
 function tfliteIO(t: TfliteTensor): IOSpec {
   return { name: t.name, dtype: t.dtype, shape: [...t.shape] };
 }
 
 /**
- * Locks a TFLite model. Every lock edits the file in place (models/lock/tflite.ts),
- * so the locked file has the original's length and structure. shuffle and
- * advparams run first, on the plain weights; the manifest lists the locks in
- * the order they were applied, which the runtime undoes in reverse.
+ * Locks a TFLite model. Every lock edits the file in place (models/lock/tflite/),
+ * so the locked file has the original's length and structure. Locks run in
+ * phase order (shuffle and advparams first, on the plain weights); the manifest
+ * lists them in the order they were applied, which the runtime undoes in reverse.
  * UnsupportedModelError when a scheme cannot apply or the model has dynamic
  * input axes the tflite backend cannot run.
  */
@@ -268,11 +249,10 @@ async function lockTfliteUnder(modelBytes: Uint8Array, req: LockRequest, modelKe
   if (!inputs.length) throw new UnsupportedModelError('the TFLite model has no inputs');
   const ctx: TfliteLockContext = { modelId, modelKey, opts: req, report: (l) => report.push(l), model, weights: listWeights(model), applied: [] };
 
-  const order = [...TFLITE_FIRST.filter((s) => req.schemes.includes(s)), ...req.schemes.filter((s) => !TFLITE_FIRST.includes(s))];
-  if (order.some((s, i) => s !== req.schemes[i])) report.push(`order: applied ${order.join('+')} (shuffle, then advparams, need the plain weights)`);
-  for (const scheme of order) ctx.applied.push(await TFLITE_LOCKERS[scheme](locked, ctx));
-  const locks = ctx.applied;
-  return { format: 'tflite', locked, inputs: inputs.map(tfliteIO), outputs: g.outputs.map((i) => tfliteIO(g.tensors[i])), locks, report };
+  const order = inPhaseOrder(req.schemes.map((scheme) => LOCKERS.tflite[scheme]));
+  if (order.some((l, i) => l.scheme !== req.schemes[i])) report.push(`order: applied ${order.map((l) => l.scheme).join('+')} (${ORDER_REASON.tflite})`);
+  for (const l of order) ctx.applied.push(await l.lock(locked, ctx));
+  return { format: 'tflite', locked, inputs: inputs.map(tfliteIO), outputs: g.outputs.map((i) => tfliteIO(g.tensors[i])), locks: ctx.applied, report };
 }
 
 /** Model format of `bytes`: `tflite` when they carry the TFLite file identifier, else `onnx`. */

@@ -1,6 +1,8 @@
 /**
  * keylock's ONNX codec (vendor side): decode/encode ModelProto, locate weight
- * byte ranges in the file, edit graphs and weights, build small models.
+ * byte ranges in the file, edit graphs and weights, build small models. The
+ * protobuf schema behind it (proto.ts, schema.ts) is the codec's own business
+ * and not exported: a vendor works with the decoded types below.
  */
 export { decodeModel, encodeModel, normalizeModel, checkModelSize, MAX_MODEL_BYTES, type CodecOptions } from './codec.ts';
 export { listInitializers, type InitializerInfo } from './layout.ts';
@@ -21,7 +23,5 @@ export {
 } from './builder.ts';
 export { tensorData, tensorRawBytes, tensorDims, tensorElementCount, withRawData, checkTensorStorage } from './tensor-data.ts';
 export { DataType, dataTypeInfo, dataTypeName, toDataType, rawByteLength, type DataTypeInfo, type OnnxDTypeName, type TypedField } from './dtypes.ts';
-export { onnxSchema, type OnnxSchema } from './proto.ts';
-export { ONNX_PROTO_TEXT } from './schema.ts';
 export type * from './types.ts';
 export { AttributeType, DataLocation } from './types.ts';

@@ -11,12 +11,12 @@ import { DataLocation, type Int64, type TensorProto } from './types.ts';
 const TYPED_FIELDS: readonly TypedField[] = ['float_data', 'int32_data', 'string_data', 'int64_data', 'double_data', 'uint64_data'];
 
 /** Typed fields of `t` that hold at least one value. */
-export function usedTypedFields(t: TensorProto): TypedField[] {
+function usedTypedFields(t: TensorProto): TypedField[] {
   return TYPED_FIELDS.filter((f) => (t[f]?.length ?? 0) > 0);
 }
 
 /** A safe non-negative integer from an int64 dim, or a FormatError naming `where`. */
-export function dimToNumber(d: Int64, where: string): number {
+function dimToNumber(d: Int64, where: string): number {
   const n = typeof d === 'bigint' ? Number(d) : d;
   if (!Number.isSafeInteger(n) || n < 0) throw new FormatError(`${where}: dims must be non-negative integers, got ${String(d)}`);
   return n;

@@ -65,7 +65,7 @@ function conv2DBackpropFilter(args: { inputs: tf.NamedTensorInfoMap; attrs?: tf.
 }
 
 /** Kernel config for `tf.registerKernel`. */
-export const conv2DBackpropFilterWasmConfig: tf.KernelConfig = {
+const conv2DBackpropFilterWasmConfig: tf.KernelConfig = {
   kernelName: 'Conv2DBackpropFilter',
   backendName: 'wasm',
   kernelFunc: conv2DBackpropFilter as unknown as tf.KernelFunc,

@@ -1,7 +1,9 @@
 /**
  * An ONNX model executed as differentiable tfjs code, so vendor tools and the
  * evaluation can take gradients of an ONNX model: w.r.t. its weights (AdvParams
- * locking, fine-tuning attacks) or w.r.t. its input (FGSM/PGD).
+ * locking, fine-tuning attacks) or w.r.t. its input (FGSM/PGD). Training it
+ * (batched accuracy, Adam fine-tuning) is models/train/fine-tune.ts's job, kept
+ * apart so the lockers carry no training loop.
  *
  * Every float32 initializer of the main graph becomes a trainable tf.Variable;
  * other initializers, Constant nodes and subgraph (If branch) initializers are
@@ -16,7 +18,6 @@ import { FormatError, InputMismatchError, UnsupportedModelError } from '../../ke
 import { decodeModel } from '../onnx/codec.ts';
 import { setInitializer } from '../onnx/initializers.ts';
 import type { GraphProto, NodeProto, OnnxModel, ValueInfoProto } from '../onnx/types.ts';
-import { mulberry32, shuffleInPlace } from '../prng.ts';
 import { Attrs, nodeLabel } from './onnx-attrs.ts';
 import { OPS, type OpEnv } from './onnx-ops.ts';
 import { tensorFromProto, tfDType, Val } from './onnx-value.ts';
@@ -45,40 +46,6 @@ export interface LossGrads {
   loss: number;
   /** By initializer name (`wrt: 'params'`; variables not on the output's path are absent) or by input name. */
   grads: Record<string, tf.Tensor>;
-}
-
-/** Options shared by batch helpers that take a flat sample array. */
-export interface BatchOptions {
-  /** Input the samples go to (default: {@link OnnxTfModel.defaultInput}). */
-  inputName?: string;
-  /** Logits output (default: the first graph output). */
-  outputName?: string;
-  /** Batch-independent extra inputs (e.g. ±1 key tensors of a locked model). Not disposed. */
-  feeds?: TensorFeeds;
-  /** Shape of one sample; default: the input's declared dims after the batch axis. */
-  sampleShape?: readonly number[];
-}
-
-/** Fine-tuning options. */
-export interface FitOptions extends BatchOptions {
-  epochs: number;
-  batchSize: number;
-  /** Adam learning rate. */
-  lr: number;
-  /** Seed of the batch order (mulberry32; one generator for the whole run, a fresh shuffle per epoch). */
-  seed: number;
-  /** Which initializers to train (default: all float32 ones). */
-  trainable?: (name: string) => boolean;
-  /** Called after each epoch with its 1-based number and mean training loss. */
-  onEpoch?: (epoch: number, loss: number) => void;
-}
-
-/** What `fit` measured. */
-export interface FitReport {
-  /** Mean training loss of each epoch (sample-weighted). */
-  losses: number[];
-  steps: number;
-  seconds: number;
 }
 
 /**
@@ -278,9 +245,9 @@ export class OnnxTfModel {
     this.params = params;
   }
 
-  /** Decodes ONNX bytes (models/onnx codec) and builds the executor. */
-  static fromBytes(bytes: Uint8Array): OnnxTfModel {
-    return new OnnxTfModel(decodeModel(bytes));
+  /** Decodes ONNX bytes (models/onnx codec) and builds the executor (of the class it is called on). */
+  static fromBytes<T extends OnnxTfModel>(this: new (model: OnnxModel) => T, bytes: Uint8Array): T {
+    return new this(decodeModel(bytes));
   }
 
   /** The input gradients and batch helpers use by default: the first one not in `exclude` (e.g. key inputs). */
@@ -415,11 +382,13 @@ export class OnnxTfModel {
     });
   }
 
-  private logits(feeds: TensorFeeds, outputName: string): tf.Tensor {
+  /** The logits output `outputName` for `feeds`; the caller disposes it. */
+  protected logits(feeds: TensorFeeds, outputName: string): tf.Tensor {
     return this.predict(feeds, [outputName])[outputName];
   }
 
-  private selectVars(trainable?: (name: string) => boolean): tf.Variable[] {
+  /** The trainable variables `trainable` selects (default: all). RangeError when it selects none. */
+  protected selectVars(trainable?: (name: string) => boolean): tf.Variable[] {
     const vars = [...this.params].filter(([n]) => !trainable || trainable(n)).map(([, v]) => v);
     if (vars.length === 0) throw new RangeError('expected at least one trainable initializer, got none');
     return vars;
@@ -452,97 +421,6 @@ export class OnnxTfModel {
     } finally {
       y.dispose();
     }
-  }
-
-  private sampleShape(inputName: string, opts: BatchOptions, total: number, n: number): number[] {
-    let shape = opts.sampleShape ? [...opts.sampleShape] : undefined;
-    if (!shape) {
-      const dims = this.inputDims(inputName)?.slice(1);
-      if (!dims || dims.some((d) => d === null)) {
-        throw new InputMismatchError(`input '${inputName}': its declared shape does not fix a sample's shape; pass sampleShape`);
-      }
-      shape = dims as number[];
-    }
-    const per = shape.reduce((a, b) => a * b, 1);
-    if (per * n !== total) throw new InputMismatchError(`samples: expected ${n} × ${per} = ${per * n} values for ${n} labels, got ${total}`);
-    return shape;
-  }
-
-  /** Fraction of samples whose arg-max logit equals the label, evaluated in batches of `batch`. */
-  accuracy(x: Float32Array, y: Uint8Array, batch = 256, opts: BatchOptions = {}): number {
-    const inputName = opts.inputName ?? this.defaultInput(Object.keys(opts.feeds ?? {}));
-    const outputName = opts.outputName ?? this.outputNames[0];
-    const n = y.length;
-    if (n === 0) throw new RangeError('accuracy: expected at least one sample, got none');
-    const shape = this.sampleShape(inputName, opts, x.length, n);
-    const per = x.length / n;
-    let correct = 0;
-    for (let i = 0; i < n; i += batch) {
-      const m = Math.min(batch, n - i);
-      const pred = tf.tidy(() => {
-        const xb = tf.tensor(x.subarray(i * per, (i + m) * per), [m, ...shape]);
-        return tf.argMax(this.logits({ ...opts.feeds, [inputName]: xb }, outputName), 1);
-      });
-      const p = pred.dataSync();
-      pred.dispose();
-      for (let k = 0; k < m; k++) if (p[k] === y[i + k]) correct++;
-    }
-    return correct / n;
-  }
-
-  /**
-   * Fine-tunes the (selected) variables with Adam on softmax cross-entropy.
-   * The batch order comes from mulberry32(seed), so a run repeats exactly on
-   * the same backend. The last batch of an epoch may be smaller.
-   */
-  fit(x: Float32Array, y: Uint8Array, opts: FitOptions): FitReport {
-    const { epochs, batchSize, lr, seed } = opts;
-    if (!Number.isInteger(epochs) || epochs < 0) throw new RangeError(`epochs must be a non-negative integer, got ${epochs}`);
-    if (!Number.isInteger(batchSize) || batchSize < 1) throw new RangeError(`batchSize must be a positive integer, got ${batchSize}`);
-    if (!(lr > 0)) throw new RangeError(`lr must be positive, got ${lr}`);
-    const inputName = opts.inputName ?? this.defaultInput(Object.keys(opts.feeds ?? {}));
-    const outputName = opts.outputName ?? this.outputNames[0];
-    const n = y.length;
-    const shape = this.sampleShape(inputName, opts, x.length, n);
-    const per = x.length / n;
-    const vars = this.selectVars(opts.trainable);
-    const rand = mulberry32(seed);
-    const optimizer = tf.train.adam(lr);
-    const started = performance.now();
-    const losses: number[] = [];
-    let steps = 0;
-    const xb = new Float32Array(batchSize * per);
-    const yb = new Int32Array(batchSize);
-    try {
-      for (let ep = 1; ep <= epochs; ep++) {
-        const order = new Uint32Array(n);
-        for (let i = 0; i < n; i++) order[i] = i;
-        shuffleInPlace(order, rand);
-        let sum = 0;
-        for (let i = 0; i < n; i += batchSize) {
-          const m = Math.min(batchSize, n - i);
-          for (let k = 0; k < m; k++) {
-            const s = order[i + k];
-            xb.set(x.subarray(s * per, (s + 1) * per), k * per);
-            yb[k] = y[s];
-          }
-          const cost = tf.tidy(() => {
-            const xt = tf.tensor(xb.subarray(0, m * per), [m, ...shape]);
-            const yt = tf.tensor1d(yb.subarray(0, m), 'int32');
-            return optimizer.minimize(() => softmaxCrossEntropy(this.logits({ ...opts.feeds, [inputName]: xt }, outputName), yt), true, vars)!;
-          });
-          sum += cost.dataSync()[0] * m;
-          cost.dispose();
-          steps++;
-        }
-        const loss = sum / n;
-        losses.push(loss);
-        opts.onEpoch?.(ep, loss);
-      }
-    } finally {
-      optimizer.dispose();
-    }
-    return { losses, steps, seconds: (performance.now() - started) / 1000 };
   }
 
   /**

@@ -22,7 +22,7 @@ export function mnistSamples(set: MnistSet, count = set.n): Sample[] {
   return out;
 }
 
-export const FIXTURE = fileURLToPath(new URL('../../test/fixtures/mnist-test.cbor', import.meta.url));
+const FIXTURE = fileURLToPath(new URL('../../test/fixtures/mnist-test.cbor', import.meta.url));
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const { test } = loadMnist();

@@ -1,11 +1,20 @@
 /** `advparams`, device side: puts the original values of the perturbed parameters back at load. */
-import { decodeCbor } from '../../keystore/cbor.ts';
+import { decodeCbor, type Fields } from '../../keystore/cbor.ts';
 import { open, wipe } from '../../keystore/nacl.ts';
 import { FormatError, TamperedError } from '../../keystore/errors.ts';
-import type { AdvparamsLock } from '../klm.ts';
 import { dtypeSize, isDType } from '../tensor.ts';
 import { advparamsNonce, advparamsSecretboxKey } from './derive.ts';
 import type { ApplyContext } from './hooks.ts';
+import { readRanges, type DeviceScheme, type TensorRange } from './scheme.ts';
+
+/** The manifest's `advparams` entry. */
+export interface AdvparamsLock {
+  scheme: 'advparams';
+  /** The tensors the sealed key list indexes into. */
+  tensors: TensorRange[];
+  /** secretbox(MAC || ciphertext) of the CBOR key list [[tensor index, element index, original value bytes], ...]. */
+  sealedKey: Uint8Array;
+}
 
 /** One perturbed parameter: which listed tensor, which element, and its original bytes. */
 export type AdvparamsEntry = [tensor: number, element: number, original: Uint8Array];
@@ -41,4 +50,18 @@ export function restoreAdvparams(model: Uint8Array, lock: AdvparamsLock, ctx: Ap
     }
     model.set(orig, t.offset + ei * size);
   }
+}
+
+/** The `advparams` scheme for the registry (keys/index.ts). */
+export const advparamsScheme: DeviceScheme<AdvparamsLock> = {
+  name: 'advparams',
+  decodeEntry(f: Fields, modelBytes: number) {
+    return { scheme: 'advparams', tensors: readRanges(f, 'tensors', modelBytes), sealedKey: f.bytes('sealedKey', { max: 1 << 24 }) };
+  },
+  restore: restoreAdvparams,
+};
+
+/** One line for `keylock inspect`: public parameters only. */
+export function describeAdvparams(l: AdvparamsLock): string {
+  return `advparams sealed key list over ${l.tensors.length} tensor(s)`;
 }

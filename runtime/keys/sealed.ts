@@ -1,9 +1,17 @@
 /** `sealed`, device side: decrypts each sealed tensor in place at load. */
+import { Fields } from '../../keystore/cbor.ts';
 import { secretboxDecryptInPlace, secretboxOpenDetachedInPlace, wipe } from '../../keystore/nacl.ts';
 import { TamperedError } from '../../keystore/errors.ts';
-import type { SealedLock } from '../klm.ts';
+import { prepareSecretboxWasm } from '../../keystore/wasm/secretbox.ts';
 import { sealedNonce, sealedSecretboxKey } from './derive.ts';
 import type { ApplyContext } from './hooks.ts';
+import { readRange, type DeviceScheme, type TensorRange } from './scheme.ts';
+
+/** The manifest's `sealed` entry: every sealed tensor with its Poly1305 MAC. */
+export interface SealedLock {
+  scheme: 'sealed';
+  tensors: (TensorRange & { mac: Uint8Array })[];
+}
 
 /**
  * Replaces each sealed range of `model` by its plaintext, decrypting in place
@@ -25,4 +33,25 @@ export function restoreSealed(model: Uint8Array, lock: SealedLock, ctx: ApplyCon
   } finally {
     wipe(key);
   }
+}
+
+/** The `sealed` scheme for the registry (keys/index.ts). */
+export const sealedScheme: DeviceScheme<SealedLock> = {
+  name: 'sealed',
+  decodeEntry(f: Fields, modelBytes: number) {
+    const tensors = f.array('tensors').map((tv, j) => {
+      const g = Fields.of(`${f.what}.tensors[${j}]`, tv);
+      return { ...readRange(g, modelBytes), mac: g.bytes('mac', { len: 16 }) };
+    });
+    return { scheme: 'sealed', tensors };
+  },
+  // A browser's main thread may refuse to compile WebAssembly synchronously; sealed
+  // tensors then open in JavaScript unless the module was compiled here first.
+  prepare: prepareSecretboxWasm,
+  restore: restoreSealed,
+};
+
+/** One line for `keylock inspect`: public parameters only. */
+export function describeSealed(l: SealedLock): string {
+  return `sealed   ${l.tensors.length} tensor(s), ${l.tensors.reduce((n, t) => n + t.length, 0)} bytes, XSalsa20-Poly1305`;
 }

@@ -3,11 +3,34 @@
  * channel's elements at load; input mode builds the ±1 key tensors once and
  * feeds them on every run, so the weights stay locked in memory.
  */
-import type { ChannelRange, SignflipLayer, SignflipLock } from '../klm.ts';
+import { Fields } from '../../keystore/cbor.ts';
 import { FormatError } from '../../keystore/errors.ts';
 import { signflipLayerBits, signflipUnitBits } from './derive.ts';
 import type { ApplyContext, RunHooks } from './hooks.ts';
+import { readRange, type ChannelRange, type DeviceScheme } from './scheme.ts';
 import type { TensorMap } from '../tensor.ts';
+
+/** One locked layer of a `signflip` entry. */
+export interface SignflipLayer {
+  /** Name of the locked layer's weight tensor: it labels the layer's key bits. */
+  weight: string;
+  /** Output channels. */
+  channels: number;
+  /** Every range whose keyed channels were negated (weight, bias, batch-norm mean and bias). */
+  ranges: ChannelRange[];
+  /** Input mode: the graph input that takes this layer's ±1 key tensor, and its dims. */
+  keyInput?: string;
+  keyDims?: number[];
+}
+
+/** The manifest's `signflip` entry. */
+export interface SignflipLock {
+  scheme: 'signflip';
+  mode: 'input' | 'fold';
+  /** 0: one bit per channel of each layer; U > 0: channel j of any layer uses MAC-unit bit j mod U. */
+  units: number;
+  layers: SignflipLayer[];
+}
 
 /** Key bit per output channel of `layer` (1 = negated). */
 export function layerBits(lock: SignflipLock, layer: SignflipLayer, modelKey: Uint8Array, unitBits?: Uint8Array): Uint8Array {
@@ -95,4 +118,40 @@ export function signflipHooks(lock: SignflipLock, ctx: ApplyContext): RunHooks {
     units?.fill(0);
   }
   return { feeds, wipe: () => { for (const t of Object.values(feeds)) (t.data as Float32Array).fill(0); } };
+}
+
+/** The `signflip` scheme for the registry (keys/index.ts): fold mode restores at load, input mode feeds keys on every run. */
+export const signflipScheme: DeviceScheme<SignflipLock> = {
+  name: 'signflip',
+  decodeEntry(f: Fields, modelBytes: number) {
+    const layers = f.array('layers', 1 << 16).map((lv, j) => {
+      const g = Fields.of(`${f.what}.layers[${j}]`, lv);
+      const layer: SignflipLayer = {
+        weight: g.text('weight'),
+        channels: g.uint('channels'),
+        ranges: g.array('ranges', 64).map((rv, k) => {
+          const h = Fields.of(`${g.what}.ranges[${k}]`, rv);
+          return { ...readRange(h, modelBytes), layout: h.oneOf('layout', ['outer', 'inner'] as const) };
+        }),
+      };
+      if (g.has('keyInput')) {
+        layer.keyInput = g.text('keyInput');
+        layer.keyDims = g.array('keyDims', 8).map((d, k) => {
+          if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 1) throw new FormatError(`${g.what}.keyDims[${k}]: expected a positive integer`);
+          return d;
+        });
+      }
+      return layer;
+    });
+    return { scheme: 'signflip', mode: f.oneOf('mode', ['input', 'fold'] as const), units: f.uint('units'), layers };
+  },
+  restore: restoreSignflip,
+  hooks(l, ctx) {
+    return l.mode === 'input' ? signflipHooks(l, ctx) : undefined;
+  },
+};
+
+/** One line for `keylock inspect`: public parameters only. */
+export function describeSignflip(l: SignflipLock): string {
+  return `signflip ${l.mode} mode, ${l.units ? `${l.units} MAC units` : 'one bit per channel'}, ${l.layers.length} layer(s): ${l.layers.map((x) => `${x.weight}[${x.channels}]`).join(', ')}`;
 }

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildTarget } from '../build.mjs';
 import { Keystore } from '../../keystore/keystore.ts';
-import { loadModel } from '../../runtime/model.ts';
+import { loadModel } from '../../runtime/load.ts';
 import { CHROMIUM, chromiumMissing, launchChromium } from './chromium.ts';
 import { prepareDemo } from './prepare-demo.ts';
 import { demoRoots, serve } from './serve.ts';

@@ -1,6 +1,6 @@
 /**
  * Headless Chromium for the browser tests and the bench, driven by
- * playwright-core as PLATFORM.md section 3 measured it: the system Chromium
+ * playwright-core, the only way that works offline here: the system Chromium
  * (apt `chromium`), a throwaway profile, no background networking. Every
  * request that is not to the local test server is failed and recorded, so a
  * test can assert that nothing left the page.

@@ -8,12 +8,12 @@
  * (a `hook` provider wired to whatever the app trusts, or a passphrase).
  * Threads need a cross-origin isolated page (COOP `same-origin` + COEP
  * `require-corp`); webgpu needs a WebGPU adapter. Both are checked before
- * loading: keylock fails instead of running slower or elsewhere than asked.
+ * every load (`env.checkLoad`): keylock fails instead of running slower or
+ * elsewhere than asked.
  */
 import * as ort from 'onnxruntime-web';
 import { BackendUnavailableError } from '../../keystore/errors.ts';
-import { loadModel as loadRuntimeModel, type LoadOptions, type LockedModel } from '../../runtime/model.ts';
-import { setOrtWasmPaths } from '../../runtime/ort.ts';
+import { env } from '../../runtime/env.ts';
 import { secretboxWasmReady } from '../../keystore/wasm/secretbox.ts';
 
 export * from '../../runtime/index.ts';
@@ -21,7 +21,7 @@ export { indexedDbStorage } from './idb.ts';
 
 /** The folder this bundle was loaded from: ORT's `.mjs` glue and `.wasm` live there. */
 export const BUNDLE_BASE = new URL('./', import.meta.url).href;
-setOrtWasmPaths(BUNDLE_BASE);
+env.wasmPaths = BUNDLE_BASE;
 
 interface GpuAdapterLike {
   info?: { vendor?: string; architecture?: string; description?: string; isFallbackAdapter?: boolean };
@@ -66,19 +66,17 @@ export function backendInfo(): BrowserBackendInfo {
   };
 }
 
-/**
- * Loads a `.klm` as `runtime/model.ts` does (check failures come back as a
- * halted/disabled model, never thrown), after two browser checks that throw
- * BackendUnavailableError: more than one thread on a page that is not
- * cross-origin isolated, and `webgpu` without a WebGPU adapter.
+/*
+ * Two browser checks before every load, thrown as BackendUnavailableError
+ * (keylock fails instead of running slower or elsewhere than asked): more than
+ * one thread on a page that is not cross-origin isolated (ORT would quietly run
+ * one), and `webgpu` without a WebGPU adapter.
  */
-export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<LockedModel> {
-  const threads = opts.threads ?? 1;
+env.checkLoad = async ({ threads, backend }) => {
   if (threads > 1 && globalThis.crossOriginIsolated !== true) {
     throw new BackendUnavailableError(`${threads} wasm threads need a cross-origin isolated page (COOP same-origin + COEP require-corp); expected crossOriginIsolated true, got false`);
   }
-  if (opts.backend === 'webgpu' && !(await webGpuInfo())) {
+  if (backend === 'webgpu' && !(await webGpuInfo())) {
     throw new BackendUnavailableError('backend webgpu: expected a WebGPU adapter (navigator.gpu.requestAdapter()), got none');
   }
-  return loadRuntimeModel(klm, opts);
-}
+};

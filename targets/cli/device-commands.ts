@@ -9,7 +9,8 @@ import { decodeDevicePub, decodeModelKey, decodeVendorPub, decodeVendorSecret, e
 import { makeGrant } from '../../keystore/grant.ts';
 import { makeRevocation } from '../../keystore/revocation.ts';
 import { makeReinstate } from '../../keystore/reinstate.ts';
-import { keyId, openKlm } from '../../runtime/klm.ts';
+import { openKlm } from '../../runtime/klm.ts';
+import { keyId } from '../../keystore/hex.ts';
 import { UsageError, CliError, type Command } from './command.ts';
 import { checkIdFlag, intFlag, readInput, req, unlockFlag, writeOutput } from './io.ts';
 import { equalBytes } from '../../keystore/nacl.ts';

@@ -20,7 +20,8 @@ import { buildTarget, TARGETS } from '../build.mjs';
 import { decodeVendorPub, decodeVendorSecret } from '../../keystore/keyfiles.ts';
 import { decodeKlsOuter } from '../../keystore/kls.ts';
 import { equalBytes, signKeyPair, wipe } from '../../keystore/nacl.ts';
-import { keyId, openKlm } from '../../runtime/klm.ts';
+import { openKlm } from '../../runtime/klm.ts';
+import { keyId } from '../../keystore/hex.ts';
 import {
   checkImagePath, fileSha256, IMAGE_TARGETS, KLIM_NAME, sealImageManifest, verifyImage,
   type ImageFile, type ImageModel, type ImageRole, type ImageTarget,

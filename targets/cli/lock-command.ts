@@ -1,7 +1,8 @@
 /** `keylock lock`: lock a model file into a signed `.klm` and write its model key. */
 import { basename, extname } from 'node:path';
 import { decodeVendorSecret, encodeModelKey } from '../../keystore/keyfiles.ts';
-import { hex, keyId, type Scheme } from '../../runtime/klm.ts';
+import type { Scheme } from '../../runtime/klm.ts';
+import { hex, keyId } from '../../keystore/hex.ts';
 import { decodeRecorded } from '../../runtime/recorded.ts';
 import { randomBytes, signKeyPair } from '../../keystore/nacl.ts';
 import { lockModel, parseSchemes } from '../../models/lock/index.ts';

@@ -1,8 +1,12 @@
 /** `keylock keygen | inspect | extract | run`: vendor key files and looking at / running a `.klm`. */
 import { signKeyPair, randomBytes } from '../../keystore/nacl.ts';
 import { decodeModelKey, encodeVendorPub, encodeVendorSecret, decodeVendorPub } from '../../keystore/keyfiles.ts';
-import { hex, keyId, openKlm, type LockEntry } from '../../runtime/klm.ts';
-import { BACKENDS, loadModel, type LoadOptions, type LockedModel } from '../../runtime/model.ts';
+import { openKlm } from '../../runtime/klm.ts';
+import { backendNames } from '../../runtime/backends.ts';
+import { describeLock } from '../../runtime/keys/index.ts';
+import { hex, keyId } from '../../keystore/hex.ts';
+import { loadModel, type LoadOptions } from '../../runtime/load.ts';
+import type { LockedModel } from '../../runtime/model.ts';
 import { recordToFile } from '../node/record.ts';
 import { FormatError } from '../../keystore/errors.ts';
 import { accuracy, compareOutputs, compareReportJson, formatCompareReport } from '../../models/record/compare.ts';
@@ -28,17 +32,6 @@ export const keygen: Command = {
     process.stdout.write(`vendor key ${keyId(publicKey)}: wrote ${out}.key (secret, mode 0600) and ${out}.pub\n`);
   },
 };
-
-/** One line per lock, public parameters only. */
-export function describeLock(l: LockEntry): string {
-  switch (l.scheme) {
-    case 'shuffle': return `shuffle  block ${l.block}x${l.block}x${l.channels} on "${l.input}"${l.layout === 'nhwc' ? ' (NHWC)' : ''}${l.negpos ? ', negative/positive' : ''}${l.absorbed ? ', absorbed into the first layer' : ', trained with the key'}`;
-    case 'signflip': return `signflip ${l.mode} mode, ${l.units ? `${l.units} MAC units` : 'one bit per channel'}, ${l.layers.length} layer(s): ${l.layers.map((x) => `${x.weight}[${x.channels}]`).join(', ')}`;
-    case 'deeplock': return `deeplock ${l.tensors.length} tensor(s), ${l.tensors.reduce((n, t) => n + t.length / 4, 0)} float32 parameters`;
-    case 'advparams': return `advparams sealed key list over ${l.tensors.length} tensor(s)`;
-    case 'sealed': return `sealed   ${l.tensors.length} tensor(s), ${l.tensors.reduce((n, t) => n + t.length, 0)} bytes, XSalsa20-Poly1305`;
-  }
-}
 
 export const inspect: Command = {
   summary: 'print a .klm manifest (never a secret)',
@@ -81,7 +74,7 @@ export const extract: Command = {
 };
 
 /** Runs every sample through a ready model; returns output samples. */
-export async function runSamples(model: Awaited<ReturnType<typeof loadModel>>, samples: Sample[]): Promise<Sample[]> {
+export async function runSamples(model: LockedModel, samples: Sample[]): Promise<Sample[]> {
   const out: Sample[] = [];
   for (const s of samples) {
     if (!s.inputs) throw new CliError('the inputs file holds no inputs');
@@ -96,8 +89,8 @@ export { accuracy };
 /** `run --expect` found outputs that differ from the golden ones (0 ok, 1 error, 2 usage, 3 halted). */
 export const EXIT_MISMATCH = 4;
 
-/** The backends `--backend` takes. */
-const BACKEND_NAMES = Object.keys(BACKENDS);
+/** The backends `--backend` takes: the registered ones. */
+const BACKEND_NAMES = backendNames();
 
 /** How the model is opened: a device keystore, or the vendor's model key. */
 type KeySource = { keystore: string; unlock: UnlockProvider } | { modelKey: string; trust?: string };

@@ -6,7 +6,8 @@
 import { makeRotation } from '../../keystore/rotation.ts';
 import { decodeVendorPub, decodeVendorSecret } from '../../keystore/keyfiles.ts';
 import { equalBytes, signKeyPair } from '../../keystore/nacl.ts';
-import { keyId, openKlm } from '../../runtime/klm.ts';
+import { openKlm } from '../../runtime/klm.ts';
+import { keyId } from '../../keystore/hex.ts';
 import { packKlm, type ManifestDraft } from '../../models/klm.ts';
 import { UsageError, type Command } from './command.ts';
 import { readInput, req, writeOutput } from './io.ts';

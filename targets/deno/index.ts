@@ -2,7 +2,7 @@
  * Deno target. Entry point of `dist/deno/keylock.mjs`, which is built for the
  * *node* platform: Deno defines `process`, so onnxruntime-web takes its Node
  * code path there and loads `ort-wasm-simd-threaded.{mjs,wasm}` from beside
- * the bundle (PLATFORM.md section 4).
+ * the bundle (docs/TARGETS.md, Deno).
  *
  * Permissions: `deno run --allow-read --allow-env app.mjs`. Nothing touches the
  * network. `--allow-write` is needed only to store keystore changes (failure
@@ -12,21 +12,21 @@
  *
  * Threads: one. ORT's worker threads come from a `blob:` URL that Deno's
  * `worker_threads` refuses (`ERR_INVALID_ARG_VALUE … blob:null/…`), so more
- * than one thread is refused up front instead of failing inside ORT.
+ * than one thread is refused up front (`env.checkLoad`, BackendUnavailableError)
+ * instead of failing inside ORT.
  */
 import { Keystore } from '../../keystore/keystore.ts';
 import { decodeCounter } from '../../keystore/counter.ts';
 import type { KeystoreStorage } from '../../keystore/storage.ts';
 import { parseUnlock, type UnlockProvider } from '../../keystore/unlock.ts';
 import { BackendUnavailableError, KeylockError } from '../../keystore/errors.ts';
-import { loadModel as loadRuntimeModel, type LoadOptions, type LockedModel } from '../../runtime/model.ts';
+import { env } from '../../runtime/env.ts';
+import { loadModel, type LoadOptions } from '../../runtime/load.ts';
+import type { LockedModel } from '../../runtime/model.ts';
 
 export * from '../../runtime/index.ts';
-export { LockedModel, BACKENDS, type LoadOptions, type ModelState, type RunStats } from '../../runtime/model.ts';
-export {
-  Keystore, memoryStorage, parseUnlock,
-  type KeystoreStorage, type UnlockProvider, type GrantInfo, type FailurePolicy,
-} from '../../keystore/index.ts';
+// What checks a device from its folder, as in the Node device bundle (targets/node/bundle.ts).
+export { createOrtSession, decodeRecorded } from '../../runtime/testing.ts';
 
 /** The part of the Deno namespace this entry uses (the bundle is type-checked without Deno's types). */
 interface DenoLike {
@@ -40,18 +40,13 @@ function deno(): DenoLike {
   return d;
 }
 
-/**
- * `loadModel` for Deno: the same checks and states as `runtime/model.ts`, but
- * more than one thread is refused with BackendUnavailableError (see the module
- * comment).
- */
-export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<LockedModel> {
-  const threads = opts.threads ?? 1;
+// Deno's worker_threads cannot start ORT's blob: worker: more than one thread is
+// refused up front by every load (see the module comment).
+env.checkLoad = ({ threads }) => {
   if (threads !== 1) {
     throw new BackendUnavailableError(`onnxruntime-web under Deno: expected threads 1, got ${threads} (Deno's worker_threads cannot start ORT's blob: worker)`);
   }
-  return loadRuntimeModel(klm, { ...opts, threads });
-}
+};
 
 /** Reads a `.klm` with `Deno.readFile` (needs `--allow-read`) and loads it, handing the bytes over (`consume`, see the node target). */
 export async function loadModelFile(path: string | URL, opts: LoadOptions): Promise<LockedModel> {

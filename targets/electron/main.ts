@@ -13,7 +13,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { InputMismatchError } from '../../keystore/errors.ts';
-import { loadModel, type LockedModel } from '../../runtime/model.ts';
+import { loadModel } from '../../runtime/load.ts';
+import type { LockedModel } from '../../runtime/model.ts';
 import { isDType, shapeSize, type DType, type TensorArray, type TensorMap } from '../../runtime/tensor.ts';
 import { Keystore } from '../../keystore/keystore.ts';
 import type { KeystoreStorage } from '../../keystore/storage.ts';

@@ -1,9 +1,10 @@
 /**
- * Node device target: the runtime plus file-system helpers. This is the entry
- * point of `dist/node/keylock.mjs` (and, through targets/rpi, of
- * `dist/rpi/keylock.mjs`); ORT's `ort-wasm-simd-threaded.{mjs,wasm}` sit beside
- * the bundle and ORT finds them there by itself, so the folder runs without
- * node_modules.
+ * Node device target: the runtime plus file-system helpers (`loadModelFile`,
+ * `openKeystore`, `recordToFile`). This is `keylock` under Node, and, with a
+ * few checking helpers beside it (targets/node/bundle.ts), the device bundle
+ * `dist/node/keylock.mjs` (and, through targets/rpi, `dist/rpi/keylock.mjs`);
+ * ORT's `ort-wasm-simd-threaded.{mjs,wasm}` sit beside the bundle and ORT finds
+ * them there by itself, so the folder runs without node_modules.
  *
  * ```js
  * import { openKeystore, loadModelFile } from './keylock.mjs';
@@ -16,15 +17,11 @@
 import { readFile } from 'node:fs/promises';
 import { Keystore } from '../../keystore/keystore.ts';
 import { parseUnlock, type UnlockProvider } from '../../keystore/unlock.ts';
-import { loadModel, type LoadOptions, type LockedModel } from '../../runtime/model.ts';
+import { loadModel, type LoadOptions } from '../../runtime/load.ts';
+import type { LockedModel } from '../../runtime/model.ts';
 
 export * from '../../runtime/index.ts';
 export { recordToFile } from './record.ts';
-export { loadModel, LockedModel, BACKENDS, type LoadOptions, type ModelState, type RunStats } from '../../runtime/model.ts';
-export {
-  Keystore, memoryStorage, parseUnlock,
-  type KeystoreStorage, type UnlockProvider, type GrantInfo, type FailurePolicy,
-} from '../../keystore/index.ts';
 
 /**
  * Reads a `.klm` file and loads it (see `loadModel`: check failures come back

@@ -21,7 +21,7 @@ import { signKeyPair } from '../../keystore/nacl.ts';
 import { lockOnnx } from '../../models/lock/index.ts';
 import { encodeModel, makeModel, makeNode, makeTensor, makeValueInfo } from '../../models/onnx/index.ts';
 import { createOrtSession } from '../../runtime/ort.ts';
-import { hex } from '../../runtime/klm.ts';
+import { hex } from '../../keystore/hex.ts';
 
 const fill = (b: number): Uint8Array => new Uint8Array(32).fill(b);
 const VENDOR_SEED = fill(0x01);

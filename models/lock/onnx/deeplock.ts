@@ -4,13 +4,16 @@
  * i-th word of an AES-128 key schedule continued past 44 words. Weak by design
  * (docs/SPEC.md says why); keylock ships it to reproduce and attack the paper.
  */
-import { UnsupportedModelError } from '../../keystore/errors.ts';
-import { DeeplockKeystream } from '../../runtime/keys/deeplock-key.ts';
-import type { DeeplockLock } from '../../runtime/klm.ts';
-import { rangeOf, type Locker } from './types.ts';
+import { UnsupportedModelError } from '../../../keystore/errors.ts';
+import { DeeplockKeystream } from '../../../runtime/keys/deeplock-key.ts';
+import type { DeeplockLock } from '../../../runtime/klm.ts';
+import { rangeOf, type OnnxLocker } from '../types.ts';
 
-export const deeplockLocker: Locker = {
+/** The `deeplock` locker for ONNX (byte stage). */
+export const onnxDeeplock: OnnxLocker<'deeplock'> = {
   scheme: 'deeplock',
+  // Byte stage, after every graph-stage lock; no order among byte locks.
+  phase: 0,
   bytes(bytes, inits, ctx): DeeplockLock {
     const targets = inits.filter((i) => i.dtype === 'float32' && i.inRawData && i.byteLength > 0);
     if (!targets.length) throw new UnsupportedModelError('deeplock: the model has no float32 parameter tensors; the published construction locks float32 only');

@@ -19,15 +19,15 @@
  * The Mul goes after the chain, not after the layer, so onnxruntime still fuses
  * Conv+BatchNormalization, Conv+Add and MatMul+Add into one kernel.
  */
-import { UnsupportedModelError } from '../../keystore/errors.ts';
-import { signflipUnitBits } from '../../runtime/keys/derive.ts';
-import { layerBits, negateChannels } from '../../runtime/keys/signflip.ts';
-import type { ChannelRange, SignflipLayer, SignflipLock } from '../../runtime/klm.ts';
+import { UnsupportedModelError } from '../../../keystore/errors.ts';
+import { signflipUnitBits } from '../../../runtime/keys/derive.ts';
+import { layerBits, negateChannels } from '../../../runtime/keys/signflip.ts';
+import type { ChannelRange, SignflipLayer, SignflipLock } from '../../../runtime/klm.ts';
 import {
   addInitializer, addInput, getInitializerBytes, intAttribute, makeNode, nodeUses, setInitializerBytes, tensorDims, uniqueName,
-} from '../onnx/index.ts';
-import type { GraphProto, NodeProto, OnnxModel, TensorProto } from '../onnx/types.ts';
-import { LockOptionError, rangeOf, type FinishEntry, type Locker } from './types.ts';
+} from '../../onnx/index.ts';
+import type { GraphProto, NodeProto, OnnxModel, TensorProto } from '../../onnx/types.ts';
+import { LockOptionError, rangeOf, type EntryOf, type FinishEntry, type OnnxLocker } from '../types.ts';
 
 /** TensorProto.DataType FLOAT. */
 const FLOAT = 1;
@@ -297,13 +297,40 @@ function parseOptions(opts: { signflipMode?: string; units?: number }): { mode: 
 }
 
 /**
+ * Why a signflip entry locks nothing under `modelKey`, for both formats: over U
+ * key bits the key negates no channel with probability 2^-U, and the "locked"
+ * model would equal the plain one.
+ */
+export function signflipTrivial(modelKey: Uint8Array, entry: EntryOf<'signflip'>): string | undefined {
+  const units = entry.units ? signflipUnitBits(modelKey, entry.units) : undefined;
+  try {
+    for (const layer of entry.layers) {
+      const bits = layerBits(entry, layer, modelKey, units);
+      const keyed = bits.includes(1);
+      bits.fill(0);
+      if (keyed) return undefined;
+    }
+  } finally {
+    units?.fill(0);
+  }
+  const over = entry.units ? `${entry.units} MAC unit bit(s)` : `${entry.layers.reduce((a, l) => a + l.channels, 0)} channel bit(s)`;
+  return `signflip: the key negates no channel of the ${entry.layers.length} locked layer(s) (all ${over} are 0)`;
+}
+
+/**
  * The `signflip` graph-stage locker. Options: `signflipMode` (`input`, the
  * default, or `fold`) and `units` (0: one bit per channel; U: channel j uses
  * MAC-unit bit j mod U). Throws UnsupportedModelError when no layer can be
  * locked; reports one line per locked layer and one per skipped one.
  */
-export const signflipLocker: Locker = {
+export const onnxSignflip: OnnxLocker<'signflip'> = {
   scheme: 'signflip',
+  // After the other graph-stage locks: advparams measures the model's accuracy and
+  // must see the weights before they are negated (after the flips, a model they
+  // already wreck leaves advparams nothing to do), and its encryption set carries
+  // no key inputs for input mode.
+  phase: 1,
+  trivial: signflipTrivial,
   graph(model, ctx): FinishEntry {
     const { mode, units } = parseOptions(ctx.opts);
     const found: Candidate[] = [];

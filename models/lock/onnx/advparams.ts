@@ -41,7 +41,7 @@
  *   iteration, so the parameter budget is not spent on layers where one weight
  *   barely matters (an MLP's first layer: one pixel into one hidden unit).
  *
- * Pitfalls avoided (PAPERS.md): max |g| rather than max g with positive
+ * Pitfalls of naive reimplementations of AdvParams (Xue et al. 2021) avoided: max |g| rather than max g with positive
  * steps only; a per-parameter modification limit rather than re-selecting one
  * weight forever; no clamping onto the bounds.
  *
@@ -57,18 +57,18 @@
  * carries no key inputs.
  */
 import * as tf from '@tensorflow/tfjs';
-import { encodeCbor } from '../../keystore/cbor.ts';
-import { randomBytes, seal, wipe } from '../../keystore/nacl.ts';
-import { InputMismatchError, UnsupportedModelError } from '../../keystore/errors.ts';
-import { advparamsNonce, advparamsSecretboxKey } from '../../runtime/keys/derive.ts';
-import type { AdvparamsLock } from '../../runtime/klm.ts';
-import type { Sample } from '../../runtime/recorded.ts';
-import { getInitializer, setInitializer } from '../onnx/initializers.ts';
-import type { OnnxModel } from '../onnx/types.ts';
-import { mulberry32, shuffleInPlace } from '../prng.ts';
-import { OnnxTfModel, softmaxCrossEntropy, type TensorFeeds } from '../tfjs/onnx-exec.ts';
-import { initTfjsWasm } from '../tfjs/setup.ts';
-import { rangeOf, type FinishEntry, type Locker } from './types.ts';
+import { encodeCbor } from '../../../keystore/cbor.ts';
+import { randomBytes, seal, wipe } from '../../../keystore/nacl.ts';
+import { InputMismatchError, UnsupportedModelError } from '../../../keystore/errors.ts';
+import { advparamsNonce, advparamsSecretboxKey } from '../../../runtime/keys/derive.ts';
+import type { AdvparamsLock } from '../../../runtime/klm.ts';
+import type { Sample } from '../../../runtime/recorded.ts';
+import { getInitializer, setInitializer } from '../../onnx/initializers.ts';
+import type { OnnxModel } from '../../onnx/types.ts';
+import { mulberry32, shuffleInPlace } from '../../prng.ts';
+import { OnnxTfModel, softmaxCrossEntropy, type TensorFeeds } from '../../tfjs/onnx-exec.ts';
+import { initTfjsWasm } from '../../tfjs/setup.ts';
+import { rangeOf, type FinishEntry, type OnnxLocker } from '../types.ts';
 
 /** Tuning knobs (`LockOptions.advparams`); see the module comment for their role. */
 export interface AdvparamsKnobs {
@@ -441,8 +441,13 @@ export async function perturbAdvparams(model: OnnxModel, data: readonly Sample[]
 
 const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
 
-export const advparamsLocker: Locker = {
+/** The `advparams` locker for ONNX (graph stage). */
+export const onnxAdvparams: OnnxLocker<'advparams'> = {
   scheme: 'advparams',
+  // Before signflip (phase 1): the search measures the model's accuracy, so it must
+  // see the weights before signflip negates them. Against shuffle, as asked (see
+  // "Order with other graph-stage locks" above).
+  phase: 0,
   async graph(model, ctx): Promise<FinishEntry> {
     const data = ctx.opts.data;
     if (!data?.length) throw new UnsupportedModelError('advparams needs an encryption set: --data REC.cbor (recorded inputs with labels)');

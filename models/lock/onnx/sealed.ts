@@ -4,14 +4,17 @@
  * derived from (model id, tensor name). The MACs go to the manifest, so the file
  * keeps its length and stays a structurally valid model of the same shape.
  */
-import { secretboxDetached, wipe } from '../../keystore/nacl.ts';
-import { UnsupportedModelError } from '../../keystore/errors.ts';
-import { sealedNonce, sealedSecretboxKey } from '../../runtime/keys/derive.ts';
-import type { SealedLock, TensorRange } from '../../runtime/klm.ts';
-import { PARAMETER_DTYPES, rangeOf, type Locker } from './types.ts';
+import { secretboxDetached, wipe } from '../../../keystore/nacl.ts';
+import { UnsupportedModelError } from '../../../keystore/errors.ts';
+import { sealedNonce, sealedSecretboxKey } from '../../../runtime/keys/derive.ts';
+import type { SealedLock, TensorRange } from '../../../runtime/klm.ts';
+import { PARAMETER_DTYPES, rangeOf, type OnnxLocker } from '../types.ts';
 
-export const sealedLocker: Locker = {
+/** The `sealed` locker for ONNX (byte stage). */
+export const onnxSealed: OnnxLocker<'sealed'> = {
   scheme: 'sealed',
+  // Byte stage, after every graph-stage lock; no order among byte locks.
+  phase: 0,
   bytes(bytes, inits, ctx): SealedLock {
     const targets = inits.filter((i) => PARAMETER_DTYPES.has(i.dtype) && i.byteLength > 0);
     if (!targets.length) throw new UnsupportedModelError('sealed: the model has no parameter tensors (float or int8/uint8 initializers) to encrypt');

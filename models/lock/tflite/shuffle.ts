@@ -17,15 +17,15 @@
  * added to the bias, which must exist: in-place editing cannot add a bias
  * tensor. The weights must not be shared with another layer.
  */
-import { UnsupportedModelError } from '../../keystore/errors.ts';
-import { shuffleBlockKey, wipeShuffleKey, type ShuffleBlockKey } from '../../runtime/keys/shuffle-key.ts';
-import { nhwcPlan, wipeNhwcPlan } from '../../runtime/keys/shuffle-nhwc.ts';
-import type { ShuffleLock } from '../../runtime/klm.ts';
-import { BUILTIN } from '../../runtime/tflite-schema.ts';
-import type { TfliteOperator, TfliteSubgraph } from '../tflite/codec.ts';
-import { readFloat32, rewriteWeight, weightOf, type WeightInfo } from '../tflite/weights.ts';
-import { shuffleBlock } from './shuffle.ts';
-import type { TfliteLockContext, TfliteLocker } from './tflite.ts';
+import { UnsupportedModelError } from '../../../keystore/errors.ts';
+import { shuffleBlockKey, wipeShuffleKey, type ShuffleBlockKey } from '../../../runtime/keys/shuffle-key.ts';
+import { nhwcPlan, wipeNhwcPlan } from '../../../runtime/keys/shuffle-nhwc.ts';
+import type { ShuffleLock } from '../../../runtime/klm.ts';
+import { BUILTIN } from '../../../runtime/tflite-schema.ts';
+import type { TfliteOperator, TfliteSubgraph } from '../../tflite/codec.ts';
+import { readFloat32, rewriteWeight, weightOf, type WeightInfo } from '../../tflite/weights.ts';
+import { shuffleBlock, shuffleTrivial } from '../onnx/shuffle.ts';
+import type { TfliteLockContext, TfliteLocker } from '../types.ts';
 
 function refuse(found: string): never {
   throw new UnsupportedModelError(`shuffle cannot be absorbed into this TFLite model's first layer (${found}); train the model with the key (--trained-with-key) instead`);
@@ -118,58 +118,65 @@ function absorb(bytes: Uint8Array, ctx: TfliteLockContext, op: TfliteOperator, m
 }
 
 /** The `shuffle` locker for TFLite (NHWC). */
-export const tfliteShuffle: TfliteLocker = (bytes, ctx): ShuffleLock => {
-  const block = shuffleBlock(ctx.opts);
-  const negpos = ctx.opts.negpos === true;
-  const img = imageInput(ctx, block);
-  const entry: ShuffleLock = { scheme: 'shuffle', input: img.name, block, channels: img.c, negpos, absorbed: ctx.opts.trainedWithKey !== true, layout: 'nhwc' };
-  const what = `block ${block}, NHWC ${img.h}x${img.w}x${img.c}${negpos ? ', negative/positive' : ''}`;
-  if (ctx.opts.trainedWithKey === true) {
-    ctx.report(`shuffle: input "${img.name}" (${what}); model unchanged: the vendor asserts it was trained on inputs shuffled with this key`);
-    return entry;
-  }
-  const g = ctx.model.subgraphs[0];
-  if (g.outputs.includes(img.tensor)) refuse(`input "${img.name}" is also an output`);
-  const first = readers(g, img.tensor);
-  if (first.length !== 1) refuse(`input "${img.name}" feeds ${first.length} operators${first.length ? ` (${first.map(label).join(', ')})` : ''}, expected exactly one first layer`);
-  let op = first[0];
-  if (op.inputs[0] !== img.tensor || op.inputs.indexOf(img.tensor) !== op.inputs.lastIndexOf(img.tensor)) refuse(`input "${img.name}" is not the data input of ${label(op)}`);
-  const hwc = img.h * img.w * img.c;
-  const key = shuffleBlockKey(ctx.modelKey, block, img.c, negpos);
-  try {
-    let done: string;
-    if (op.builtin === BUILTIN.CONV_2D) {
-      const o = op.options;
-      const ws = g.tensors[op.inputs[1] ?? -1]?.shape ?? [];
-      const [outs, kh, kw, cin] = ws;
-      const ok = o?.kind === 'conv' && ws.length === 4 && cin === img.c && o.strideH === kh && o.strideW === kw && kh % block === 0 && kw % block === 0
-        && o.dilationH === 1 && o.dilationW === 1 && (o.padding === 'VALID' || (img.h % kh === 0 && img.w % kw === 0));
-      if (!ok) {
-        refuse(`input "${img.name}" feeds ${label(op)} with filter [${ws.join(',')}] (OHWI), stride ${o?.kind === 'conv' ? `${o.strideH}x${o.strideW}, padding ${o.padding}, dilation ${o.dilationH}x${o.dilationW}` : '?'};`
-          + ` absorption needs kernel = stride = a multiple of block ${block} and no padding`);
-      }
-      done = absorb(bytes, ctx, op, shuffleMap(key, kh, kw), outs);
-    } else {
-      if (op.builtin === BUILTIN.RESHAPE) {
-        const out = g.tensors[op.outputs[0]];
-        const flat = out.shape.length === 2 && out.shape[1] === hwc;
-        const next = readers(g, op.outputs[0]);
-        if (!flat) refuse(`input "${img.name}" feeds ${label(op)}, which does not flatten it to [N, ${hwc}] (got [${out.shape.join(',')}])`);
-        if (g.outputs.includes(op.outputs[0]) || next.length !== 1) refuse(`the flattened input feeds ${next.length} operator(s), expected exactly one FULLY_CONNECTED`);
-        op = next[0];
-        if (op.inputs[0] !== first[0].outputs[0]) refuse(`the flattened input is not the data input of ${label(op)}`);
-      }
-      if (op.builtin !== BUILTIN.FULLY_CONNECTED) {
-        refuse(`the image reaches ${label(op)}; absorption needs FULLY_CONNECTED (directly or after RESHAPE) or a patch-embedding CONV_2D`);
-      }
-      const ws = g.tensors[op.inputs[1] ?? -1]?.shape ?? [];
-      if (op.options?.kind === 'fully-connected' && (op.options.keepNumDims || op.options.weightsFormat !== 0)) refuse(`${label(op)} keeps its input dims or uses packed weights`);
-      if (ws.length !== 2 || ws[1] !== hwc) refuse(`${label(op)} has weights [${ws.join(',')}], expected [out, ${hwc}] (H·W·C)`);
-      done = absorb(bytes, ctx, op, shuffleMap(key, img.h, img.w), ws[0]);
+export const tfliteShuffle: TfliteLocker<'shuffle'> = {
+  scheme: 'shuffle',
+  // First: absorption permutes the first layer's weights, so a lock that records
+  // weight positions (advparams) or values must come after it.
+  phase: 0,
+  trivial: shuffleTrivial,
+  lock(bytes, ctx): ShuffleLock {
+    const block = shuffleBlock(ctx.opts);
+    const negpos = ctx.opts.negpos === true;
+    const img = imageInput(ctx, block);
+    const entry: ShuffleLock = { scheme: 'shuffle', input: img.name, block, channels: img.c, negpos, absorbed: ctx.opts.trainedWithKey !== true, layout: 'nhwc' };
+    const what = `block ${block}, NHWC ${img.h}x${img.w}x${img.c}${negpos ? ', negative/positive' : ''}`;
+    if (ctx.opts.trainedWithKey === true) {
+      ctx.report(`shuffle: input "${img.name}" (${what}); model unchanged: the vendor asserts it was trained on inputs shuffled with this key`);
+      return entry;
     }
-    ctx.report(`shuffle: input "${img.name}" (${what}); inverse absorbed in place: ${done}; outputs match the plain model up to float32 rounding (summation order changes)`);
-  } finally {
-    wipeShuffleKey(key);
-  }
-  return entry;
+    const g = ctx.model.subgraphs[0];
+    if (g.outputs.includes(img.tensor)) refuse(`input "${img.name}" is also an output`);
+    const first = readers(g, img.tensor);
+    if (first.length !== 1) refuse(`input "${img.name}" feeds ${first.length} operators${first.length ? ` (${first.map(label).join(', ')})` : ''}, expected exactly one first layer`);
+    let op = first[0];
+    if (op.inputs[0] !== img.tensor || op.inputs.indexOf(img.tensor) !== op.inputs.lastIndexOf(img.tensor)) refuse(`input "${img.name}" is not the data input of ${label(op)}`);
+    const hwc = img.h * img.w * img.c;
+    const key = shuffleBlockKey(ctx.modelKey, block, img.c, negpos);
+    try {
+      let done: string;
+      if (op.builtin === BUILTIN.CONV_2D) {
+        const o = op.options;
+        const ws = g.tensors[op.inputs[1] ?? -1]?.shape ?? [];
+        const [outs, kh, kw, cin] = ws;
+        const ok = o?.kind === 'conv' && ws.length === 4 && cin === img.c && o.strideH === kh && o.strideW === kw && kh % block === 0 && kw % block === 0
+          && o.dilationH === 1 && o.dilationW === 1 && (o.padding === 'VALID' || (img.h % kh === 0 && img.w % kw === 0));
+        if (!ok) {
+          refuse(`input "${img.name}" feeds ${label(op)} with filter [${ws.join(',')}] (OHWI), stride ${o?.kind === 'conv' ? `${o.strideH}x${o.strideW}, padding ${o.padding}, dilation ${o.dilationH}x${o.dilationW}` : '?'};`
+            + ` absorption needs kernel = stride = a multiple of block ${block} and no padding`);
+        }
+        done = absorb(bytes, ctx, op, shuffleMap(key, kh, kw), outs);
+      } else {
+        if (op.builtin === BUILTIN.RESHAPE) {
+          const out = g.tensors[op.outputs[0]];
+          const flat = out.shape.length === 2 && out.shape[1] === hwc;
+          const next = readers(g, op.outputs[0]);
+          if (!flat) refuse(`input "${img.name}" feeds ${label(op)}, which does not flatten it to [N, ${hwc}] (got [${out.shape.join(',')}])`);
+          if (g.outputs.includes(op.outputs[0]) || next.length !== 1) refuse(`the flattened input feeds ${next.length} operator(s), expected exactly one FULLY_CONNECTED`);
+          op = next[0];
+          if (op.inputs[0] !== first[0].outputs[0]) refuse(`the flattened input is not the data input of ${label(op)}`);
+        }
+        if (op.builtin !== BUILTIN.FULLY_CONNECTED) {
+          refuse(`the image reaches ${label(op)}; absorption needs FULLY_CONNECTED (directly or after RESHAPE) or a patch-embedding CONV_2D`);
+        }
+        const ws = g.tensors[op.inputs[1] ?? -1]?.shape ?? [];
+        if (op.options?.kind === 'fully-connected' && (op.options.keepNumDims || op.options.weightsFormat !== 0)) refuse(`${label(op)} keeps its input dims or uses packed weights`);
+        if (ws.length !== 2 || ws[1] !== hwc) refuse(`${label(op)} has weights [${ws.join(',')}], expected [out, ${hwc}] (H·W·C)`);
+        done = absorb(bytes, ctx, op, shuffleMap(key, img.h, img.w), ws[0]);
+      }
+      ctx.report(`shuffle: input "${img.name}" (${what}); inverse absorbed in place: ${done}; outputs match the plain model up to float32 rounding (summation order changes)`);
+    } finally {
+      wipeShuffleKey(key);
+    }
+    return entry;
+  },
 };

@@ -18,19 +18,19 @@
  * added to the bias. The index maps come from the device's own shuffle
  * (shuffleImageNCHW) run on index images, so both sides agree by construction.
  */
-import { UnsupportedModelError } from '../../keystore/errors.ts';
-import type { ShuffleLock } from '../../runtime/klm.ts';
-import { shuffleBlockKey, shuffleImageNCHW, wipeShuffleKey, type ShuffleBlockKey } from '../../runtime/keys/shuffle-key.ts';
-import { getAttribute, intAttribute, intsAttribute, setAttribute } from '../onnx/attributes.ts';
-import { makeNode, makeTensor } from '../onnx/builder.ts';
-import { DataType } from '../onnx/dtypes.ts';
-import { consumersOf, describeValue, isGraphOutput, runtimeInputs, uniqueName } from '../onnx/graph.ts';
-import { addInitializer, findInitializer, getInitializer, setInitializer } from '../onnx/initializers.ts';
-import type { NodeProto, OnnxModel } from '../onnx/types.ts';
-import { LockOptionError, type LockContext, type LockOptions, type Locker } from './types.ts';
+import { UnsupportedModelError } from '../../../keystore/errors.ts';
+import type { ShuffleLock } from '../../../runtime/klm.ts';
+import { shuffleBlockKey, shuffleImageNCHW, wipeShuffleKey, type ShuffleBlockKey } from '../../../runtime/keys/shuffle-key.ts';
+import { getAttribute, intAttribute, intsAttribute, setAttribute } from '../../onnx/attributes.ts';
+import { makeNode, makeTensor } from '../../onnx/builder.ts';
+import { DataType } from '../../onnx/dtypes.ts';
+import { consumersOf, describeValue, isGraphOutput, runtimeInputs, uniqueName } from '../../onnx/graph.ts';
+import { addInitializer, findInitializer, getInitializer, setInitializer } from '../../onnx/initializers.ts';
+import type { NodeProto, OnnxModel } from '../../onnx/types.ts';
+import { LockOptionError, type EntryOf, type LockContext, type LockOptions, type OnnxLocker } from '../types.ts';
 
 /** The image input the lock applies to. */
-export interface ShuffleImage {
+interface ShuffleImage {
   name: string;
   /** Batch dimension as declared (number, symbol or null). */
   batch: number | string | null;
@@ -48,7 +48,7 @@ export interface ShuffleMap {
 }
 
 /** What post-hoc absorption changed. */
-export interface Absorption {
+interface Absorption {
   /** The first-layer node that now undoes the shuffle. */
   node: string;
   op: string;
@@ -80,7 +80,7 @@ export function shuffleBlock(opts: LockOptions): number {
  * The model's single float32 NCHW image input, with C, H, W known and H, W
  * divisible by `block`. UnsupportedModelError otherwise, saying what was found.
  */
-export function shuffleImageInput(model: OnnxModel, block: number): ShuffleImage {
+function shuffleImageInput(model: OnnxModel, block: number): ShuffleImage {
   const inputs = runtimeInputs(model);
   if (inputs.length !== 1) {
     throw new UnsupportedModelError(`shuffle expects a model with a single image input, got ${inputs.length} input(s)${inputs.length ? ` (${inputs.map((i) => `'${i.name}'`).join(', ')})` : ''}`);
@@ -330,7 +330,7 @@ function flattensImage(model: OnnxModel, n: NodeProto, img: ShuffleImage): boole
 }
 
 /** Finds the first layer behind `img` and rewrites it; refuses with what it found otherwise. */
-export function absorbShuffle(model: OnnxModel, img: ShuffleImage, key: ShuffleBlockKey): Absorption {
+function absorbShuffle(model: OnnxModel, img: ShuffleImage, key: ShuffleBlockKey): Absorption {
   const readers = consumersOf(model, img.name);
   if (isGraphOutput(model, img.name)) refuseAbsorb(`input '${img.name}' is also a graph output`);
   if (readers.length !== 1) refuseAbsorb(`input '${img.name}' feeds ${readers.length} nodes${readers.length ? ` (${readers.map(nodeLabel).join(', ')})` : ''}, expected exactly one first layer`);
@@ -365,12 +365,42 @@ export function absorbShuffle(model: OnnxModel, img: ShuffleImage, key: ShuffleB
 }
 
 /**
+ * Why a shuffle entry locks nothing under `modelKey`, for both formats: a key
+ * is drawn uniformly among the m*m*C! block permutations, so for a small block
+ * the identity comes up (1 in 24 keys for a 2x2x1 block), and the "locked"
+ * model would equal the plain one.
+ * @throws UnsupportedModelError for a block of one element without
+ * negative/positive, which has no key but the identity.
+ */
+export function shuffleTrivial(modelKey: Uint8Array, entry: EntryOf<'shuffle'>): string | undefined {
+  const size = entry.block * entry.block * entry.channels;
+  if (size === 1 && !entry.negpos) {
+    throw new UnsupportedModelError('shuffle: a 1x1 block of 1 channel has one permutation, the identity; use a block size above 1 or negative/positive (--negpos)');
+  }
+  const key = shuffleBlockKey(modelKey, entry.block, entry.channels, entry.negpos);
+  try {
+    const identity = key.perm.every((v, i) => v === i);
+    const flips = key.flip?.includes(1) ?? false;
+    if (identity && !flips) {
+      return `shuffle: the key's permutation of the ${entry.block}x${entry.block}x${entry.channels} block (${size} positions) is the identity${entry.negpos ? ' and it flips no position' : ''}`;
+    }
+    return undefined;
+  } finally {
+    wipeShuffleKey(key);
+  }
+}
+
+/**
  * The `shuffle` locker (graph stage): checks the image input, absorbs the inverse
  * shuffle into the first layer unless the model was trained with the key, and
  * returns the manifest entry.
  */
-export const shuffleLocker: Locker = {
+export const onnxShuffle: OnnxLocker<'shuffle'> = {
   scheme: 'shuffle',
+  // With advparams, in the order asked (models/lock/onnx/advparams.ts says what
+  // each order does); before signflip.
+  phase: 0,
+  trivial: shuffleTrivial,
   graph(model: OnnxModel, ctx: LockContext) {
     const block = shuffleBlock(ctx.opts);
     const negpos = ctx.opts.negpos === true;

@@ -1,0 +1,94 @@
+/**
+ * Bench task "cold": bytes in memory to the first output, plain against locked
+ * with the model key and locked through a keystore, with the load phases.
+ */
+import { readFileSync } from 'node:fs';
+import { Keystore } from '../../../keystore/keystore.ts';
+import { memoryStorage } from '../../../keystore/storage.ts';
+import { resolveBackend } from '../../../runtime/backends.ts';
+import { loadModel, type LoadPhase } from '../../../runtime/load.ts';
+import { fromHex, type Plan } from '../plan.ts';
+import { summarize, type Summary } from '../stats.ts';
+import { inputFor, log, plainSession, trustOf, type Args } from './shared.ts';
+
+/**
+ * Cold start from bytes in memory to the first output, interleaved: plain
+ * (session create + first run), locked with the model key, and locked through
+ * a keystore (open and unseal it, grant, then the same), with load phases.
+ */
+export async function cold(plan: Plan, a: Args): Promise<unknown> {
+  const backend = a.backend ?? 'wasm';
+  const threads = a.threads ?? 1;
+  const ksBytes = new Uint8Array(readFileSync(plan.keystore.path));
+  const storageKey = fromHex(plan.keystore.storageKey);
+  // ORT's one-time runtime start (wasm compile, threads) is the same for everyone: pay it before timing.
+  const warm = await plainSession(plan, plan.cases[0].model, backend, threads);
+  await warm.release();
+  const rows = [];
+  for (const c of plan.cases.filter((x) => !a.cases || a.cases.includes(x.id))) {
+    log(`cold ${backend} ${threads}T ${c.id}`);
+    const m = plan.models.find((x) => x.id === c.model)!;
+    const plainBytes = new Uint8Array(readFileSync(m.path));
+    const klm = new Uint8Array(readFileSync(c.klm));
+    const x = inputFor(plan, c.model);
+    const phases: Record<string, number[]> = {};
+    const add = (k: string, ms: number): void => { (phases[k] ??= []).push(ms); };
+    const plainCold = async (): Promise<number> => {
+      const t = performance.now();
+      const s = await (await resolveBackend(backend)).create(plainBytes, { threads });
+      const t1 = performance.now();
+      await s.run(x);
+      const t2 = performance.now();
+      add('plain create', t1 - t);
+      add('plain first run', t2 - t1);
+      await s.release();
+      return t2 - t;
+    };
+    const lockedCold = async (withKeystore: boolean): Promise<number> => {
+      const pre = withKeystore ? 'keystore: ' : '';
+      // A device reads the file into bytes of its own and hands them over (loadModelFile: consume);
+      // the copy is made before the clock starts, as the plain side's bytes are there before it.
+      const own = klm.slice();
+      const t = performance.now();
+      let ks: Keystore | undefined;
+      if (withKeystore) {
+        ks = await Keystore.open(memoryStorage(ksBytes), { unlock: { kind: 'hook', getKey: async () => storageKey.slice() } });
+        add(`${pre}keystore open`, performance.now() - t);
+      }
+      const onPhase = (p: LoadPhase, ms: number): void => add(pre + p, ms);
+      const model = await loadModel(own, ks ? { keystore: ks, backend, threads, onPhase, consume: true } : { modelKey: fromHex(c.modelKey), trust: trustOf(plan), backend, threads, onPhase, consume: true });
+      if (model.state !== 'ready') throw model.error!;
+      const t1 = performance.now();
+      await model.run(x);
+      const t2 = performance.now();
+      add(`${pre}first run`, t2 - t1);
+      await model.release();
+      ks?.close();
+      return t2 - t;
+    };
+    const rounds = a.rounds ?? 9;
+    const plainT: number[] = [];
+    const keyT: number[] = [];
+    const ksT: number[] = [];
+    await plainCold(); await lockedCold(false); await lockedCold(true);
+    for (const k of Object.keys(phases)) phases[k] = [];
+    for (let i = 0; i < rounds; i++) {
+      // Rotate the order each round so that load drift does not favour one side.
+      const order = [0, 1, 2].map((j) => (j + i) % 3);
+      for (const o of order) {
+        if (o === 0) plainT.push(await plainCold());
+        else if (o === 1) keyT.push(await lockedCold(false));
+        else ksT.push(await lockedCold(true));
+      }
+    }
+    const ratio = (xs: number[]): Summary => summarize(xs.map((v, i) => v / plainT[i]));
+    const ph: Record<string, number> = {};
+    for (const [k, v] of Object.entries(phases)) ph[k] = summarize(v).median;
+    rows.push({
+      case: c.id, model: c.model, label: c.label, modelBytes: m.bytes, rounds,
+      plainMs: summarize(plainT), keyMs: summarize(keyT), keystoreMs: summarize(ksT),
+      keyRatio: ratio(keyT), keystoreRatio: ratio(ksT), phases: ph,
+    });
+  }
+  return { backend, threads, rows };
+}

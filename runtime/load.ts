@@ -1,0 +1,256 @@
+/**
+ * The load pipeline: `loadModel` verifies the `.klm`, gets the model key from
+ * its source, checks it, undoes the load-time locks, creates the backend
+ * session, attaches the run-time hooks and checks the canary. A check that
+ * fails does not throw: the model comes back halted (or disabled) with the
+ * typed reason.
+ */
+import {
+  CanaryMismatchError, DisabledError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
+} from '../keystore/errors.ts';
+import { equalBytes, sha256Async, wipe } from '../keystore/nacl.ts';
+import type { BackendSession } from './backend.ts';
+import { defaultBackend, registeredBackend, resolveBackend } from './backends.ts';
+import { checkCanary } from './canary.ts';
+import { env } from './env.ts';
+import { checkKlmDigest, openKlmSignedAsync, type KlmFile, type Manifest, type Policy } from './klm.ts';
+import { keyCheckValue } from './keys/derive.ts';
+import type { ApplyContext } from './keys/hooks.ts';
+import { prepareLocks, restoreModel, runHooks } from './keys/index.ts';
+import { Model } from './model.ts';
+import { checkRecordOptions, type RecordOptions } from './recorder.ts';
+
+/**
+ * Where a device's model keys come from: what `loadModel` uses of a keystore.
+ * `Keystore` (keystore/keystore.ts) is one; a product can plug its own, e.g.
+ * one whose keys never leave a TPM or secure element except for the load.
+ */
+export interface ModelKeySource {
+  /** The pinned vendor Ed25519 public keys: a model signed by another key does not load. */
+  readonly vendorKeys: readonly Uint8Array[];
+  /**
+   * A copy of the model key (the load wipes it when done), or the typed reason
+   * there is none (NoGrantError, ExpiredGrantError, RevokedError, DisabledError).
+   */
+  modelKeyFor(modelId: string): Uint8Array | Promise<Uint8Array>;
+  /** Failures counted for the model since its last successful load. */
+  failureCount(modelId: string): number;
+  /** Counts (and persists) one failed unlock; `disabled` when the policy disabled the model now or before. */
+  recordFailure(modelId: string, policy: Policy): Promise<{ failures: number; disabled: boolean }>;
+  /** Clears the failure count after a successful load. */
+  resetFailures(modelId: string): Promise<void>;
+}
+
+/**
+ * Steps of `loadModel`, in order, for `LoadOptions.onPhase`: `open` (envelope,
+ * signature, manifest), `key` (model key from the keystore and key check
+ * value), `restore` (undo load-time locks on a private copy), `digest` (the
+ * wait for SHA-256 of the model bytes, started after `open`),
+ * `create` (backend session), `canary` (recorded canary runs, only when the
+ * manifest has one).
+ */
+export type LoadPhase = 'open' | 'digest' | 'key' | 'restore' | 'create' | 'canary';
+
+/** Where the model key comes from, and how to run. */
+export interface LoadOptions {
+  /**
+   * The device's source of model keys (a `Keystore`, or a product's own
+   * `ModelKeySource`): the model key comes from its grant, the vendor keys it
+   * pins are the only ones trusted, failures are counted in it, and the policy
+   * may disable the model there.
+   */
+  keystore?: ModelKeySource;
+  /** The model key itself (the vendor's own check of a lock, tests). */
+  modelKey?: Uint8Array;
+  /** Trusted vendor public keys (with `modelKey`); without them the signature proves integrity only. */
+  trust?: readonly Uint8Array[];
+  /** A registered backend's name (`registerBackend`); default `env.backend`, else `tflite` for TFLite models and `wasm` for ONNX. */
+  backend?: string;
+  /** Intra-op threads; default `env.threads`. */
+  threads?: number;
+  /**
+   * Hands `klm` over to the runtime: the load restores the model inside these
+   * bytes instead of a private copy (one model size less at peak) and wipes
+   * them afterwards, so the caller must not use them again. The file-loading
+   * entry points (`loadModelFile` of the node and deno targets) do this with the
+   * bytes they read. Default false: the caller's bytes are never changed.
+   */
+  consume?: boolean;
+  /**
+   * Called as each load phase ends, with its wall time in milliseconds (for
+   * benchmarks and diagnostics). Without it no clock is read.
+   */
+  onPhase?: (phase: LoadPhase, ms: number) => void;
+  /**
+   * Records every run of the loaded model (its declared inputs and its outputs,
+   * never key tensors) into a bounded recorded file, for offline replay; see
+   * runtime/recorder.ts. The node target's `recordToFile(path, { maxBytes })`
+   * makes one. Canary runs at load are not recorded.
+   */
+  record?: RecordOptions;
+}
+
+/** Calls `fn` with the time since the previous mark; undefined when nobody listens. */
+function phaseClock(fn: LoadOptions['onPhase']): ((p: LoadPhase) => void) | undefined {
+  if (!fn) return undefined;
+  let t = performance.now();
+  return (p) => {
+    const now = performance.now();
+    fn(p, now - t);
+    t = now;
+  };
+}
+
+/** Failures that count toward the policy's limit: the key or the model's bytes are not what the vendor made. */
+function countsAsFailure(e: KeylockError): boolean {
+  return e instanceof KeyMismatchError || e instanceof CanaryMismatchError || e instanceof TamperedError;
+}
+
+/**
+ * Loads a `.klm`. The model key comes from `opts.keystore` (a device) or
+ * `opts.modelKey` (a vendor checking its own lock). Check failures (signature,
+ * digest, licence window, revocation, key check value, canary) do not throw:
+ * they return a model in state `halted` (or `disabled`, when the keystore's
+ * policy says so) whose `error` says why, and whose `run()` rejects with it.
+ * API misuse (no key source, unknown backend) and what the platform refuses
+ * (`env.checkLoad`) throw.
+ *
+ * Typed here as the runtime's own `Model` (the runtime's tests drive it); the
+ * `keylock` entry exports it as returning the public `LockedModel`.
+ */
+export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Model> {
+  const threads = opts.threads ?? env.threads;
+  const asked = opts.backend ?? env.backend;
+  if (env.checkLoad) await env.checkLoad({ threads, backend: asked });
+  const ks = opts.keystore;
+  if (!ks && !opts.modelKey) throw new TypeError('loadModel needs a keystore or a modelKey');
+  if (asked !== undefined) registeredBackend(asked); // an unknown name is misuse: thrown, not a halted model
+  if (opts.record) checkRecordOptions(opts.record);
+  const mark = phaseClock(opts.onPhase);
+  let file: KlmFile;
+  let verified: Promise<void>;
+  try {
+    file = await openKlmSignedAsync(klm, ks ? ks.vendorKeys : opts.trust);
+    mark?.('open');
+    // The digest (native code: Node's hash, else WebCrypto) is started here; where it runs on
+    // another thread (WebCrypto) it overlaps the key check and the restore. unlockInto awaits it
+    // before any backend sees the bytes.
+    const f = file;
+    verified = sha256Async(f.model).then((d) => checkKlmDigest(f, d));
+    verified.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
+  } catch (e) {
+    const m = new Model(undefined);
+    m.halt(asKeylockError(e));
+    opts.record?.sink.close();
+    return m;
+  }
+  const model = new Model(file.manifest);
+  const backend = asked ?? defaultBackend(file.manifest.modelFormat);
+  const { modelId, policy } = file.manifest;
+  let modelKey: Uint8Array | undefined;
+  try {
+    if (ks) {
+      const k = ks.modelKeyFor(modelId);
+      modelKey = k instanceof Uint8Array ? k : await k; // a keystore in memory answers at once: no extra turn
+    } else {
+      modelKey = new Uint8Array(opts.modelKey!);
+    }
+    await unlockInto(model, file, modelKey, backend, threads, mark, verified, opts.consume === true);
+    // Only a device that had failures writes on success: a good run needs no write access.
+    if (ks && ks.failureCount(modelId) > 0) await ks.resetFailures(modelId);
+  } catch (e) {
+    // Bytes that do not match the signed digest are reported as such, whatever else failed while
+    // the digest was computed, and (as a file that is not the vendor's) never counted as a failure.
+    const tampered = await verified.then(() => undefined, asKeylockError);
+    const err = tampered ?? asKeylockError(e);
+    if (tampered) {
+      model.halt(tampered);
+    } else if (err instanceof DisabledError) {
+      model.halt(err, 'disabled');
+    } else if (ks && countsAsFailure(err)) {
+      const r = await ks.recordFailure(modelId, policy);
+      if (r.disabled) {
+        const d = new DisabledError(modelId, Math.floor(Date.now() / 1000), `${r.failures} failed unlock(s): ${err.message}`);
+        model.halt(d, 'disabled');
+      } else {
+        model.halt(err);
+      }
+    } else {
+      model.halt(err);
+    }
+  } finally {
+    modelKey?.fill(0);
+  }
+  if (opts.record) {
+    if (model.state === 'ready') model.record(opts.record);
+    else opts.record.sink.close();
+  }
+  return model;
+}
+
+/**
+ * Shared by every key source: key check, restore, session, hooks, canary, on
+ * the registered backend `backend`. `verified`, when given, is the pending
+ * digest check of `file`: it is awaited after the restore and before the
+ * backend sees any byte.
+ */
+export async function unlockInto(
+  model: Model, file: KlmFile, modelKey: Uint8Array, backend: string, threads?: number, mark?: (p: LoadPhase) => void,
+  verified?: Promise<void>, consume = false,
+): Promise<void> {
+  const { manifest } = file;
+  checkKey(manifest, modelKey);
+  mark?.('key');
+  const formats = registeredBackend(backend).formats ?? ['onnx'];
+  if (!formats.includes(manifest.modelFormat)) {
+    throw new UnsupportedModelError(`model "${manifest.modelId}" is ${manifest.modelFormat}; the ${backend} backend runs ${formats.join(', ')} models`);
+  }
+  // With a pinned signer, the digest awaited below covers every byte restore reads.
+  const ctx: ApplyContext = { modelId: manifest.modelId, modelKey, authenticated: file.trusted && verified !== undefined };
+  await prepareLocks(manifest.locks);
+  let session: BackendSession;
+  let bytes: Uint8Array | undefined;
+  try {
+    if (consume && verified) {
+      // Restoring in the caller's bytes changes what the digest reads: it is settled first.
+      await verified;
+      mark?.('digest');
+    }
+    bytes = consume ? file.model : new Uint8Array(file.model); // otherwise a private copy: the caller's buffer is never changed
+    restoreModel(bytes, manifest.locks, ctx);
+    mark?.('restore');
+    if (verified && !consume) {
+      await verified;
+      mark?.('digest');
+    }
+    // Initialized here, on first use, as the package it may load was before: a key or
+    // digest failure is reported as such even where the backend cannot run.
+    session = await (await resolveBackend(backend)).create(bytes, { threads });
+    mark?.('create');
+  } finally {
+    wipe(bytes); // the backend holds its own copy; the plaintext in JS memory goes now
+    bytes = undefined; // and the buffer with it: nothing here keeps it reachable during the canary runs
+  }
+  model.attach(session, runHooks(manifest.locks, ctx));
+  if (manifest.canary) {
+    // Recorded by the lock tool on the format's default backend: exact there; other kernels round differently.
+    await checkCanary(manifest.canary, (x) => model.run(x), backend, backend === defaultBackend(manifest.modelFormat));
+    model.resetStats();
+    mark?.('canary');
+  }
+}
+
+/** Throws KeyMismatchError unless `modelKey` matches the manifest's key check value. */
+export function checkKey(manifest: Manifest, modelKey: Uint8Array): void {
+  if (modelKey.byteLength !== 32) throw new KeyMismatchError(`model key must be 32 bytes, got ${modelKey.byteLength}`);
+  const kcv = keyCheckValue(modelKey);
+  const ok = equalBytes(kcv, manifest.kcv);
+  wipe(kcv);
+  if (!ok) throw new KeyMismatchError(`the key does not open model "${manifest.modelId}" (key check value mismatch)`);
+}
+
+/** Any failure of a load as a KeylockError: a foreign one means the file could not be loaded. */
+export function asKeylockError(e: unknown): KeylockError {
+  if (e instanceof KeylockError) return e;
+  return new TamperedError(`the model could not be loaded: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+}
