@@ -15,7 +15,6 @@ export class KeylockError extends Error {
   constructor(code: string, message: string, options?: { cause?: unknown; hint?: string }) {
     super(message, options);
     this.code = code;
-    this.name = new.target.name;
     if (options?.hint) this.hint = options.hint;
   }
 }
@@ -184,3 +183,35 @@ export class LockoutError extends KeylockError {
     super('locked-out', `keystore unlock: ${failures} wrong secret(s) in a row; expected no attempt before ${when(retryAt)}, got one at ${when(now)} (${Math.max(0, retryAt - now)} s early)`);
   }
 }
+
+/**
+ * Each class's `name`, set on its prototype from this table's keys: property
+ * names survive minification, class names do not, so device bundles need no
+ * esbuild `keepNames` (about 11 KB of every bundle) for `err.name` to read
+ * `KeyMismatchError`. A class missing here is caught by test/errors.test.ts.
+ */
+const NAMED: Record<string, { prototype: Error }> = {
+  KeylockError,
+  FormatError,
+  SizeLimitError,
+  UnsupportedVersionError,
+  TamperedError,
+  KeyMismatchError,
+  UnsupportedModelError,
+  WeakKeyError,
+  InputMismatchError,
+  BackendUnavailableError,
+  CanaryMismatchError,
+  ExpiredGrantError,
+  RevokedError,
+  RollbackError,
+  ReplayError,
+  DisabledError,
+  WrongDeviceError,
+  UntrustedSignerError,
+  UnlockError,
+  NoGrantError,
+  KeystoreBusyError,
+  LockoutError,
+};
+for (const [name, cls] of Object.entries(NAMED)) Object.defineProperty(cls.prototype, 'name', { value: name, writable: true, configurable: true });

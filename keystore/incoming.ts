@@ -8,7 +8,7 @@
  */
 import { equalBytes, wipe } from './nacl.ts';
 import { keyId } from './hex.ts';
-import { sameRevocations, type RevocationList } from './revocation.ts';
+import { hasId, sameRevocations, type RevocationList } from './revocation.ts';
 import type { ReinstateToken } from './reinstate.ts';
 import type { Rotation } from './rotation.ts';
 import { MAX_RETIRED_KEYS, type GrantRecord, type KeystoreState } from './kls.ts';
@@ -108,10 +108,12 @@ export function applyRotation(s: KeystoreState, rot: Rotation): 'vendor' | 'back
 /**
  * RevokedError when the installed revocation list names this device, the
  * model, or (when given) the grant; checked on install and on every key lookup.
+ * Each lookup is a binary search in the (sorted) installed id arrays, not a
+ * scan, so a list of 100,000 grant ids costs a load microseconds (revocation.ts `hasId`).
  */
 export function checkRevoked(s: KeystoreState, modelId: string, grantId?: string): void {
   const r = s.revocation;
-  if (r.devices.includes(s.deviceId)) throw new RevokedError(`device "${s.deviceId}" is revoked by revocation list version ${r.listVersion}; expected it absent`);
-  if (r.models.includes(modelId)) throw new RevokedError(`model "${modelId}" is revoked by revocation list version ${r.listVersion}; expected it absent`);
-  if (grantId !== undefined && r.grants.includes(grantId)) throw new RevokedError(`grant ${grantId} for model "${modelId}" is revoked by revocation list version ${r.listVersion}; expected it absent`);
+  if (hasId(r.devices, s.deviceId)) throw new RevokedError(`device "${s.deviceId}" is revoked by revocation list version ${r.listVersion}; expected it absent`);
+  if (hasId(r.models, modelId)) throw new RevokedError(`model "${modelId}" is revoked by revocation list version ${r.listVersion}; expected it absent`);
+  if (grantId !== undefined && hasId(r.grants, grantId)) throw new RevokedError(`grant ${grantId} for model "${modelId}" is revoked by revocation list version ${r.listVersion}; expected it absent`);
 }

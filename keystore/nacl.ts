@@ -2,8 +2,11 @@
  * The one boundary to the crypto libraries: tweetnacl (Ed25519, X25519 box,
  * Poly1305), @noble/ciphers (XSalsa20 and the attached secretbox, byte-identical
  * to NaCl's and several times faster than tweetnacl's on megabytes) and
- * @noble/hashes (SHA-256, HMAC); WebCrypto where the platform has it (SHA-256
- * and Ed25519 verification of whole models); Node's own SHA-256 and SHAKE256;
+ * @noble/hashes (SHA-256, HMAC); native Ed25519 and X25519 first where the
+ * platform has them (node:crypto, else WebCrypto's Ed25519 for `verifyAsync`;
+ * keystore/native.ts finds them once and checks them against known answers),
+ * tweetnacl otherwise, with the same bytes either way (`cryptoInfo()` says which
+ * runs); WebCrypto's SHA-256; Node's own SHA-256 and SHAKE256;
  * and keylock's WebAssembly SIMD XSalsa20/Poly1305 (keystore/wasm/secretbox.ts),
  * which opens sealed tensors. Every key, nonce and signature size is checked here, so
  * callers get a RangeError for misuse and a typed error for a failed MAC or
@@ -15,6 +18,9 @@ import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
 import { hmac } from '@noble/hashes/hmac.js';
 import { TamperedError } from './errors.ts';
 import { openInPlaceWasm, secretboxWasm } from './wasm/secretbox.ts';
+import { ed25519Native, ed25519Web, x25519Native } from './native.ts';
+
+export { cryptoInfo, forceCryptoFallback, prepareCrypto, type CryptoInfo } from './native.ts';
 
 /** Sizes fixed by NaCl. */
 export const SIZES = {
@@ -117,54 +123,75 @@ export function wipe(b: Uint8Array | undefined): void {
   if (b) b.fill(0);
 }
 
-/** Ed25519 key pair from a 32-byte seed. */
+/** Ed25519 key pair from a 32-byte seed (the secret key is seed || public key, as NaCl's). */
 export function signKeyPair(seed: Uint8Array): { publicKey: Uint8Array; secretKey: Uint8Array } {
   need('signing seed', seed, SIZES.signSeed);
-  return nacl.sign.keyPair.fromSeed(seed);
+  const publicKey = ed25519Native()?.publicKey(seed);
+  if (!publicKey) return nacl.sign.keyPair.fromSeed(seed);
+  const secretKey = new Uint8Array(SIZES.signSecret);
+  secretKey.set(seed);
+  secretKey.set(publicKey, SIZES.signSeed);
+  return { publicKey, secretKey };
 }
 
-/** Ed25519 detached signature. */
+/** Ed25519 detached signature (deterministic: the same bytes from every implementation). */
 export function sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array {
   need('signing secret key', secretKey, SIZES.signSecret);
-  return nacl.sign.detached(message, secretKey);
+  return ed25519Native()?.sign(message, secretKey) ?? nacl.sign.detached(message, secretKey);
+}
+
+/** The group order L of Ed25519, little-endian. */
+const ED25519_L = Uint8Array.from([
+  0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+]);
+
+/**
+ * Whether the signature's S (its second half) is below L, as RFC 8032 §5.1.7
+ * requires of a verifier. node:crypto and WebCrypto refuse S >= L; tweetnacl
+ * does not look, so this check, made before any of them runs, gives every path
+ * the same verdict (a signer's S is always reduced: only a forger's is not).
+ */
+function canonicalS(signature: Uint8Array): boolean {
+  for (let i = 31; i >= 0; i--) {
+    const s = signature[32 + i];
+    if (s !== ED25519_L[i]) return s < ED25519_L[i];
+  }
+  return false; // S == L
+}
+
+function badSignature(what: string): TamperedError {
+  return new TamperedError(`${what}: the Ed25519 signature does not verify`);
 }
 
 /** Verifies an Ed25519 signature; throws TamperedError when it does not match. */
 export function verify(message: Uint8Array, signature: Uint8Array, publicKey: Uint8Array, what: string): void {
   need('public key', publicKey, SIZES.signPublic);
-  if (signature.byteLength !== SIZES.signature || !nacl.sign.detached.verify(message, signature, publicKey)) {
-    throw new TamperedError(`${what}: the Ed25519 signature does not verify`);
-  }
+  if (signature.byteLength !== SIZES.signature || !canonicalS(signature)) throw badSignature(what);
+  const ok = ed25519Native()?.verify(message, signature, publicKey) ?? nacl.sign.detached.verify(message, signature, publicKey);
+  if (!ok) throw badSignature(what);
 }
 
-/** Whether WebCrypto verifies Ed25519 here; learned on first use (older browsers lack it). */
-let subtleEd25519: boolean | undefined = subtle ? undefined : false;
-
 /**
- * `verify`, by WebCrypto's Ed25519 where the platform has it (native code: a
- * fraction of a millisecond, where tweetnacl needs several, and tens in a
- * process whose JIT is still cold), else by tweetnacl. WebCrypto also rejects
- * non-canonical signatures (S >= L) that tweetnacl would take; a vendor's
- * signatures are canonical, so both accept exactly the vendor's files.
+ * `verify`, by native code where the platform has it: node:crypto (Node,
+ * Deno, Electron's main process: a tenth of a millisecond on a manifest), else
+ * WebCrypto's Ed25519 (browsers), else tweetnacl (several milliseconds, and
+ * tens in a process whose JIT is still cold). The same verdict on every path.
  */
 export async function verifyAsync(message: Uint8Array, signature: Uint8Array, publicKey: Uint8Array, what: string): Promise<void> {
   need('public key', publicKey, SIZES.signPublic);
-  if (signature.byteLength !== SIZES.signature) throw new TamperedError(`${what}: the Ed25519 signature does not verify`);
-  if (subtleEd25519 !== false) {
-    let ok: boolean | undefined;
+  if (signature.byteLength !== SIZES.signature || !canonicalS(signature)) throw badSignature(what);
+  if (ed25519Native()) return verify(message, signature, publicKey, what);
+  const web = await ed25519Web();
+  if (web) {
+    let ok: boolean;
     try {
-      const k = await subtle!.importKey('raw', publicKey as Uint8Array<ArrayBuffer>, { name: 'Ed25519' }, false, ['verify']);
-      ok = await subtle!.verify({ name: 'Ed25519' }, k, signature as Uint8Array<ArrayBuffer>, message as Uint8Array<ArrayBuffer>);
-      subtleEd25519 = true;
-    } catch (e) {
-      // Only an engine without Ed25519 falls back; any other failure is a failed verification.
-      if (subtleEd25519 === undefined && (e as Error)?.name === 'NotSupportedError') subtleEd25519 = false;
-      else ok = false;
+      ok = await web.verify(message, signature, publicKey);
+    } catch {
+      ok = false; // the engine passed its known answers: a refusal here is this key's or signature's
     }
-    if (ok !== undefined) {
-      if (!ok) throw new TamperedError(`${what}: the Ed25519 signature does not verify`);
-      return;
-    }
+    if (!ok) throw badSignature(what);
+    return;
   }
   verify(message, signature, publicKey, what);
 }
@@ -290,6 +317,13 @@ export function hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array {
 
 /** A fresh X25519 key pair for NaCl box (a device identity). */
 export function boxKeyPair(): { publicKey: Uint8Array; secretKey: Uint8Array } {
+  const x = x25519Native();
+  if (x) {
+    const secretKey = nacl.randomBytes(SIZES.boxSecret);
+    const publicKey = x.publicKey(secretKey);
+    if (publicKey) return { publicKey, secretKey };
+    return nacl.box.keyPair.fromSecretKey(secretKey);
+  }
   return nacl.box.keyPair();
 }
 
@@ -302,20 +336,72 @@ export interface SealedToDevice {
   box: Uint8Array;
 }
 
+/** tweetnacl's HSalsa20 (crypto_core_hsalsa20), which its typings do not declare. */
+const hsalsa20 = (nacl as unknown as {
+  lowlevel: { crypto_core_hsalsa20(out: Uint8Array, inp: Uint8Array, k: Uint8Array, c: Uint8Array): number };
+}).lowlevel.crypto_core_hsalsa20;
+/** Salsa20's constant, "expand 32-byte k". */
+const SIGMA = Uint8Array.from([...'expand 32-byte k'].map((c) => c.charCodeAt(0)));
+
+/**
+ * NaCl's crypto_box_beforenm from an X25519 shared secret: HSalsa20 of it
+ * under a zero nonce, the secretbox key of the box. Wipes `shared`.
+ */
+function boxKey(shared: Uint8Array): Uint8Array {
+  const k = new Uint8Array(32);
+  hsalsa20(k, new Uint8Array(16), shared, SIGMA);
+  shared.fill(0);
+  return k;
+}
+
 /**
  * Seals `plain` to `recipientPub` with NaCl box (X25519, XSalsa20-Poly1305) from
- * a fresh ephemeral key pair whose secret half is wiped at once: only the
+ * a fresh ephemeral key pair whose secret half is wiped at once (with
+ * node:crypto it never leaves native memory): only the
  * recipient can open it, and the sender cannot be impersonated by reusing keys.
  * Authenticity of the sender comes from the vendor signature around it, not from box.
  */
 export function sealToDevice(plain: Uint8Array, recipientPub: Uint8Array): SealedToDevice {
   need('recipient public key', recipientPub, SIZES.boxPublic);
-  const eph = nacl.box.keyPair();
-  const nonce = nacl.randomBytes(SIZES.boxNonce);
+  const eph = x25519Native()?.ephemeral(recipientPub);
+  if (eph) {
+    const nonce = nacl.randomBytes(SIZES.boxNonce);
+    const k = boxKey(eph.shared);
+    try {
+      return { ephemeralPub: eph.publicKey, nonce, box: seal(plain, nonce, k) };
+    } finally {
+      k.fill(0);
+    }
+  }
+  const kp = nacl.box.keyPair();
   try {
-    return { ephemeralPub: eph.publicKey, nonce, box: nacl.box(plain, nonce, recipientPub, eph.secretKey) };
+    return sealToDeviceWith(plain, recipientPub, kp.secretKey, nacl.randomBytes(SIZES.boxNonce));
   } finally {
-    eph.secretKey.fill(0);
+    kp.secretKey.fill(0);
+  }
+}
+
+/**
+ * `sealToDevice` with the caller's ephemeral secret key and nonce, for known
+ * answers and byte-for-byte comparisons of the implementations (tests,
+ * vectors). Never for real grants: an ephemeral key is used once, and the
+ * caller must wipe it.
+ */
+export function sealToDeviceWith(plain: Uint8Array, recipientPub: Uint8Array, ephemeralSecret: Uint8Array, nonce: Uint8Array): SealedToDevice {
+  need('recipient public key', recipientPub, SIZES.boxPublic);
+  need('ephemeral secret key', ephemeralSecret, SIZES.boxSecret);
+  need('box nonce', nonce, SIZES.boxNonce);
+  const x = x25519Native();
+  const ephemeralPub = x?.publicKey(ephemeralSecret);
+  const shared = ephemeralPub && x!.shared(ephemeralSecret, recipientPub);
+  if (!ephemeralPub || !shared) {
+    return { ephemeralPub: nacl.box.keyPair.fromSecretKey(ephemeralSecret).publicKey, nonce, box: nacl.box(plain, nonce, recipientPub, ephemeralSecret) };
+  }
+  const k = boxKey(shared);
+  try {
+    return { ephemeralPub, nonce, box: seal(plain, nonce, k) };
+  } finally {
+    k.fill(0);
   }
 }
 
@@ -324,7 +410,18 @@ export function openFromSender(sealed: SealedToDevice, recipientSecret: Uint8Arr
   need('box secret key', recipientSecret, SIZES.boxSecret);
   need('ephemeral public key', sealed.ephemeralPub, SIZES.boxPublic);
   need('box nonce', sealed.nonce, SIZES.boxNonce);
-  const plain = sealed.box.byteLength >= SIZES.mac ? nacl.box.open(sealed.box, sealed.nonce, sealed.ephemeralPub, recipientSecret) : null;
-  if (!plain) throw onFail();
-  return plain;
+  if (!(sealed.box instanceof Uint8Array)) throw new TypeError('box must be a Uint8Array');
+  if (sealed.box.byteLength < SIZES.mac) throw onFail();
+  const shared = x25519Native()?.shared(recipientSecret, sealed.ephemeralPub);
+  if (!shared) {
+    const plain = nacl.box.open(sealed.box, sealed.nonce, sealed.ephemeralPub, recipientSecret);
+    if (!plain) throw onFail();
+    return plain;
+  }
+  const k = boxKey(shared);
+  try {
+    return open(sealed.box, sealed.nonce, k, onFail);
+  } finally {
+    k.fill(0);
+  }
 }

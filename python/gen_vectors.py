@@ -181,6 +181,14 @@ def main() -> int:
                        ("urn:uuid:6f1c7a52-5f0e-4d8e-9a53-2b1d0b7c9e11", "fc/weight:0"),
                        ("", ""), ("m\u00f6del", "\u540d\u524d")]
     ]
+    # sealed with XChaCha20-Poly1305 (entry `cipher: "xchacha20-poly1305"`): labels of its own.
+    v["sealed_xchacha_key"] = [{"model_key": k, "key": kk.sealed_xchacha_key(KEYS[k]).hex()} for k in ["K0", "K1"]]
+    v["sealed_xchacha_nonce"] = [
+        {"model_id": mid, "tensor_name": t, "nonce": kk.sealed_xchacha_nonce(mid, t).hex()}
+        for mid, t in [("mnist-cnn-v1", "conv1.weight"), ("mnist-cnn-v1", "conv2.weight"),
+                       ("urn:uuid:6f1c7a52-5f0e-4d8e-9a53-2b1d0b7c9e11", "fc/weight:0"),
+                       ("", ""), ("m\u00f6del", "\u540d\u524d")]
+    ]
     v["advparams_key"] = [{"model_key": k, "secretbox_key": kk.advparams_secretbox_key(KEYS[k]).hex()} for k in ["K0", "K1"]]
     v["advparams_nonce"] = [{"model_id": mid, "nonce": kk.advparams_nonce(mid).hex()}
                             for mid in ["mnist-cnn-v1", "urn:uuid:6f1c7a52-5f0e-4d8e-9a53-2b1d0b7c9e11", ""]]
@@ -202,6 +210,7 @@ def main() -> int:
          "n": 1, "h": 6, "w": 8},
         {"case": "image channels differ from the key's", "op": "shuffle_image", "key_hex": K0.hex(), "m": 2, "c": 3, "negpos": False,
          "n": 1, "h": 4, "w": 4, "image_c": 1},
+        {"case": "NUL in tensor name (sealed, XChaCha20)", "op": "sealed_xchacha_nonce", "model_id": "m", "tensor_name": "a\u0000b"},
     ]
     for e in errors:
         e["expect"] = "range-error"
@@ -236,6 +245,8 @@ def _python_error_case(e: dict) -> None:
         kk.derive_permutation(key, e["scheme"], e["purpose"], e["size"])
     elif op == "sealed_nonce":
         kk.sealed_nonce(e["model_id"], e["tensor_name"])
+    elif op == "sealed_xchacha_nonce":
+        kk.sealed_xchacha_nonce(e["model_id"], e["tensor_name"])
     elif op == "advparams_nonce":
         kk.advparams_nonce(e["model_id"])
     elif op == "shuffle_image":

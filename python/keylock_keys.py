@@ -385,6 +385,17 @@ def sealed_nonce(model_id: str, tensor_name: str) -> bytes:
     return hashlib.shake_256(msg).digest(NONCE_BYTES)
 
 
+def sealed_xchacha_key(model_key: bytes) -> bytes:
+    """XChaCha20-Poly1305 key of `sealed` (entry `cipher: "xchacha20-poly1305"`)."""
+    return derive_bytes(model_key, "sealed", "xchacha20-poly1305", 32)
+
+
+def sealed_xchacha_nonce(model_id: str, tensor_name: str) -> bytes:
+    msg = (b"keylock/v1/sealed/xchacha20-poly1305/nonce\x00" + _no_nul("model id", model_id)
+           + b"\x00" + _no_nul("tensor name", tensor_name))
+    return hashlib.shake_256(msg).digest(NONCE_BYTES)
+
+
 def advparams_secretbox_key(model_key: bytes) -> bytes:
     return derive_bytes(model_key, "advparams", "secretbox", 32)
 
@@ -446,6 +457,8 @@ def _run_op(op: dict):
         return key_check_value(key).hex()
     if kind == "sealed":
         return {"key": sealed_secretbox_key(key).hex(), "nonce": sealed_nonce(op["model_id"], op["tensor"]).hex()}
+    if kind == "sealed_xchacha":
+        return {"key": sealed_xchacha_key(key).hex(), "nonce": sealed_xchacha_nonce(op["model_id"], op["tensor"]).hex()}
     if kind == "advparams":
         return {"key": advparams_secretbox_key(key).hex(), "nonce": advparams_nonce(op["model_id"]).hex()}
     raise ValueError("unknown op %r" % kind)

@@ -8,6 +8,12 @@
  * Node only: its init loads the optional package), `tflite` (tfjs-tflite,
  * imported on first use so that bundles of apps that never run TFLite do not
  * carry it).
+ *
+ * `auto` is not a backend but a choice among them (`autoBackends`): the load
+ * takes the first candidate that inits, creates a session and reproduces the
+ * canary. The Node target sets `env.backend = 'auto'`; the runtime's own
+ * default stays the recording backend (`defaultBackend`), so browser bundles
+ * never try `native`.
  */
 import { BackendUnavailableError, UnsupportedModelError } from '../keystore/errors.ts';
 import type { Backend } from './backend.ts';
@@ -33,6 +39,7 @@ const registry = new Map<string, Registered>();
  * another backend has replaced it.
  */
 export function registerBackend(name: string, backend: Backend, priority = 0): () => void {
+  if (name === AUTO) throw new TypeError(`"${AUTO}" is not a backend name: it asks the load to choose among autoBackends()`);
   if (typeof backend?.create !== 'function') throw new TypeError(`backend "${name}": expected an object with create()`);
   const had = registry.get(name);
   if (had && had.priority > priority) return () => undefined;
@@ -50,6 +57,7 @@ export function backendNames(): string[] {
 
 /** The backend registered under `name`, without initializing it; UnsupportedModelError when none is. */
 export function registeredBackend(name: string): Backend {
+  if (name === AUTO) throw new UnsupportedModelError(`"${AUTO}" chooses a backend at load (autoBackends); it is not one itself`);
   const r = registry.get(name);
   if (!r) throw new UnsupportedModelError(`unknown backend "${name}"; available: ${backendNames().join(', ')}`);
   return r.backend;
@@ -74,11 +82,28 @@ export async function resolveBackend(name: string): Promise<Backend> {
 
 /**
  * The backend a model runs on when neither the load nor `env.backend` names
- * one, and the one the lock tool records canaries with: `tflite` for TFLite
+ * one (outside the Node target, which sets `auto`), and the one the lock tool records canaries with: `tflite` for TFLite
  * models, `wasm` otherwise.
  */
 export function defaultBackend(format: ModelFormat): string {
   return format === 'tflite' ? 'tflite' : 'wasm';
+}
+
+/** The `backend` value (`LoadOptions.backend`, `env.backend`) that asks the load to choose; see `autoBackends`. */
+export const AUTO = 'auto';
+
+/**
+ * The candidates of an `auto` load, fastest first, of those registered: for
+ * ONNX `native` (onnxruntime-node: 2-3x faster per inference than wasm on the
+ * reference models, docs/BENCH.md), then `wasm` (which records canaries and
+ * runs everywhere); for TFLite `tflite`. The load takes the first that inits,
+ * creates a session and reproduces the canary (within CANARY_TOLERANCE on a
+ * backend that did not record it); a model without a canary, the first that
+ * creates a session.
+ */
+export function autoBackends(format: ModelFormat): string[] {
+  const order = format === 'tflite' ? ['tflite'] : ['native', 'wasm'];
+  return order.filter((n) => registry.has(n));
 }
 
 registerBackend('wasm', ortWasmBackend);

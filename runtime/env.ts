@@ -6,10 +6,12 @@
  * change them before its first load. Every target exports the same `loadModel`.
  */
 
+import { cryptoInfo, type CryptoInfo } from '../keystore/nacl.ts';
+
 /** What the platform check is given: the threads and backend the load will use. */
 export interface LoadPlan {
   threads: number;
-  /** The backend asked for (`LoadOptions.backend`, else `env.backend`); undefined: by model format. */
+  /** The backend asked for (`LoadOptions.backend`, else `env.backend`; may be `auto`); undefined: by model format. */
   backend?: string;
 }
 
@@ -17,7 +19,16 @@ export interface LoadPlan {
 export interface Env {
   /** Intra-op threads of a load that does not give `threads`. Default 1; the rpi target sets min(4, cores). */
   threads: number;
-  /** Backend of a load that does not give `backend`; undefined (default): `tflite` for TFLite models, `wasm` otherwise. */
+  /**
+   * Backend of a load that does not give `backend`. Undefined (the runtime's
+   * default, kept by the browser, Deno and Electron entries): `tflite` for TFLite
+   * models, `wasm` otherwise, the backends that record canaries. `'auto'` (set by
+   * the Node target, `keylock` under Node, and so by the CLI): per load, the first
+   * of `autoBackends(format)` (`native` then `wasm`; `tflite`) that inits, creates
+   * a session and reproduces the canary; the model's `backend` and
+   * `skippedBackends` say which ran and what was passed over. Set `'wasm'` to get
+   * the browser-exact path under Node.
+   */
   backend?: string;
   /**
    * Where onnxruntime-web loads its wasm files from: a folder path or a file:/http: URL
@@ -35,7 +46,18 @@ export interface Env {
    * cross-origin isolated, webgpu without an adapter).
    */
   checkLoad?: (plan: LoadPlan) => void | Promise<void>;
+  /**
+   * Which implementation the crypto boundary uses here (read-only; keystore/native.ts): Ed25519 and
+   * X25519 through node:crypto where present, WebCrypto for verification where not, tweetnacl last,
+   * always the same bytes. Detected once, on first use.
+   */
+  readonly crypto: CryptoInfo;
 }
 
 /** The settings every load reads; see `Env`. */
-export const env: Env = { threads: 1 };
+export const env: Env = {
+  threads: 1,
+  get crypto() {
+    return cryptoInfo();
+  },
+};

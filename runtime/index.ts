@@ -25,7 +25,7 @@ import type { LockedModel } from './model.ts';
  */
 export const loadModel: (klm: Uint8Array, opts: LoadOptions) => Promise<LockedModel> = load;
 export type { LoadOptions, ModelKeySource } from './load.ts';
-export type { LockedModel, ModelState, RunStats } from './model.ts';
+export type { LockedModel, ModelState, RunStats, SkippedBackend } from './model.ts';
 export { env } from './env.ts';
 export { registerBackend } from './backends.ts';
 export type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';

@@ -6,11 +6,11 @@
  * typed reason.
  */
 import {
-  CanaryMismatchError, DisabledError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
+  BackendUnavailableError, CanaryMismatchError, DisabledError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
 } from '../keystore/errors.ts';
 import { equalBytes, sha256Async, wipe } from '../keystore/nacl.ts';
 import type { BackendSession } from './backend.ts';
-import { defaultBackend, registeredBackend, resolveBackend } from './backends.ts';
+import { AUTO, autoBackends, defaultBackend, registeredBackend, resolveBackend } from './backends.ts';
 import { checkCanary } from './canary.ts';
 import { env } from './env.ts';
 import { checkKlmDigest, openKlmSignedAsync, type KlmFile, type Manifest, type Policy } from './klm.ts';
@@ -64,7 +64,16 @@ export interface LoadOptions {
   modelKey?: Uint8Array;
   /** Trusted vendor public keys (with `modelKey`); without them the signature proves integrity only. */
   trust?: readonly Uint8Array[];
-  /** A registered backend's name (`registerBackend`); default `env.backend`, else `tflite` for TFLite models and `wasm` for ONNX. */
+  /**
+   * A registered backend's name (`registerBackend`), or `auto`; default
+   * `env.backend` (`auto` under the Node target), else `tflite` for TFLite models
+   * and `wasm` for ONNX. A name is never replaced by another backend: where it
+   * cannot run, the model halts with BackendUnavailableError. `auto` takes the
+   * first of `autoBackends(format)` (`native`, `wasm`; `tflite`) that inits,
+   * creates a session and reproduces the canary; it passes a backend over only
+   * for those reasons (never for a key, licence or digest failure, which halt
+   * first), and says so in the model's `backend` and `skippedBackends`.
+   */
   backend?: string;
   /** Intra-op threads; default `env.threads`. */
   threads?: number;
@@ -124,7 +133,7 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Mod
   if (env.checkLoad) await env.checkLoad({ threads, backend: asked });
   const ks = opts.keystore;
   if (!ks && !opts.modelKey) throw new TypeError('loadModel needs a keystore or a modelKey');
-  if (asked !== undefined) registeredBackend(asked); // an unknown name is misuse: thrown, not a halted model
+  if (asked !== undefined && asked !== AUTO) registeredBackend(asked); // an unknown name is misuse: thrown, not a halted model
   if (opts.record) checkRecordOptions(opts.record);
   const mark = phaseClock(opts.onPhase);
   let file: KlmFile;
@@ -145,7 +154,8 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Mod
     return m;
   }
   const model = new Model(file.manifest);
-  const backend = asked ?? defaultBackend(file.manifest.modelFormat);
+  const format = file.manifest.modelFormat;
+  const backend = asked === AUTO ? autoBackends(format) : asked ?? defaultBackend(format);
   const { modelId, policy } = file.manifest;
   let modelKey: Uint8Array | undefined;
   try {
@@ -190,26 +200,40 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Mod
 
 /**
  * Shared by every key source: key check, restore, session, hooks, canary, on
- * the registered backend `backend`. `verified`, when given, is the pending
- * digest check of `file`: it is awaited after the restore and before the
- * backend sees any byte.
+ * the registered backend `backend`, or, given a list (`auto`), on the first of
+ * those candidates that inits, creates a session and reproduces the canary.
+ * `verified`, when given, is the pending digest check of `file`: it is awaited
+ * after the restore and before the backend sees any byte.
  */
 export async function unlockInto(
-  model: Model, file: KlmFile, modelKey: Uint8Array, backend: string, threads?: number, mark?: (p: LoadPhase) => void,
+  model: Model, file: KlmFile, modelKey: Uint8Array, backend: string | readonly string[], threads?: number, mark?: (p: LoadPhase) => void,
   verified?: Promise<void>, consume = false,
 ): Promise<void> {
   const { manifest } = file;
   checkKey(manifest, modelKey);
   mark?.('key');
-  const formats = registeredBackend(backend).formats ?? ['onnx'];
-  if (!formats.includes(manifest.modelFormat)) {
-    throw new UnsupportedModelError(`model "${manifest.modelId}" is ${manifest.modelFormat}; the ${backend} backend runs ${formats.join(', ')} models`);
+  const auto = typeof backend !== 'string';
+  const formatOf = (name: string): readonly string[] => registeredBackend(name).formats ?? ['onnx'];
+  let candidates: readonly string[] = auto ? backend : [backend];
+  if (auto) {
+    // A candidate that does not run this format is passed over (recorded) before the restore.
+    for (const name of candidates) {
+      if (!formatOf(name).includes(manifest.modelFormat)) model.skip(name, new UnsupportedModelError(`the ${name} backend runs ${formatOf(name).join(', ')} models`));
+    }
+    candidates = candidates.filter((name) => formatOf(name).includes(manifest.modelFormat));
+    if (!candidates.length) throw new UnsupportedModelError(`model "${manifest.modelId}" is ${manifest.modelFormat}; no registered backend of auto (${backend.join(', ') || 'none'}) runs it`);
+  } else {
+    const formats = formatOf(backend);
+    if (!formats.includes(manifest.modelFormat)) {
+      throw new UnsupportedModelError(`model "${manifest.modelId}" is ${manifest.modelFormat}; the ${backend} backend runs ${formats.join(', ')} models`);
+    }
   }
+  const recording = defaultBackend(manifest.modelFormat);
   // With a pinned signer, the digest awaited below covers every byte restore reads.
   const ctx: ApplyContext = { modelId: manifest.modelId, modelKey, authenticated: file.trusted && verified !== undefined };
   await prepareLocks(manifest.locks);
-  let session: BackendSession;
   let bytes: Uint8Array | undefined;
+  let canaryFailure: KeylockError | undefined;
   try {
     if (consume && verified) {
       // Restoring in the caller's bytes changes what the digest reads: it is settled first.
@@ -223,21 +247,58 @@ export async function unlockInto(
       await verified;
       mark?.('digest');
     }
-    // Initialized here, on first use, as the package it may load was before: a key or
-    // digest failure is reported as such even where the backend cannot run.
-    session = await (await resolveBackend(backend)).create(bytes, { threads });
-    mark?.('create');
+    for (let i = 0; i < candidates.length; i++) {
+      const name = candidates[i];
+      const last = i === candidates.length - 1;
+      let session: BackendSession | undefined;
+      try {
+        // Initialized here, on first use, as the package it may load was before: a key or
+        // digest failure is reported as such even where the backend cannot run.
+        session = await (await resolveBackend(name)).create(bytes!, { threads });
+        mark?.('create');
+        // The plaintext goes as soon as no other candidate may need it: the backend holds its own copy.
+        // Under auto it is kept through this candidate's canary, for the next one's session.
+        if (last || !manifest.canary) bytes = wipeNow(bytes);
+        model.attach(session, runHooks(manifest.locks, ctx), name);
+        session = undefined;
+        if (manifest.canary) {
+          // Recorded by the lock tool on the format's default backend: exact there; other kernels round differently.
+          await checkCanary(manifest.canary, (x) => model.run(x), name, name === recording);
+          model.resetStats();
+          mark?.('canary');
+        }
+        return;
+      } catch (e) {
+        const err = asKeylockError(e);
+        await session?.release().catch(() => undefined); // created, not attached: the model does not release it
+        if (!auto || !passesOver(e)) throw err;
+        // The last candidate failed too: the model halts (on it, when it has a session), and a
+        // canary that an earlier candidate did not reproduce is reported as such.
+        if (last) throw err instanceof CanaryMismatchError ? err : canaryFailure ?? err;
+        if (err instanceof CanaryMismatchError) canaryFailure = err;
+        if (model.backend === name) await model.detach(err);
+        else model.skip(name, err);
+      }
+    }
   } finally {
-    wipe(bytes); // the backend holds its own copy; the plaintext in JS memory goes now
-    bytes = undefined; // and the buffer with it: nothing here keeps it reachable during the canary runs
+    wipeNow(bytes);
   }
-  model.attach(session, runHooks(manifest.locks, ctx));
-  if (manifest.canary) {
-    // Recorded by the lock tool on the format's default backend: exact there; other kernels round differently.
-    await checkCanary(manifest.canary, (x) => model.run(x), backend, backend === defaultBackend(manifest.modelFormat));
-    model.resetStats();
-    mark?.('canary');
-  }
+}
+
+/** Wipes `b` and drops it: nothing here keeps the plaintext reachable afterwards. */
+function wipeNow(b: Uint8Array | undefined): undefined {
+  wipe(b);
+  return undefined;
+}
+
+/**
+ * Whether an `auto` load may pass over a candidate for `e`: it cannot run here
+ * (its init or session failed, or it threw an error of its own while running),
+ * or its outputs are not the recorded ones. Key, licence and digest failures
+ * come before any backend and are never passed over.
+ */
+function passesOver(e: unknown): boolean {
+  return e instanceof BackendUnavailableError || e instanceof CanaryMismatchError || e instanceof UnsupportedModelError || !(e instanceof KeylockError);
 }
 
 /** Throws KeyMismatchError unless `modelKey` matches the manifest's key check value. */

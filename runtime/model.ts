@@ -16,11 +16,24 @@ import type { RunHooks } from './keys/hooks.ts';
 import { Recorder, type RecordOptions, type RecordStats } from './recorder.ts';
 import { shapeSize, type TensorMap } from './tensor.ts';
 
+/**
+ * A backend an `auto` load passed over before the one that runs, and why:
+ * BackendUnavailableError (it cannot run here: its init or session failed),
+ * CanaryMismatchError (its outputs are not the recorded ones within the
+ * tolerance), UnsupportedModelError (not its format).
+ */
+export interface SkippedBackend {
+  backend: string;
+  error: KeylockError;
+}
+
 /** Model state; see the module comment. */
 export type ModelState = 'ready' | 'halted' | 'disabled';
 
-/** Latency figures over the most recent runs, in milliseconds. */
+/** Latency figures over the most recent runs, in milliseconds, and the backend they ran on. */
 export interface RunStats {
+  /** The backend whose session runs the model (as `LockedModel.backend`); undefined when none was created. */
+  backend?: string;
   runs: number;
   p50: number;
   p99: number;
@@ -45,8 +58,16 @@ export interface LockedModel {
   readonly inputs: IOSpec[];
   /** The model's declared outputs. */
   readonly outputs: IOSpec[];
-  /** Latency p50/p99 over the last runs, and what the recorder wrote. */
+  /** Latency p50/p99 over the last runs, the backend, and what the recorder wrote. */
   readonly stats: RunStats;
+  /**
+   * The registered backend whose session runs the model (`native`, `wasm`,
+   * `tflite`, ...): the one named, or the one `auto` chose. On a halted model,
+   * the last one a session was created on; undefined when the load stopped before.
+   */
+  readonly backend: string | undefined;
+  /** What an `auto` load passed over before `backend`, in order, and why; empty otherwise. */
+  readonly skippedBackends: readonly SkippedBackend[];
   /**
    * Runs the model (runs are serialized). Rejects with the model's `error` unless
    * it is ready, and with InputMismatchError when the inputs do not match the
@@ -80,6 +101,8 @@ export class Model implements LockedModel {
   private lat = new Float64Array(WINDOW);
   private runs = 0;
   private recorder?: Recorder;
+  private _backend?: string;
+  private _skipped: SkippedBackend[] = [];
 
   /** @internal */
   constructor(readonly manifest: Manifest | undefined) {}
@@ -91,6 +114,10 @@ export class Model implements LockedModel {
   /** The model's declared (user-facing) inputs and outputs. */
   get inputs(): IOSpec[] { return this.manifest?.inputs ?? []; }
   get outputs(): IOSpec[] { return this.manifest?.outputs ?? []; }
+  /** The backend whose session runs the model; see `LockedModel.backend`. */
+  get backend(): string | undefined { return this._backend; }
+  /** What an `auto` load passed over before `backend`, and why. */
+  get skippedBackends(): readonly SkippedBackend[] { return this._skipped; }
 
   /** Subscribes to `halt` or `disable`. */
   on(event: 'halt' | 'disable', fn: Listener): this {
@@ -112,14 +139,38 @@ export class Model implements LockedModel {
     for (const fn of this.listeners[state === 'disabled' ? 'disable' : 'halt']) fn(e);
   }
 
-  /** @internal */
-  attach(session: BackendSession, hooks: RunHooks[]): void {
+  /** @internal `backend`: the registered name the session was created by. */
+  attach(session: BackendSession, hooks: RunHooks[], backend?: string): void {
+    this._backend = backend;
     this.session = session;
     this.hooks = hooks;
     this.inputHooks = hooks.filter((h) => h.transformInput);
     const feeds: TensorMap = {};
     for (const h of hooks) if (h.feeds) Object.assign(feeds, h.feeds);
     this.keyFeeds = Object.keys(feeds).length ? feeds : undefined;
+  }
+
+  /**
+   * @internal An `auto` load passing over the backend attached last (`why`): its
+   * session is released and the run-time key material wiped; the model stays
+   * ready for the next candidate's `attach`.
+   */
+  async detach(why: KeylockError): Promise<void> {
+    for (const h of this.hooks) h.wipe();
+    this.hooks = [];
+    this.inputHooks = [];
+    this.keyFeeds = undefined;
+    const s = this.session;
+    this.session = undefined;
+    if (this._backend !== undefined) this._skipped.push({ backend: this._backend, error: why });
+    this._backend = undefined;
+    this.resetStats();
+    await s?.release().catch(() => undefined);
+  }
+
+  /** @internal Notes a candidate an `auto` load passed over before any session of it existed. */
+  skip(backend: string, why: KeylockError): void {
+    this._skipped.push({ backend, error: why });
   }
 
   private notReady(): KeylockError {
@@ -142,7 +193,7 @@ export class Model implements LockedModel {
     const n = Math.min(this.runs, WINDOW);
     const a = Array.from(this.lat.subarray(0, n)).sort((x, y) => x - y);
     const q = (p: number): number => (n ? a[Math.min(n - 1, Math.floor(p * n))] : NaN);
-    const st: RunStats = { runs: this.runs, p50: q(0.5), p99: q(0.99) };
+    const st: RunStats = { backend: this._backend, runs: this.runs, p50: q(0.5), p99: q(0.99) };
     if (this.recorder) st.recorded = this.recorder.figures;
     return st;
   }

@@ -61,7 +61,10 @@ const REQUIRED: Record<string, Case[]> = {
   lock: [{ args: [p('m.onnx'), '--scheme', 'sealed', '--vendor', p('v.key'), '--out', p('m.klm'), '--key-out', p('m.key')], required: ['scheme', 'vendor', 'out', 'key-out'] }],
   inspect: [{ args: [p('m.klm')], required: [] }],
   extract: [{ args: [p('m.klm'), '--out', p('x.onnx')], required: ['out'] }],
-  grant: [{ args: [p('m.klm'), '--model-key', p('m.key'), '--vendor', p('v.key'), '--device', p('d.pub'), '--out', p('g.klg')], required: ['model-key', 'vendor', 'device', 'out'] }],
+  grant: [
+    { args: [p('m.klm'), '--model-key', p('m.key'), '--vendor', p('v.key'), '--device', p('d.pub'), '--out', p('g.klg')], required: ['model-key', 'vendor', 'device', 'out'] },
+    { args: [p('m.klm'), '--model-key', p('m.key'), '--vendor', p('v.key'), '--devices', p('fleet.csv'), '--out-dir', p('grants')], required: ['model-key', 'vendor', 'devices', 'out-dir'] },
+  ],
   revoke: [{ args: ['--vendor', p('v.key'), '--version', '2', '--out', p('r.klr')], required: ['vendor', 'version', 'out'] }],
   reinstate: [{ args: ['--vendor', p('v.key'), '--device', p('d.pub'), '--model', 'm1', '--out', p('t.klt')], required: ['vendor', 'device', 'model', 'out'] }],
   rotate: [
@@ -200,6 +203,10 @@ const BAD: [string[], RegExp][] = [
   [grantArgs('--not-after', '99999999999999999999'), /--not-after/],
   [grantArgs('--not-before', '2030-01-01T00:00:00Z', '--not-after', '2029-01-01T00:00:00Z'), /--not-after/],
   [grantArgs('--days', '0'), /--days/],
+  [grantArgs('--devices', p('fleet.csv')), /not both/],
+  [['grant', p('m.klm'), '--model-key', p('m.key'), '--vendor', p('v.key'), '--devices', p('fleet.txt'), '--out-dir', p('grants')], /--devices/],
+  [['grant', p('m.klm'), '--model-key', p('m.key'), '--vendor', p('v.key'), '--devices', p('fleet.csv'), '--out', p('g.klg')], /--out goes with --device/],
+  [grantArgs('--strict'), /--strict goes with --devices/],
   [grantArgs('--days', '3', '--not-after', '2030-01-01T00:00:00Z'), /--days or --not-after/],
   [['revoke', '--vendor', p('v.key'), '--version', '0', '--out', p('r.klr')], /--version/],
   [['revoke', '--vendor', p('v.key'), '--version', 'x', '--out', p('r.klr')], /--version/],

@@ -35,7 +35,7 @@ test('vendor to device: keygen, lock, inspect, extract, device init, grant, inst
   assert.equal(statSync(p('mlp.key')).mode & 0o777, 0o600);
   const insp = ok('inspect', p('mlp.klm'));
   assert.match(insp, /deeplock .* float32 parameters/);
-  assert.match(insp, /sealed .* XSalsa20-Poly1305/);
+  assert.match(insp, /sealed .* XChaCha20-Poly1305 \(cipher xchacha20-poly1305\)/);
   assert.match(insp, /canary +2 recorded sample/);
   assert.doesNotMatch(insp + ok('inspect', p('mlp.klm'), '--json'), new RegExp(Buffer.from(readFileSync(p('mlp.key'))).subarray(-32).toString('hex')));
   ok('extract', p('mlp.klm'), '--out', p('stolen.onnx'));

@@ -26,6 +26,8 @@ import {
   keyCheckValue,
   sealedNonce,
   sealedSecretboxKey,
+  sealedXchachaKey,
+  sealedXchachaNonce,
   shuffleNegposPurpose,
   shufflePermPurpose,
   signflipChannelBitsFromUnits,
@@ -161,6 +163,9 @@ test('vectors: deeplock master key, schedule words, lock', () => {
 test('vectors: sealed, advparams, kcv', () => {
   for (const c of V.sealed_key) assert.equal(hex(sealedSecretboxKey(key(c.model_key))), c.secretbox_key);
   for (const c of V.sealed_nonce) assert.equal(hex(sealedNonce(c.model_id, c.tensor_name)), c.nonce, `${c.model_id}/${c.tensor_name}`);
+  assert.ok(V.sealed_xchacha_key.length >= 2 && V.sealed_xchacha_nonce.length >= 5, 'the XChaCha20 sealed vectors are present');
+  for (const c of V.sealed_xchacha_key) assert.equal(hex(sealedXchachaKey(key(c.model_key))), c.key);
+  for (const c of V.sealed_xchacha_nonce) assert.equal(hex(sealedXchachaNonce(c.model_id, c.tensor_name)), c.nonce, `${c.model_id}/${c.tensor_name}`);
   for (const c of V.advparams_key) assert.equal(hex(advparamsSecretboxKey(key(c.model_key))), c.secretbox_key);
   for (const c of V.advparams_nonce) assert.equal(hex(advparamsNonce(c.model_id)), c.nonce);
   for (const c of V.kcv) {
@@ -185,6 +190,8 @@ test('vectors: misuse is refused with RangeError', () => {
           return derivePermutation(k!, e.scheme, e.purpose, e.size);
         case 'sealed_nonce':
           return sealedNonce(e.model_id, e.tensor_name);
+        case 'sealed_xchacha_nonce':
+          return sealedXchachaNonce(e.model_id, e.tensor_name);
         case 'advparams_nonce':
           return advparamsNonce(e.model_id);
         case 'shuffle_image': {
@@ -213,6 +220,7 @@ test('wrong-size model key is a RangeError everywhere', () => {
     assert.throws(() => deeplockSchedule(bad, 4), RangeError);
     assert.throws(() => new DeeplockKeystream(bad), RangeError);
     assert.throws(() => sealedSecretboxKey(bad), RangeError);
+    assert.throws(() => sealedXchachaKey(bad), RangeError);
     assert.throws(() => advparamsSecretboxKey(bad), RangeError);
     assert.throws(() => keyCheckValue(bad), RangeError);
   }
@@ -307,6 +315,9 @@ test('differential: TypeScript agrees with the Python reference on random keys',
     const mid = `model-${kh.slice(0, 8)}`;
     add({ op: 'sealed', key: kh, model_id: mid, tensor: 'w/ü' }, (g) =>
       assert.deepEqual(g, { key: hex(sealedSecretboxKey(k)), nonce: hex(sealedNonce(mid, 'w/ü')) }),
+    );
+    add({ op: 'sealed_xchacha', key: kh, model_id: mid, tensor: 'w/ü' }, (g) =>
+      assert.deepEqual(g, { key: hex(sealedXchachaKey(k)), nonce: hex(sealedXchachaNonce(mid, 'w/ü')) }),
     );
     add({ op: 'advparams', key: kh, model_id: mid }, (g) =>
       assert.deepEqual(g, { key: hex(advparamsSecretboxKey(k)), nonce: hex(advparamsNonce(mid)) }),
@@ -499,6 +510,8 @@ test('public nonces are the same through Node\'s native SHAKE256 as through @nob
   for (const [id, name] of [['m', 'w'], ['model-0011223344556677', 'backbone.blocks.3.conv.weight'], ['id with é', 'naïve/ünïcode €'], ['x'.repeat(300), 'y'.repeat(500)]]) {
     const spec = shake256(new Uint8Array([...enc.encode('keylock/v1/sealed/nonce'), 0, ...enc.encode(id), 0, ...enc.encode(name)]), { dkLen: 24 });
     assert.deepEqual(sealedNonce(id, name), spec, `${id.slice(0, 20)} / ${name.slice(0, 20)}`);
+    const x = shake256(new Uint8Array([...enc.encode('keylock/v1/sealed/xchacha20-poly1305/nonce'), 0, ...enc.encode(id), 0, ...enc.encode(name)]), { dkLen: 24 });
+    assert.deepEqual(sealedXchachaNonce(id, name), x, `xchacha ${id.slice(0, 20)} / ${name.slice(0, 20)}`);
   }
   assert.deepEqual(advparamsNonce('model-1'), shake256(new Uint8Array([...enc.encode('keylock/v1/advparams/nonce'), 0, ...enc.encode('model-1')]), { dkLen: 24 }));
 });

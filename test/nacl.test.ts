@@ -2,6 +2,7 @@
  * keystore/nacl.ts's secretbox (on @noble/ciphers) against tweetnacl, the NaCl
  * implementation it replaced: byte-identical ciphertexts and MACs, and it opens
  * what tweetnacl sealed, on random keys, nonces, lengths and byte offsets.
+ * Native Ed25519/X25519 against the tweetnacl fallback: test/crypto-paths.test.ts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -82,7 +83,7 @@ test('sha256Async equals sha256, below and above the WebCrypto threshold', async
   }
 });
 
-test('verifyAsync (WebCrypto Ed25519 where available) agrees with tweetnacl\'s verify', async () => {
+test('verifyAsync (native Ed25519 where available) agrees with tweetnacl\'s verify', async () => {
   const { publicKey, secretKey } = signKeyPair(nacl.randomBytes(32));
   for (const len of [0, 1, 100, 5000]) {
     const msg = nacl.randomBytes(len);

@@ -6,6 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { GOALS } from './plan.ts';
+import { EXTRA_SECTIONS } from './sections/index.ts';
 import type { Summary } from './stats.ts';
 
 const NOTES = fileURLToPath(new URL('./notes.md', import.meta.url));
@@ -45,6 +46,8 @@ export interface BenchResults {
   seconds: number;
   /** Set when only some sections were measured in this run (`--only`); the others come from `previousDate`. */
   partial?: { sections: string[]; previousDate: string };
+  /** Results of the self-contained sections (eval/bench/sections/), by id. */
+  extra?: Record<string, unknown>;
 }
 
 const x2 = (v: number): string => `${v.toFixed(3)}×`;
@@ -233,6 +236,18 @@ function summarySection(r: BenchResults): string[] {
 }
 
 /** The whole BENCH.md. */
+/** Sections 7 on: each self-contained section renders its own table under its heading. */
+function extraSections(r: BenchResults): string[] {
+  const L: string[] = [];
+  EXTRA_SECTIONS.forEach((x, i) => {
+    const res = r.extra?.[x.id];
+    if (res === undefined) return;
+    L.push(`## ${7 + i}. ${x.title}`, '', `Command: \`npm run bench\` (child: \`eval/bench/sections/${x.id}.ts\`; alone: \`node --import tsx eval/bench/sections/${x.id}.ts\`).`, '');
+    L.push(...x.render(res as never), '');
+  });
+  return L;
+}
+
 export function render(r: BenchResults): string {
   const L: string[] = [
     '# keylock benchmark',
@@ -251,6 +266,7 @@ export function render(r: BenchResults): string {
     ...memorySection(r),
     ...allocSection(r),
     ...bundleSection(r),
+    ...extraSections(r),
   ];
   if (!r.quick && existsSync(NOTES)) L.push(readFileSync(NOTES, 'utf8'));
   return L.join('\n') + '\n';

@@ -20,8 +20,25 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { prepare, ROOT, type Plan } from './plan.ts';
 import { render, type BenchResults } from './report.ts';
+import { EXTRA_SECTIONS, type ExtraSection } from './sections/index.ts';
 
 const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url));
+const SECTION_CHILD = fileURLToPath(new URL('./sections/child.ts', import.meta.url));
+
+/** Runs one extra section (eval/bench/sections/) in a child process and returns its result. */
+function runSection(id: string, quick: boolean): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', SECTION_CHILD, id, ...(quick ? ['--quick'] : [])], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.on('error', reject);
+    p.on('close', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('BENCH-RESULT '));
+      if (code !== 0 || !line) reject(new Error(`bench section ${id} exited ${code}: ${out.slice(-2000)}`));
+      else resolve(JSON.parse(line.slice('BENCH-RESULT '.length)));
+    });
+  });
+}
 
 /** Runs one child task and returns its result; its progress lines pass through to stderr. */
 export async function runChild(task: string, args: object, workDir: string, opts: { gc?: boolean } = {}): Promise<any> {
@@ -52,7 +69,7 @@ export interface BenchOptions {
 }
 
 /** Sections of bench.json that `--only` can re-measure. */
-export type Section = 'latency' | 'cold' | 'throughput' | 'memory' | 'alloc' | 'bundles';
+export type Section = 'latency' | 'cold' | 'throughput' | 'memory' | 'alloc' | 'bundles' | ExtraSection['id'];
 
 async function bundleSizes(quick: boolean, progress: (s: string) => void): Promise<BenchResults['bundles']> {
   const { TARGETS, buildTarget } = await import('../../targets/build.mjs');
@@ -143,8 +160,15 @@ export async function bench(o: BenchOptions = {}): Promise<BenchResults> {
 
     progress('[7/7] bundle sizes');
     if (want('bundles')) results.bundles = await bundleSizes(quick, (s) => progress(`  ${s}`));
+    results.extra = {};
+    for (const [i, x] of EXTRA_SECTIONS.entries()) {
+      if (!want(x.id)) continue;
+      progress(`[+${i + 1}/${EXTRA_SECTIONS.length}] ${x.title}`);
+      results.extra[x.id] = await runSection(x.id, quick);
+    }
     if (previous) {
       // Sections not measured now keep their earlier figures (and BENCH.md says which run made them).
+      for (const x of EXTRA_SECTIONS) if (!want(x.id) && previous.extra?.[x.id] !== undefined) results.extra[x.id] = previous.extra[x.id];
       if (!want('latency')) results.latency = previous.latency;
       if (!want('cold')) results.cold = previous.cold;
       if (!want('throughput')) results.throughput = previous.throughput;

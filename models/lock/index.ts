@@ -12,6 +12,7 @@ import { keyCheckValue } from '../../runtime/keys/derive.ts';
 import { SCHEMES, type Canary, type IOSpec, type LockEntry, type ModelFormat, type Policy, type Scheme } from '../../runtime/klm.ts';
 import { hex } from '../../keystore/hex.ts';
 import { loadModel } from '../../runtime/load.ts';
+import { defaultBackend } from '../../runtime/backends.ts';
 import { encodeRecorded, type Sample } from '../../runtime/recorded.ts';
 import { packKlm, type ManifestDraft } from '../klm.ts';
 import { decodeModel, encodeModel, normalizeModel } from '../onnx/codec.ts';
@@ -109,8 +110,10 @@ function constantsToInitializers(model: OnnxModel): number {
  * key, through the same runtime a device uses: a device that reproduces them
  * has the right key, the right bytes and a working backend.
  */
-async function canaryOf(klm: Uint8Array, modelKey: Uint8Array, canary: Sample[]): Promise<Canary> {
-  const m = await loadModel(klm, { modelKey });
+async function canaryOf(klm: Uint8Array, modelKey: Uint8Array, canary: Sample[], format: ModelFormat): Promise<Canary> {
+  // Always the recording backend (the one a device checks bit for bit), whatever `env.backend`
+  // says in this process (`auto` under the Node target and the CLI would pick native).
+  const m = await loadModel(klm, { modelKey, backend: defaultBackend(format) });
   if (m.state !== 'ready') throw m.error!;
   try {
     const outs: Sample[] = [];
@@ -175,7 +178,7 @@ async function lockWith(req: LockRequest, lockUnder: (modelKey: Uint8Array, mode
     };
     let klm = packKlm(draft, l.locked, req.vendorSeed);
     if (req.canary?.length) {
-      draft.canary = await canaryOf(klm, modelKey, req.canary);
+      draft.canary = await canaryOf(klm, modelKey, req.canary, l.format);
       klm = packKlm(draft, l.locked, req.vendorSeed);
       report.push(`canary: ${req.canary.length} recorded sample(s) must reproduce bit for bit on the device`);
     }

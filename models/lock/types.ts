@@ -36,6 +36,8 @@ export interface LockOptions {
   data?: Sample[];
   /** advparams: tuning knobs (see models/lock/onnx/advparams.ts). */
   advparams?: Record<string, number>;
+  /** sealed: the cipher; `xchacha20-poly1305` (default, native speed in Node) or `xsalsa20-poly1305` (as files were before; WebAssembly SIMD in browsers). */
+  sealedCipher?: 'xchacha20-poly1305' | 'xsalsa20-poly1305';
   /** Random seed for lockers that choose at random (advparams' layers). */
   seed?: number;
 }

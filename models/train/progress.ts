@@ -179,3 +179,52 @@ export function createStepBar(stream: NodeJS.WriteStream = process.stderr): Step
     done() { line?.end(); },
   };
 }
+
+/** A count of items done (e.g. grants issued for a fleet); `done()` ends it. */
+export interface CountBar {
+  /** `done` of `total` (0: not known) finished; `label` follows the count. Redrawn at most every 100 ms. */
+  update(done: number, total: number, label: string): void;
+  /** A line of text printed above the bar. */
+  note(line: string): void;
+  /** Draws the last count and ends the line (terminal only). */
+  done(): void;
+}
+
+/**
+ * A count bar for `stream` (default stderr): on a terminal one line redrawn in
+ * place, at most every 100 ms so that a loop of thousands of items per second
+ * does not spend its time drawing; otherwise nothing but the notes (the caller
+ * prints its own summary line).
+ */
+export function createCountBar(stream: NodeJS.WriteStream = process.stderr): CountBar {
+  const t0 = performance.now();
+  let state = { done: 0, total: 0, label: '' };
+  const text = (): string => {
+    const { done, total, label } = state;
+    return total > 0 ? stepLine(done, total, (performance.now() - t0) / 1000, label) : `${done} ${clock((performance.now() - t0) / 1000)} ${label}`;
+  };
+  const line = stream.isTTY === true ? new TerminalLine(stream, text) : undefined;
+  let last = -Infinity;
+  let drawn = false;
+  return {
+    update(done, total, label) {
+      state = { done, total, label };
+      const now = performance.now();
+      if (!line || now - last < 100) return;
+      last = now;
+      drawn = true;
+      line.draw(done, Math.max(total, done));
+    },
+    note(l) {
+      if (line) line.note(l);
+      else stream.write(`${l}\n`);
+    },
+    done() {
+      if (!line) return;
+      if (state.done > 0 || drawn) {
+        line.draw(state.done, Math.max(state.total, state.done));
+        line.end();
+      }
+    },
+  };
+}

@@ -299,6 +299,15 @@ export function sealedSecretboxKey(modelKey: Uint8Array): Uint8Array {
   return deriveBytes(modelKey, 'sealed', 'secretbox', SECRETBOX_KEY_BYTES);
 }
 
+/**
+ * XChaCha20-Poly1305 key of the `sealed` lock (files whose entry names
+ * `cipher: "xchacha20-poly1305"`): deriveBytes(modelKey, 'sealed', 'xchacha20-poly1305', 32).
+ * A label of its own, so the two ciphers never share a key.
+ */
+export function sealedXchachaKey(modelKey: Uint8Array): Uint8Array {
+  return deriveBytes(modelKey, 'sealed', 'xchacha20-poly1305', SECRETBOX_KEY_BYTES);
+}
+
 /** Secretbox key that seals the `advparams` key list. */
 export function advparamsSecretboxKey(modelKey: Uint8Array): Uint8Array {
   return deriveBytes(modelKey, 'advparams', 'secretbox', SECRETBOX_KEY_BYTES);
@@ -326,6 +335,17 @@ function publicNonce(prefix: string, fields: [string, string][]): Uint8Array {
  */
 export function sealedNonce(modelId: string, tensorName: string): Uint8Array {
   return publicNonce('keylock/v1/sealed/nonce', [
+    ['model id', modelId],
+    ['tensor name', tensorName],
+  ]);
+}
+
+/**
+ * Nonce of one tensor under the `sealed` lock with XChaCha20-Poly1305: first 24 bytes of
+ * SHAKE256("keylock/v1/sealed/xchacha20-poly1305/nonce" || 0x00 || modelId || 0x00 || tensorName).
+ */
+export function sealedXchachaNonce(modelId: string, tensorName: string): Uint8Array {
+  return publicNonce('keylock/v1/sealed/xchacha20-poly1305/nonce', [
     ['model id', modelId],
     ['tensor name', tensorName],
   ]);

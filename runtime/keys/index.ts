@@ -44,7 +44,7 @@ export function decodeLockEntry(v: unknown, i: number, modelBytes: number): Lock
 
 /** Waits for what the locks need before any restore (each scheme appears once in a manifest). */
 export async function prepareLocks(locks: readonly LockEntry[]): Promise<void> {
-  for (const l of locks) await SCHEME[l.scheme].prepare?.();
+  for (const l of locks) await SCHEME[l.scheme].prepare?.(l);
 }
 
 /** Undoes every load-time lock on `model` (a private copy), last applied first. */

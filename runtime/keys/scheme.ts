@@ -41,8 +41,8 @@ export interface DeviceScheme<E extends { scheme: string }> {
    * byte range must end inside the model's `modelBytes`. FormatError otherwise.
    */
   decodeEntry(f: Fields, modelBytes: number): E;
-  /** Work before any model byte is restored, that may have to wait (e.g. compiling WebAssembly). */
-  prepare?(): Promise<unknown>;
+  /** Work before any model byte is restored, that may have to wait (e.g. compiling WebAssembly); it may depend on the entry. */
+  prepare?(entry: E): Promise<unknown>;
   /** Undoes the lock at load, in place, in the private copy of the model bytes. */
   restore?(model: Uint8Array, entry: E, ctx: ApplyContext): void;
   /** What the lock needs on every run (input rewrites, key feeds); undefined when nothing. */

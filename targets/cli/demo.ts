@@ -81,7 +81,7 @@ export const demo: Command = {
       if (model.state !== 'ready') throw model.error!;
       const acc = await accuracyOf((x) => model.run(x), digits);
       step('run cnn.klm --keystore device.kls --unlock file:device.secret --inputs digits.cbor --out out.cbor',
-        `state ${model.state}; accuracy ${pct(acc)} on ${digits.length} digits; latency p50 ${model.stats.p50.toFixed(3)} ms, p99 ${model.stats.p99.toFixed(3)} ms`);
+        `state ${model.state} on backend ${model.backend}; accuracy ${pct(acc)} on ${digits.length} digits; latency p50 ${model.stats.p50.toFixed(3)} ms, p99 ${model.stats.p99.toFixed(3)} ms`);
       await model.release();
 
       const plain = await createOrtSession(cnn);

@@ -3,17 +3,21 @@
  * `reinstate`, `device show`. Vendor-side ones sign with the vendor key; device
  * ones change the keystore atomically, or not at all.
  */
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { decodeCbor, Fields } from '../../keystore/cbor.ts';
 import { Keystore } from '../../keystore/keystore.ts';
 import { decodeDevicePub, decodeModelKey, decodeVendorPub, decodeVendorSecret, encodeDevicePub } from '../../keystore/keyfiles.ts';
 import { makeGrant } from '../../keystore/grant.ts';
-import { makeRevocation } from '../../keystore/revocation.ts';
+import { makeRevocation, MAX_REVOKED_IDS } from '../../keystore/revocation.ts';
 import { makeReinstate } from '../../keystore/reinstate.ts';
 import { openKlm } from '../../runtime/klm.ts';
 import { keyId } from '../../keystore/hex.ts';
 import { UsageError, CliError, type Command } from './command.ts';
 import { checkIdFlag, intFlag, readInput, req, unlockFlag, writeOutput } from './io.ts';
 import { equalBytes } from '../../keystore/nacl.ts';
+import { createCountBar } from '../../models/train/progress.ts';
+import { countLines, fleetFormat, grantFleet } from './fleet.ts';
 
 /** Parses an ISO 8601 time (or Unix seconds) into Unix seconds. */
 export function parseTime(flag: string, v: string): number {
@@ -117,10 +121,11 @@ export const deviceShow: Command = {
 };
 
 export const grant: Command = {
-  summary: 'issue a grant: the model key sealed to one device, with a licence window, vendor-signed',
-  usage: 'grant M.klm --model-key M.key --vendor VENDOR.key --device DEVICE.pub --out G.klg [--not-before ISO] [--not-after ISO] [--days N]',
+  summary: 'issue a grant: the model key sealed to one device (or to each device of a list), with a licence window, vendor-signed',
+  usage: 'grant M.klm --model-key M.key --vendor VENDOR.key (--device DEVICE.pub --out G.klg | --devices FLEET.csv|FLEET.jsonl --out-dir DIR [--strict]) [--not-before ISO] [--not-after ISO] [--days N]',
   options: {
     'model-key': { type: 'string' }, vendor: { type: 'string' }, device: { type: 'string' }, out: { type: 'string' },
+    devices: { type: 'string' }, 'out-dir': { type: 'string' }, strict: { type: 'boolean' },
     'not-before': { type: 'string' }, 'not-after': { type: 'string' }, days: { type: 'string' },
   },
   positionals: [1, 1],
@@ -128,26 +133,74 @@ export const grant: Command = {
     // Flags first, files after: a usage mistake is reported as one even when a path is wrong too.
     const modelKeyPath = req(values, 'model-key', this.usage);
     const vendorPath = req(values, 'vendor', this.usage);
-    const devicePath = req(values, 'device', this.usage);
-    const out = req(values, 'out', this.usage);
+    const fleet = values.devices !== undefined;
+    if (fleet && values.device !== undefined) throw new UsageError('give --device (one device) or --devices (a list), not both', `usage: keylock ${this.usage}`);
+    if (!fleet) {
+      if (values.device === undefined) throw new UsageError('--device DEVICE.pub (one device) or --devices FLEET.csv|FLEET.jsonl (a list) is required', `usage: keylock ${this.usage}`);
+      if (values['out-dir'] !== undefined || values.strict !== undefined) throw new UsageError(`--${values['out-dir'] !== undefined ? 'out-dir' : 'strict'} goes with --devices`, 'one device: --device D.pub --out D.klg; a list: --devices FLEET.csv --out-dir DIR');
+    } else if (values.out !== undefined) {
+      throw new UsageError('--out goes with --device; a list of devices takes --out-dir DIR', 'each device gets DIR/<device id or name>.klg');
+    }
+    const devicePath = fleet ? undefined : req(values, 'device', this.usage);
+    const out = fleet ? undefined : req(values, 'out', this.usage);
+    const listPath = fleet ? req(values, 'devices', this.usage) : undefined;
+    const outDir = fleet ? req(values, 'out-dir', this.usage) : undefined;
+    if (listPath !== undefined && !fleetFormat(listPath)) throw new UsageError(`--devices: expected a .csv or .jsonl list, got "${listPath}"`, 'a CSV with a header (device or pub, optional id, name), or JSON lines with the same fields');
     const now = Math.floor(Date.now() / 1000);
     const notBefore = typeof values['not-before'] === 'string' ? parseTime('not-before', values['not-before']) : now - 300;
     if (values.days !== undefined && values['not-after'] !== undefined) throw new UsageError('give --days or --not-after, not both', 'the licence ends --days after --not-before, or at --not-after');
     const days = intFlag(values, 'days', 1, this.usage) ?? 365;
     const notAfter = typeof values['not-after'] === 'string' ? parseTime('not-after', values['not-after']) : notBefore + days * 86400;
     if (notAfter <= notBefore) throw new UsageError(`--not-after must be later than --not-before (${new Date(notBefore * 1000).toISOString()})`, 'the licence window needs --not-after > --not-before');
+    const window = `valid ${new Date(notBefore * 1000).toISOString()} .. ${new Date(notAfter * 1000).toISOString()}`;
     const { manifest } = openKlm(readInput(positionals[0], 'model file'));
     const mk = decodeModelKey(readInput(modelKeyPath, 'model key file'));
     if (mk.modelId !== manifest.modelId) throw new CliError(`the model key is for model "${mk.modelId}", expected one for "${manifest.modelId}"`);
-    const dev = decodeDevicePub(readInput(devicePath, 'device public key'));
+    if (listPath !== undefined && outDir !== undefined) {
+      const vendorSeed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
+      try {
+        await grantMany(manifest.modelId, mk.key, vendorSeed, listPath, outDir, notBefore, notAfter, values.strict === true, window);
+      } finally {
+        vendorSeed.fill(0);
+        mk.key.fill(0);
+      }
+      return;
+    }
+    const dev = decodeDevicePub(readInput(devicePath!, 'device public key'));
     const vendorSeed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
     const bytes = makeGrant({ modelId: manifest.modelId, modelKey: mk.key, devicePub: dev.key, deviceId: dev.deviceId, notBefore, notAfter, vendorSeed });
     vendorSeed.fill(0);
     mk.key.fill(0);
-    writeOutput(out, bytes);
-    process.stdout.write(`granted model ${manifest.modelId} to device ${dev.deviceId}, valid ${new Date(notBefore * 1000).toISOString()} .. ${new Date(notAfter * 1000).toISOString()}; wrote ${out}\n`);
+    writeOutput(out!, bytes);
+    process.stdout.write(`granted model ${manifest.modelId} to device ${dev.deviceId}, ${window}; wrote ${out}\n`);
   },
 };
+
+/**
+ * `grant --devices`: one grant per line of the list (targets/cli/fleet.ts), a
+ * progress bar on a terminal, each refused line on stderr as it happens, and a
+ * summary line. Refused lines do not stop the run (unless --strict), but make
+ * the exit code 1, so a script notices.
+ */
+async function grantMany(modelId: string, modelKey: Uint8Array, vendorSeed: Uint8Array, list: string, outDir: string, notBefore: number, notAfter: number, strict: boolean, window: string): Promise<void> {
+  const bar = createCountBar(process.stderr);
+  const total = process.stderr.isTTY === true ? await countLines(list).catch(() => 0) : 0;
+  let r;
+  try {
+    r = await grantFleet({
+      list, outDir, modelId, modelKey, vendorSeed, notBefore, notAfter, strict,
+      onProgress: (g, k) => bar.update(g + k, total, `granted ${g}${k ? `, ${k} refused` : ''}`),
+      onRefused: (line, reason) => bar.note(`keylock: ${list} line ${line}: ${reason}`),
+    });
+  } finally {
+    bar.done();
+  }
+  const rate = r.seconds > 0 ? Math.round(r.granted / r.seconds) : 0;
+  const refused = r.refusedCount ? `; ${r.refusedCount} refused: ${r.refused.map((x) => `line ${x.line} (${x.reason})`).join(', ')}${r.refusedCount > r.refused.length ? ', …' : ''}` : '';
+  process.stdout.write(`granted ${r.granted} devices in ${r.seconds.toFixed(1)} s (${rate} grants/s)${refused}; model ${modelId}, ${window}; wrote ${outDir}/\n`);
+  if (r.stopped) throw new CliError(`stopped at ${list} line ${r.refused[0].line} (--strict): ${r.refused[0].reason}`, 'grants written before that line are complete; fix the line and run the rest into a new --out-dir');
+  if (r.refusedCount) throw new CliError(`${r.refusedCount} line(s) of ${list} refused (see above); the other devices were granted`, 'fix those lines and grant them into a new --out-dir, or use --strict to stop at the first bad line');
+}
 
 export const install: Command = {
   summary: 'install a grant (.klg), revocation list (.klr), reinstate token (.klt) or key rotation (.klv) into a keystore',
@@ -189,9 +242,9 @@ export const install: Command = {
 
 export const revoke: Command = {
   summary: 'issue a vendor-signed revocation list (a higher --version replaces older lists)',
-  usage: 'revoke --vendor VENDOR.key --version N [--grant ID...] [--model ID...] [--device ID...] --out R.klr',
+  usage: 'revoke --vendor VENDOR.key --version N [--grant ID...] [--grants-file FILE] [--model ID...] [--device ID...] --out R.klr',
   options: {
-    vendor: { type: 'string' }, version: { type: 'string' }, out: { type: 'string' },
+    vendor: { type: 'string' }, version: { type: 'string' }, out: { type: 'string' }, 'grants-file': { type: 'string' },
     grant: { type: 'string', multiple: true }, model: { type: 'string', multiple: true }, device: { type: 'string', multiple: true },
   },
   // `--grant a b c` and `--grant a --grant b` both work (see revokedIds).
@@ -201,14 +254,37 @@ export const revoke: Command = {
     if (listVersion === undefined) throw new UsageError('--version N is required', `usage: keylock ${this.usage}`);
     const out = req(values, 'out', this.usage);
     const vendorPath = req(values, 'vendor', this.usage);
-    const r = revokedIds(raw, new Set(['vendor', 'version', 'out']));
+    const grantsFile = values['grants-file'] === undefined ? undefined : req(values, 'grants-file', this.usage);
+    const r = revokedIds(raw, new Set(['vendor', 'version', 'out', 'grants-file']));
     for (const [flag, ids] of [['grant', r.grants], ['model', r.models], ['device', r.devices]] as const) for (const id of ids) checkIdFlag(flag, id);
+    if (grantsFile !== undefined) r.grants.push(...(await idsFromFile(grantsFile)));
+    if (r.grants.length > MAX_REVOKED_IDS) throw new CliError(`${r.grants.length} grant ids, a revocation list holds at most ${MAX_REVOKED_IDS}`, 'revoke whole models (--model) or devices (--device) instead of each of their grants');
     const vendorSeed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
     writeOutput(out, makeRevocation({ listVersion, ...r, vendorSeed }));
     vendorSeed.fill(0);
     process.stdout.write(`revocation list version ${listVersion}: ${r.grants.length} grant(s), ${r.models.length} model(s), ${r.devices.length} device(s); wrote ${out}\n`);
   },
 };
+
+/** Grant ids from a file, one a line (blank lines and `#` comments skipped); a bad id names its line. */
+async function idsFromFile(path: string): Promise<string[]> {
+  const input = createReadStream(path);
+  await new Promise<void>((resolve, reject) => {
+    input.once('open', () => resolve());
+    input.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new CliError(`grants file not found: ${path}`) : e));
+  });
+  const ids: string[] = [];
+  let n = 0;
+  for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+    n++;
+    const id = line.trim();
+    if (!id || id.startsWith('#')) continue;
+    if (id.length > 256) throw new CliError(`${path} line ${n}: expected a grant id of 1 to 256 characters, got ${id.length} characters`, 'one grant id a line, as `keylock device show` prints them');
+    if (ids.length >= MAX_REVOKED_IDS) throw new CliError(`${path}: more than ${MAX_REVOKED_IDS} grant ids (line ${n})`, 'revoke whole models (--model) or devices (--device) instead of each of their grants');
+    ids.push(id);
+  }
+  return ids;
+}
 
 export const reinstate: Command = {
   summary: 'issue a one-time token that lifts a disabled model on one device',

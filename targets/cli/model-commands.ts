@@ -2,11 +2,16 @@
 import { signKeyPair, randomBytes } from '../../keystore/nacl.ts';
 import { decodeModelKey, encodeVendorPub, encodeVendorSecret, decodeVendorPub } from '../../keystore/keyfiles.ts';
 import { openKlm } from '../../runtime/klm.ts';
-import { backendNames } from '../../runtime/backends.ts';
+import { AUTO, autoBackends, backendNames, resolveBackend } from '../../runtime/backends.ts';
 import { describeLock } from '../../runtime/keys/index.ts';
 import { hex, keyId } from '../../keystore/hex.ts';
-import { loadModel, type LoadOptions } from '../../runtime/load.ts';
+import type { LoadOptions } from '../../runtime/load.ts';
 import type { LockedModel } from '../../runtime/model.ts';
+import type { ModelFormat } from '../../runtime/klm.ts';
+// The CLI is a Node app: it loads through the Node target, whose import sets `env.backend = 'auto'`
+// (the fastest backend that reproduces the canary here; `--backend NAME` asks for one).
+import { loadModel } from '../node/index.ts';
+import { env } from '../../runtime/env.ts';
 import { recordToFile } from '../node/record.ts';
 import { FormatError } from '../../keystore/errors.ts';
 import { accuracy, compareOutputs, compareReportJson, formatCompareReport } from '../../models/record/compare.ts';
@@ -53,6 +58,7 @@ export const inspect: Command = {
       `outputs   ${m.outputs.map(io).join('; ')}`,
       `policy    on invalid key: ${m.policy.onInvalidKey}; max failures: ${m.policy.maxFailures || 'unlimited'}`,
       `canary    ${m.canary ? `${decodeRecorded(m.canary.inputs).length} recorded sample(s)` : 'none'}`,
+      `backend   ${await backendHere(m.modelFormat)}`,
       'locks     (applied in this order, undone in reverse)',
       ...m.locks.map((l, i) => `  ${i + 1}. ${describeLock(l)}`),
     ];
@@ -73,6 +79,29 @@ export const extract: Command = {
   },
 };
 
+/**
+ * What a load of a `format` model picks on this machine, as far as it can be
+ * known without the key: the backend named by `env.backend`, or under `auto`
+ * the first candidate whose init succeeds. The canary (checked at load, with
+ * the key) may still pass it over; `keylock run` prints the backend that ran.
+ */
+async function backendHere(format: ModelFormat): Promise<string> {
+  if (env.backend !== undefined && env.backend !== AUTO) return `${env.backend} (named)`;
+  if (env.backend === undefined) return `${format === 'tflite' ? 'tflite' : 'wasm'} (the runtime's default)`;
+  const candidates = autoBackends(format);
+  const passed: string[] = [];
+  for (const name of candidates) {
+    try {
+      await resolveBackend(name);
+      const order = candidates.length > 1 ? `auto: ${candidates.join(', then ')}` : 'auto';
+      return `${name} here (${order}${passed.length ? `; ${passed.join('; ')}` : ''}; a canary that does not reproduce on it at load moves on to the next; --backend NAME on run asks for one)`;
+    } catch (e) {
+      passed.push(`${name} unavailable: ${(e as Error).message}`);
+    }
+  }
+  return `none here (auto: ${passed.join('; ')})`;
+}
+
 /** Runs every sample through a ready model; returns output samples. */
 export async function runSamples(model: LockedModel, samples: Sample[]): Promise<Sample[]> {
   const out: Sample[] = [];
@@ -89,8 +118,8 @@ export { accuracy };
 /** `run --expect` found outputs that differ from the golden ones (0 ok, 1 error, 2 usage, 3 halted). */
 export const EXIT_MISMATCH = 4;
 
-/** The backends `--backend` takes: the registered ones. */
-const BACKEND_NAMES = backendNames();
+/** The backends `--backend` takes: the registered ones, and `auto` (the default: the Node target's). */
+const BACKEND_NAMES = [...backendNames(), AUTO];
 
 /** How the model is opened: a device keystore, or the vendor's model key. */
 type KeySource = { keystore: string; unlock: UnlockProvider } | { modelKey: string; trust?: string };
@@ -161,14 +190,16 @@ export const runCmd: Command = {
     const st = model.stats;
     const rec = st.recorded;
     const recorded = rec === undefined ? '' : rec.error ? `; recording stopped: ${rec.error}` : `; recorded ${rec.samples} run(s) into ${recordPath} (${rec.bytes} bytes${rec.dropped ? `, ${rec.dropped} dropped at the --record-max cap` : ''})`;
-    const ran = `ran ${outputs.length} sample(s): p50 ${st.p50.toFixed(3)} ms, p99 ${st.p99.toFixed(3)} ms${acc === undefined ? '' : `, accuracy ${(acc * 100).toFixed(2)}%`}${out === undefined ? '' : `; wrote ${out}`}${recorded}`;
+    const skipped = model.skippedBackends.map((x) => `${x.backend} passed over: ${x.error.message}`);
+    const on = `on backend ${model.backend}${skipped.length ? ` (${skipped.join('; ')})` : ''}`;
+    const ran = `ran ${outputs.length} sample(s) ${on}: p50 ${st.p50.toFixed(3)} ms, p99 ${st.p99.toFixed(3)} ms${acc === undefined ? '' : `, accuracy ${(acc * 100).toFixed(2)}%`}${out === undefined ? '' : `; wrote ${out}`}${recorded}`;
     if (!want) {
       process.stdout.write(ran + '\n');
       return 0;
     }
     const report = compareOutputs(outputs, want, { atol, rtol });
     if (values.json) {
-      const run = { samples: outputs.length, p50: st.p50, p99: st.p99, accuracy: acc ?? null, out: out ?? null, expect };
+      const run = { samples: outputs.length, backend: model.backend, skipped: model.skippedBackends.map((x) => ({ backend: x.backend, error: x.error.code, message: x.error.message })), p50: st.p50, p99: st.p99, accuracy: acc ?? null, out: out ?? null, expect };
       process.stdout.write(JSON.stringify({ run, ...(compareReportJson(report) as object) }) + '\n');
     } else {
       process.stdout.write(`${ran}\ncompared with ${expect}:\n${formatCompareReport(report)}\n`);

@@ -13,12 +13,22 @@
  * if (model.state !== 'ready') fallBack(model.error);   // typed reason, never numbers
  * const out = await model.run({ input: { dtype: 'float32', dims: [1, 1, 28, 28], data } });
  * ```
+ *
+ * Backend: this entry sets `env.backend = 'auto'`: a load that names no backend
+ * runs on the fastest one that reproduces the model's canary here, `native`
+ * (onnxruntime-node, where it is installed beside the app) else `wasm` (ONNX),
+ * `tflite` (TFLite); `model.backend` says which, `model.skippedBackends` what
+ * was passed over and why. A device bundle's folder has no onnxruntime-node, so
+ * it runs wasm. `{ backend: 'wasm' }` (or `env.backend = 'wasm'`) asks for the
+ * browser-exact path; a backend named is never replaced by another.
  */
 import { readFile } from 'node:fs/promises';
 import { Keystore } from '../../keystore/keystore.ts';
 import { parseUnlock, type UnlockProvider } from '../../keystore/unlock.ts';
 import { loadModel, type LoadOptions } from '../../runtime/load.ts';
 import type { LockedModel } from '../../runtime/model.ts';
+import { AUTO } from '../../runtime/backends.ts';
+import { env } from '../../runtime/env.ts';
 
 export * from '../../runtime/index.ts';
 export { recordToFile } from './record.ts';
@@ -43,3 +53,6 @@ export async function loadModelFile(path: string, opts: LoadOptions): Promise<Lo
 export function openKeystore(path: string, unlock: UnlockProvider | string): Promise<Keystore> {
   return Keystore.open(path, { unlock: typeof unlock === 'string' ? parseUnlock(unlock) : unlock });
 }
+
+// Under Node the fastest backend that reproduces the canary, unless something set a backend first.
+env.backend ??= AUTO;

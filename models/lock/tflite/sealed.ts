@@ -1,5 +1,6 @@
 /**
- * `sealed` for TFLite models, vendor side: XSalsa20-Poly1305 over every
+ * `sealed` for TFLite models, vendor side: XChaCha20-Poly1305 (or, on request,
+ * XSalsa20-Poly1305) over every
  * learned-parameter buffer (float, int8, uint8) and the int32 biases of
  * CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED, in place, as for ONNX
  * (models/lock/onnx/sealed.ts). Other int32/int64 buffers (shapes, paddings,
@@ -33,7 +34,7 @@ export const tfliteSealed: TfliteLocker<'sealed'> = {
     if (!targets.length) throw new UnsupportedModelError('sealed: the TFLite model has no parameter buffers (float, int8/uint8, or int32 biases) to encrypt');
     const plain = ctx.weights.filter((w) => !targets.includes(w));
     const lock = sealRanges(bytes, targets.map(tfliteRange), ctx);
-    ctx.report(`sealed: encrypted ${lock.tensors.length} buffer(s), ${lock.tensors.reduce((n, t) => n + t.length, 0)} bytes`
+    ctx.report(`sealed: encrypted ${lock.tensors.length} buffer(s), ${lock.tensors.reduce((n, t) => n + t.length, 0)} bytes with ${lock.cipher ?? 'xsalsa20-poly1305'}`
       + (plain.length ? `; left ${plain.length} graph-structure buffer(s) plain (${[...new Set(plain.map((w) => w.dtype))].join(', ')}: shapes, paddings, axes)` : ''));
     return lock;
   },

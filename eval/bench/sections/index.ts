@@ -1,0 +1,25 @@
+/**
+ * The bench's self-contained sections (section 7 on in docs/BENCH.md): each file here measures one
+ * thing side by side in one process and renders its own table; `npm run bench` runs each in a child
+ * process of its own (eval/bench/sections/child.ts) and keeps the result in bench.json under `extra`.
+ * Each also runs alone: `node --import tsx eval/bench/sections/<id>.ts [--quick]`.
+ */
+import * as aead from './aead.ts';
+import * as signatures from './signatures.ts';
+import * as fleet from './fleet.ts';
+import * as defaultBackend from './default-backend.ts';
+
+/** One section: its id (for `--only`), its heading, and its module. */
+export interface ExtraSection {
+  id: 'signatures' | 'aead' | 'fleet' | 'default-backend';
+  title: string;
+  measure(quick: boolean): Promise<unknown>;
+  render(r: never): string[];
+}
+
+export const EXTRA_SECTIONS: readonly ExtraSection[] = [
+  { id: 'signatures', title: 'Signatures and key agreement at the crypto boundary', measure: signatures.measure, render: signatures.render as ExtraSection['render'] },
+  { id: 'aead', title: 'sealed open throughput beside node:crypto', measure: aead.measure, render: aead.render as ExtraSection['render'] },
+  { id: 'fleet', title: 'Fleet scale: grants and revocation lists', measure: (q) => fleet.measure(q), render: fleet.render as ExtraSection['render'] },
+  { id: 'default-backend', title: 'keylock by default on Node vs plain onnxruntime-node', measure: defaultBackend.measure, render: defaultBackend.render as ExtraSection['render'] },
+];

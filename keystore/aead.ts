@@ -1,0 +1,326 @@
+/**
+ * XChaCha20-Poly1305 with a detached tag, in place: the cipher of `sealed`
+ * files written since the native-speed change (docs/SPEC.md §6.4).
+ *
+ * Construction (draft-irtf-cfrg-xchacha-03, libsodium's
+ * `crypto_aead_xchacha20poly1305_ietf_*_detached`):
+ *   subkey = HChaCha20(key, nonce[0..16))
+ *   iv12   = 00 00 00 00 || nonce[16..24)
+ *   ChaCha20-Poly1305 (RFC 8439) under (subkey, iv12): Poly1305 key = block 0,
+ *   keystream from block counter 1, tag over AAD || pad16 || C || pad16 || le64 lens.
+ *
+ * Native where the platform has it: Node's `chacha20-poly1305` (OpenSSL, with
+ * its SIMD assembly) in large slices, and `chacha20` (16-byte IV = le32 counter
+ * || iv12) for the decrypt-only path. HChaCha20 (one block) comes from
+ * @noble/ciphers. Elsewhere (browsers) the same construction runs in JavaScript
+ * (@noble/ciphers' ChaCha20 and Poly1305); a WebAssembly SIMD ChaCha is future
+ * work. Node's crypto module is found through a variable name, as in nacl.ts,
+ * so browser bundles do not pull it, and it is adopted only after it has
+ * reproduced @noble's output on a known input (a runtime whose names differ,
+ * or that lacks the ciphers, gets JavaScript).
+ */
+import { chacha20, hchacha, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { poly1305 } from '@noble/ciphers/_poly1305.js';
+
+/** Sizes of the construction. */
+export const XCHACHA = { key: 32, nonce: 24, tag: 16 } as const;
+
+function need(what: string, b: Uint8Array, len: number): void {
+  if (!(b instanceof Uint8Array)) throw new TypeError(`${what} must be a Uint8Array`);
+  if (b.byteLength !== len) throw new RangeError(`${what} must be ${len} bytes, got ${b.byteLength}`);
+}
+
+function needData(data: Uint8Array): void {
+  if (!(data instanceof Uint8Array)) throw new TypeError('XChaCha20-Poly1305 data must be a Uint8Array');
+}
+
+interface NodeCipherLike {
+  update(data: Uint8Array): Uint8Array;
+  final(): Uint8Array;
+  setAAD(aad: Uint8Array, opts: { plaintextLength: number }): unknown;
+  setAuthTag(tag: Uint8Array): unknown;
+  getAuthTag(): Uint8Array;
+}
+interface NodeCryptoLike {
+  createCipheriv(alg: string, key: Uint8Array, iv: Uint8Array, opts?: { authTagLength: number }): NodeCipherLike;
+  createDecipheriv(alg: string, key: Uint8Array, iv: Uint8Array, opts?: { authTagLength: number }): NodeCipherLike;
+}
+
+/** A variable, so that bundlers for browsers leave the import alone. */
+const NODE_CRYPTO = 'node:crypto';
+/** Node's crypto once adopted; null where there is none (or it failed the check); undefined before the lookup. */
+let native: NodeCryptoLike | null | undefined;
+let forceJs = false;
+
+/**
+ * Bytes per native update. Node's update() has no output buffer: each call
+ * returns a new one, copied back into place and then wiped (it holds
+ * plaintext). Measured on 32 MB (eval/bench/sections/aead.ts): 256 KiB is
+ * faster than 64 KiB and as fast as 1 MiB; the wipe costs about a fifth of
+ * the open, kept because the old paths leave no plaintext garbage either.
+ */
+const NATIVE_CHUNK = 256 << 10;
+/** Bytes per JavaScript slice (multiple of 64). */
+const JS_CHUNK = 64 << 10;
+
+interface ProcessLike {
+  versions?: { node?: string };
+  getBuiltinModule?: (id: string) => unknown;
+}
+
+function adopt(m: unknown): NodeCryptoLike | null {
+  try {
+    const c = m as NodeCryptoLike;
+    if (typeof c?.createCipheriv !== 'function') return null;
+    // Known answer against @noble on an odd length: tag path and the decrypt-only path.
+    const key = new Uint8Array(32).map((_, i) => i * 7 + 1);
+    const nonce = new Uint8Array(24).map((_, i) => 0xa0 + i);
+    const plain = new Uint8Array(131).map((_, i) => i);
+    const want = xchacha20poly1305(key, nonce).encrypt(plain);
+    const got = new Uint8Array(plain);
+    const tag = nativeSeal(c, got, nonce, key, undefined);
+    if (!eq(got, want.subarray(0, 131)) || !eq(tag, want.subarray(131))) return null;
+    nativeXor(c, got, nonce, key);
+    if (!eq(got, plain)) return null;
+    return c;
+  } catch {
+    return null;
+  }
+}
+
+function lookupSync(): NodeCryptoLike | null | undefined {
+  if (native !== undefined) return native;
+  const p = (globalThis as { process?: ProcessLike }).process;
+  if (!p?.versions?.node) return (native = null);
+  if (typeof p.getBuiltinModule === 'function') {
+    try {
+      return (native = adopt(p.getBuiltinModule(NODE_CRYPTO)));
+    } catch {
+      return (native = null);
+    }
+  }
+  return undefined; // an older Node: prepareAead() imports it
+}
+
+/**
+ * Finds the native ciphers (Node's crypto) ahead of the first open; resolves
+ * to whether they will be used. Opens before it resolves still work (in
+ * JavaScript, where the synchronous lookup cannot reach Node's module).
+ */
+export async function prepareAead(): Promise<boolean> {
+  if (lookupSync() === undefined) {
+    try {
+      native = adopt(await import(/* @vite-ignore */ NODE_CRYPTO));
+    } catch {
+      native = null;
+    }
+  }
+  return aeadNative();
+}
+
+/** Whether opens and seals run natively now (for reports and benchmarks). */
+export function aeadNative(): boolean {
+  return !forceJs && !!lookupSync();
+}
+
+/** Makes every call use JavaScript (`true`) or the native ciphers where found (`false`, the default). For tests and benchmarks. */
+export function setAeadForceJs(on: boolean): void {
+  forceJs = on;
+}
+
+function impl(): NodeCryptoLike | null {
+  return forceJs ? null : (lookupSync() ?? null);
+}
+
+function eq(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  let d = 0;
+  for (let i = 0; i < a.byteLength; i++) d |= a[i] ^ b[i];
+  return d === 0;
+}
+
+const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
+
+/** HChaCha20(key, nonce[0..16)) as 32 bytes, and iv12 = 0^4 || nonce[16..24). */
+export function xchachaSubkey(key: Uint8Array, nonce: Uint8Array): { subkey: Uint8Array; iv12: Uint8Array } {
+  need('XChaCha20 key', key, XCHACHA.key);
+  need('XChaCha20 nonce', nonce, XCHACHA.nonce);
+  const k = new Uint8Array(key);
+  const n = nonce.slice(0, 16);
+  const out = new Uint32Array(8);
+  hchacha(SIGMA, new Uint32Array(k.buffer), new Uint32Array(n.buffer), out);
+  k.fill(0);
+  const subkey = new Uint8Array(out.buffer);
+  const iv12 = new Uint8Array(12);
+  iv12.set(nonce.subarray(16), 4);
+  return { subkey, iv12 };
+}
+
+/** Native: encrypts `data` in place, returns the tag. */
+function nativeSeal(c: NodeCryptoLike, data: Uint8Array, nonce: Uint8Array, key: Uint8Array, aad: Uint8Array | undefined): Uint8Array {
+  const { subkey, iv12 } = xchachaSubkey(key, nonce);
+  try {
+    const e = c.createCipheriv('chacha20-poly1305', subkey, iv12, { authTagLength: XCHACHA.tag });
+    if (aad) e.setAAD(aad, { plaintextLength: data.byteLength });
+    pump(e, data);
+    e.final();
+    return new Uint8Array(e.getAuthTag());
+  } finally {
+    subkey.fill(0);
+  }
+}
+
+/** Runs `data` through a native cipher in slices, writing each output back where its input was. */
+function pump(x: NodeCipherLike, data: Uint8Array): void {
+  let w = 0;
+  for (let off = 0; off < data.byteLength; off += NATIVE_CHUNK) {
+    const out = x.update(data.subarray(off, Math.min(off + NATIVE_CHUNK, data.byteLength)));
+    data.set(out, w);
+    w += out.byteLength;
+    out.fill(0);
+  }
+  if (w !== data.byteLength) throw new Error(`native ChaCha20 returned ${w} of ${data.byteLength} bytes`);
+}
+
+/** Native: XORs `data` with the ChaCha20 keystream from block 1 (decrypt or encrypt, no tag). */
+function nativeXor(c: NodeCryptoLike, data: Uint8Array, nonce: Uint8Array, key: Uint8Array): void {
+  const { subkey, iv12 } = xchachaSubkey(key, nonce);
+  try {
+    const iv16 = new Uint8Array(16);
+    iv16[0] = 1; // le32 block counter 1: the AEAD's keystream starts after the Poly1305 key block
+    iv16.set(iv12, 4);
+    const d = c.createDecipheriv('chacha20', subkey, iv16);
+    pump(d, data);
+    d.final();
+  } finally {
+    subkey.fill(0);
+  }
+}
+
+/** JavaScript: XORs `data` in place with the keystream from block 1, through an aligned scratch where needed. */
+function jsXor(data: Uint8Array, subkey: Uint8Array, iv12: Uint8Array): void {
+  let scratch: Uint8Array | undefined;
+  for (let off = 0, counter = 1; off < data.byteLength; off += JS_CHUNK, counter += JS_CHUNK / 64) {
+    const slice = data.subarray(off, Math.min(off + JS_CHUNK, data.byteLength));
+    if (slice.byteOffset % 4 === 0) {
+      chacha20(subkey, iv12, slice, slice, counter);
+    } else {
+      scratch ??= new Uint8Array(JS_CHUNK);
+      const s = scratch.subarray(0, slice.byteLength);
+      s.set(slice);
+      chacha20(subkey, iv12, s, s, counter);
+      slice.set(s);
+    }
+  }
+  scratch?.fill(0);
+}
+
+const PAD = new Uint8Array(16);
+
+/** JavaScript: the RFC 8439 tag of ciphertext `data` (read where it lies, in slices). */
+function jsTag(data: Uint8Array, subkey: Uint8Array, iv12: Uint8Array, aad: Uint8Array | undefined): Uint8Array {
+  const polyKey = chacha20(subkey, iv12, new Uint8Array(32), undefined, 0);
+  const mac = poly1305.create(polyKey);
+  const a = aad?.byteLength ?? 0;
+  if (aad && a) {
+    mac.update(aad);
+    if (a % 16) mac.update(PAD.subarray(a % 16));
+  }
+  for (let off = 0; off < data.byteLength; off += JS_CHUNK) mac.update(data.subarray(off, Math.min(off + JS_CHUNK, data.byteLength)));
+  if (data.byteLength % 16) mac.update(PAD.subarray(data.byteLength % 16));
+  const lens = new Uint8Array(16);
+  const v = new DataView(lens.buffer);
+  v.setBigUint64(0, BigInt(a), true);
+  v.setBigUint64(8, BigInt(data.byteLength), true);
+  mac.update(lens);
+  polyKey.fill(0);
+  return mac.digest();
+}
+
+/**
+ * Encrypts `data` in place and returns its 16-byte tag (the vendor side of
+ * `sealed`). `aad` is optional (sealed uses none; the known-answer tests do).
+ */
+export function xchachaSealDetached(data: Uint8Array, nonce: Uint8Array, key: Uint8Array, aad?: Uint8Array): Uint8Array {
+  needData(data);
+  need('XChaCha20 nonce', nonce, XCHACHA.nonce);
+  need('XChaCha20 key', key, XCHACHA.key);
+  const c = impl();
+  if (c) return nativeSeal(c, data, nonce, key, aad);
+  const boxed = xchacha20poly1305(key, nonce, aad).encrypt(data);
+  data.set(boxed.subarray(0, data.byteLength));
+  const tag = boxed.slice(data.byteLength);
+  boxed.fill(0);
+  return tag;
+}
+
+/**
+ * Opens `data` in place: on success `data` holds the plaintext; when the tag
+ * does not verify, `data` holds the ciphertext it held before and `onFail()`
+ * is thrown. Natively, decryption and Poly1305 run in one pass and the tag is
+ * known only at the end, so a failed tag re-encrypts the bytes (the plaintext
+ * of bytes that do not verify never leaves this function). In JavaScript the
+ * tag is checked first, then the bytes are decrypted.
+ */
+export function xchachaOpenDetachedInPlace(
+  data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error, aad?: Uint8Array,
+): void {
+  needData(data);
+  need('XChaCha20-Poly1305 tag', tag, XCHACHA.tag);
+  need('XChaCha20 nonce', nonce, XCHACHA.nonce);
+  need('XChaCha20 key', key, XCHACHA.key);
+  const c = impl();
+  if (c) {
+    const { subkey, iv12 } = xchachaSubkey(key, nonce);
+    let ok = false;
+    try {
+      const d = c.createDecipheriv('chacha20-poly1305', subkey, iv12, { authTagLength: XCHACHA.tag });
+      if (aad) d.setAAD(aad, { plaintextLength: data.byteLength });
+      d.setAuthTag(tag);
+      pump(d, data);
+      try {
+        d.final();
+        ok = true;
+      } catch {
+        // Poly1305 mismatch (OpenSSL: "Unsupported state or unable to authenticate data").
+      }
+    } finally {
+      subkey.fill(0);
+    }
+    if (!ok) {
+      nativeXor(c, data, nonce, key);
+      throw onFail();
+    }
+    return;
+  }
+  const { subkey, iv12 } = xchachaSubkey(key, nonce);
+  try {
+    const t = jsTag(data, subkey, iv12, aad);
+    const ok = eq(t, tag);
+    t.fill(0);
+    if (!ok) throw onFail();
+    jsXor(data, subkey, iv12);
+  } finally {
+    subkey.fill(0);
+  }
+}
+
+/**
+ * Decrypts `data` in place WITHOUT checking a tag: only for bytes that
+ * something else authenticates before they are used (a `.klm` whose signed
+ * digest, under a pinned vendor key, covers them; docs/SPEC.md §6.4). ChaCha20
+ * alone is malleable: never call this on bytes that nothing authenticates.
+ */
+export function xchachaDecryptInPlace(data: Uint8Array, nonce: Uint8Array, key: Uint8Array): void {
+  needData(data);
+  need('XChaCha20 nonce', nonce, XCHACHA.nonce);
+  need('XChaCha20 key', key, XCHACHA.key);
+  const c = impl();
+  if (c) return nativeXor(c, data, nonce, key);
+  const { subkey, iv12 } = xchachaSubkey(key, nonce);
+  try {
+    jsXor(data, subkey, iv12);
+  } finally {
+    subkey.fill(0);
+  }
+}

@@ -1,0 +1,236 @@
+// `sealed` with XChaCha20-Poly1305 (docs/SPEC.md §6.4): the cipher against the IETF draft's
+// known answers, native against @noble/ciphers, tamper and wrong-key behaviour, old XSalsa20
+// files, the manifest's `cipher` field, `keylock inspect`, and the pinned-key no-tag path.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import {
+  aeadNative, prepareAead, setAeadForceJs, xchachaDecryptInPlace, xchachaOpenDetachedInPlace, xchachaSealDetached, xchachaSubkey,
+} from '../keystore/aead.ts';
+import { decodeCbor, encodeCbor, Fields } from '../keystore/cbor.ts';
+import { KeyMismatchError, TamperedError } from '../keystore/errors.ts';
+import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
+import { encodeVendorSecret } from '../keystore/keyfiles.ts';
+import { LockOptionError, lockOnnx } from '../models/lock/index.ts';
+import { sealedXchachaKey, sealedXchachaNonce } from '../runtime/keys/derive.ts';
+import { openKlm } from '../runtime/klm.ts';
+import { loadModel } from '../runtime/load.ts';
+import type { TensorMap } from '../runtime/tensor.ts';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const MLP = readFileSync(new URL('../models/reference/mnist-mlp.onnx', import.meta.url));
+const h = (s: string): Uint8Array => new Uint8Array(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+const vendorSeed = randomBytes(32);
+const trust = [signKeyPair(vendorSeed).publicKey];
+const fail = (): Error => new TamperedError('tag mismatch in test');
+
+// draft-irtf-cfrg-xchacha-03, §A.3.1 (AEAD_XChaCha20_Poly1305) and §2.2.1 (HChaCha20).
+const KAT = {
+  key: h('808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f'),
+  nonce: h('404142434445464748494a4b4c4d4e4f5051525354555657'),
+  aad: h('50515253c0c1c2c3c4c5c6c7'),
+  plain: new TextEncoder().encode("Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it."),
+  cipher: h(`bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa6440bf3a82f4eda7e39
+    ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff921
+    f9664c97637da9768812f615c68b13b52e`),
+  tag: h('c0875924c1c7987947deafd8780acf49'),
+};
+
+/** Runs `fn` once natively and once in JavaScript (what a browser gets). */
+async function bothPaths(fn: (label: string) => void): Promise<void> {
+  assert.ok(await prepareAead(), 'Node 20 has chacha20-poly1305: the native path must be on here');
+  try {
+    for (const js of [false, true]) {
+      setAeadForceJs(js);
+      assert.equal(aeadNative(), !js);
+      fn(js ? 'javascript' : 'native');
+    }
+  } finally {
+    setAeadForceJs(false);
+  }
+}
+
+test('HChaCha20 gives the draft\'s subkey (§2.2.1); iv12 is 4 zero bytes || nonce[16..24)', () => {
+  const { subkey, iv12 } = xchachaSubkey(h('000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'), h('000000090000004a0000000031415927a1a2a3a4a5a6a7a8'));
+  assert.equal(hex(subkey), '82413b4227b27bfed30e42508a877d73a0f9e4d58a74a853c12ec41326d3ecdc');
+  assert.equal(hex(iv12), '00000000a1a2a3a4a5a6a7a8');
+});
+
+test('XChaCha20-Poly1305 known answer (draft §A.3.1), with its AAD and without, native and JavaScript', async () => {
+  // Without AAD (how `sealed` uses it) the ciphertext is the same bytes; the tag is @noble's.
+  const noAadTag = xchacha20poly1305(KAT.key, KAT.nonce).encrypt(KAT.plain).subarray(KAT.plain.length);
+  assert.notEqual(hex(noAadTag), hex(KAT.tag));
+  await bothPaths((path) => {
+    for (const [aad, tag] of [[KAT.aad, KAT.tag], [undefined, noAadTag]] as const) {
+      const what = `${path}, ${aad ? 'with' : 'without'} AAD`;
+      const d = new Uint8Array(KAT.plain);
+      assert.equal(hex(xchachaSealDetached(d, KAT.nonce, KAT.key, aad)), hex(tag), what);
+      assert.equal(hex(d), hex(KAT.cipher), what);
+      xchachaOpenDetachedInPlace(d, tag, KAT.nonce, KAT.key, fail, aad);
+      assert.deepEqual(d, KAT.plain, what);
+      const n = new Uint8Array(KAT.cipher);
+      xchachaDecryptInPlace(n, KAT.nonce, KAT.key);
+      assert.deepEqual(n, KAT.plain, `${what}: no-tag path`);
+    }
+  });
+});
+
+test('native and JavaScript agree with @noble/ciphers on random sizes, odd lengths, unaligned views and > 64 KiB', async () => {
+  const sizes = [0, 1, 15, 16, 17, 63, 64, 65, 1000, 4097, 65535, 65536, 65537, (256 << 10) + 3, (1 << 20) + 17, 3_000_001];
+  for (let i = 0; i < 8; i++) sizes.push(Math.floor(Math.random() * 600_000));
+  await bothPaths((path) => {
+    for (const n of sizes) {
+      const key = randomBytes(32);
+      const nonce = randomBytes(24);
+      const plain = randomBytes(n);
+      const want = xchacha20poly1305(key, nonce).encrypt(plain);
+      // An unaligned view into a larger buffer, as tensors inside a protobuf are.
+      const host = new Uint8Array(n + 3);
+      const d = host.subarray(3);
+      d.set(plain);
+      const tag = xchachaSealDetached(d, nonce, key);
+      assert.equal(hex(tag), hex(want.subarray(n)), `${path} tag, ${n} bytes`);
+      assert.ok(Buffer.from(d).equals(want.subarray(0, n)), `${path} ciphertext, ${n} bytes`);
+      const copy = new Uint8Array(d);
+      xchachaOpenDetachedInPlace(d, tag, nonce, key, fail);
+      assert.ok(Buffer.from(d).equals(plain), `${path} open, ${n} bytes`);
+      xchachaDecryptInPlace(copy, nonce, key);
+      assert.ok(Buffer.from(copy).equals(plain), `${path} no-tag path equals the tag path, ${n} bytes`);
+    }
+  });
+});
+
+test('a flipped ciphertext or tag bit is refused and leaves the ciphertext as it was', async () => {
+  await bothPaths((path) => {
+    for (const n of [1, 100, 200_000]) {
+      const key = randomBytes(32);
+      const nonce = randomBytes(24);
+      const d = randomBytes(n);
+      const tag = xchachaSealDetached(d, nonce, key);
+      for (const where of ['ciphertext', 'tag'] as const) {
+        const c = new Uint8Array(d);
+        const t = new Uint8Array(tag);
+        if (where === 'ciphertext') c[n >> 1] ^= 0x04;
+        else t[15] ^= 0x80;
+        const before = new Uint8Array(c);
+        assert.throws(() => xchachaOpenDetachedInPlace(c, t, nonce, key, () => new TamperedError(`${where} changed`)),
+          (e) => e instanceof TamperedError && e.message === `${where} changed`, `${path}, ${where}, ${n} bytes`);
+        assert.deepEqual(c, before, `${path}: after a failed tag the bytes are the ciphertext again`);
+      }
+      assert.throws(() => xchachaOpenDetachedInPlace(new Uint8Array(d), tag, nonce, randomBytes(32), fail), TamperedError, 'another key');
+    }
+  });
+  assert.throws(() => xchachaSealDetached(new Uint8Array(4), new Uint8Array(12), new Uint8Array(32)), RangeError);
+  assert.throws(() => xchachaOpenDetachedInPlace(new Uint8Array(4), new Uint8Array(15), new Uint8Array(24), new Uint8Array(32), fail), RangeError);
+});
+
+function digit(seed: number): TensorMap {
+  const d = new Float32Array(784);
+  let s = seed;
+  for (let i = 0; i < d.length; i++) { s = (s * 1103515245 + 12345) >>> 0; d[i] = (s >>> 8) / 2 ** 24; }
+  return { input: { dtype: 'float32', dims: [1, 1, 28, 28], data: d } };
+}
+const outHex = async (m: { run(x: TensorMap): Promise<TensorMap> }): Promise<string> => {
+  const o = Object.values(await m.run(digit(7)))[0].data;
+  return Buffer.from(o.buffer as ArrayBuffer, o.byteOffset, o.byteLength).toString('hex');
+};
+
+test('a new .klm names its cipher; tag path (no pinned key) and no-tag path (pinned key) give the same model', async () => {
+  const res = await lockOnnx(MLP, { schemes: ['sealed'], vendorSeed, modelId: 'mlp-xchacha' });
+  const { manifest, model } = openKlm(res.klm);
+  const entry = manifest.locks[0];
+  assert.ok(entry.scheme === 'sealed');
+  assert.equal(entry.cipher, 'xchacha20-poly1305');
+  // The field is in the signed manifest bytes themselves.
+  const signed = Fields.of('klm', decodeCbor(res.klm, 'klm', 1 << 30)).bytes('signed');
+  const locks = Fields.of('m', decodeCbor(signed, 'manifest', 1 << 26)).array('locks') as Record<string, unknown>[];
+  assert.equal(locks[0].cipher, 'xchacha20-poly1305');
+  // The ciphertext is what the spec's derivation gives, tensor by tensor.
+  const t0 = entry.tensors[0];
+  const plainMlp = new Uint8Array(MLP);
+  const want = plainMlp.slice(t0.offset, t0.offset + t0.length);
+  const wantTag = xchachaSealDetached(want, sealedXchachaNonce('mlp-xchacha', t0.name), sealedXchachaKey(res.modelKey));
+  assert.ok(Buffer.from(model.subarray(t0.offset, t0.offset + t0.length)).equals(want));
+  assert.equal(hex(t0.mac), hex(wantTag));
+
+  const tagged = await loadModel(res.klm, { modelKey: res.modelKey });
+  const pinned = await loadModel(res.klm, { modelKey: res.modelKey, trust });
+  assert.equal(tagged.state, 'ready', tagged.error?.message);
+  assert.equal(pinned.state, 'ready', pinned.error?.message);
+  assert.equal(await outHex(tagged), await outHex(pinned));
+  await Promise.all([tagged.release(), pinned.release()]);
+
+  const wrong = await loadModel(res.klm, { modelKey: randomBytes(32) });
+  assert.ok(wrong.error instanceof KeyMismatchError, wrong.error?.message);
+});
+
+test('a changed sealed tensor (re-signed) fails its XChaCha20-Poly1305 tag with a message naming the tensor', async () => {
+  const res = await lockOnnx(MLP, { schemes: ['sealed'], vendorSeed });
+  const { manifest, model } = openKlm(res.klm);
+  const entry = manifest.locks[0];
+  assert.ok(entry.scheme === 'sealed');
+  const { packKlm } = await import('../models/klm.ts');
+  const { vendorKey: _v, digest: _d, modelBytes: _b, ...draft } = manifest;
+  const changed = new Uint8Array(model);
+  changed[entry.tensors[1].offset + 9] ^= 0x01;
+  const m = await loadModel(packKlm(draft, changed, vendorSeed), { modelKey: res.modelKey });
+  assert.ok(m.error instanceof TamperedError, m.error?.message);
+  assert.match(m.error!.message, new RegExp(`sealed tensor "${entry.tensors[1].name.replace(/[.]/g, '\\.')}": the XChaCha20-Poly1305 MAC \\(Poly1305 tag\\) does not match`));
+  // A changed tag in the manifest, likewise.
+  const badTag = { ...draft, locks: [{ ...entry, tensors: entry.tensors.map((t, i) => (i === 0 ? { ...t, mac: t.mac.map((b, j) => (j === 0 ? b ^ 1 : b)) } : t)) }] };
+  const m2 = await loadModel(packKlm(badTag, new Uint8Array(model), vendorSeed), { modelKey: res.modelKey });
+  assert.ok(m2.error instanceof TamperedError, m2.error?.message);
+  // An unknown cipher name is a format error, not a guess.
+  const unknown = { ...draft, locks: [{ ...entry, cipher: 'aes-256-gcm' as 'xchacha20-poly1305' }] };
+  const m3 = await loadModel(packKlm(unknown, new Uint8Array(model), vendorSeed), { modelKey: res.modelKey });
+  assert.equal(m3.error?.name, 'FormatError', m3.error?.message);
+  assert.match(m3.error!.message, /cipher: expected one of xchacha20-poly1305, xsalsa20-poly1305/);
+});
+
+test('XSalsa20-Poly1305 still opens: entries without `cipher` (every older .klm) and the lock option', async () => {
+  const res = await lockOnnx(MLP, { schemes: ['sealed'], vendorSeed, sealedCipher: 'xsalsa20-poly1305' });
+  const entry = openKlm(res.klm).manifest.locks[0];
+  assert.ok(entry.scheme === 'sealed');
+  assert.equal(entry.cipher, undefined, 'XSalsa20 entries are written as before: no cipher field');
+  for (const t of [undefined, trust]) {
+    const m = await loadModel(res.klm, { modelKey: res.modelKey, trust: t });
+    assert.equal(m.state, 'ready', m.error?.message);
+    await m.release();
+  }
+  // A .klm written before the field existed: the device vectors' sealed file.
+  const V = JSON.parse(readFileSync(join(root, 'test/vectors/device.json'), 'utf8')) as { scenarios: { name: string; klm: string }[] };
+  const old = new Uint8Array(Buffer.from(V.scenarios.find((s) => s.name === 'valid grant')!.klm, 'hex'));
+  const oldEntry = openKlm(old).manifest.locks.find((l) => l.scheme === 'sealed');
+  assert.ok(oldEntry && oldEntry.scheme === 'sealed' && oldEntry.cipher === undefined, 'the vector file is an XSalsa20 one');
+  await assert.rejects(lockOnnx(MLP, { schemes: ['sealed'], vendorSeed, sealedCipher: 'rot13' as 'xsalsa20-poly1305' }), LockOptionError);
+});
+
+test('keylock inspect names the cipher; lock --cipher chooses it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-cipher-'));
+  writeFileSync(join(dir, 'v.key'), encodeVendorSecret(vendorSeed));
+  const kl = (...a: string[]): string => {
+    const r = spawnSync(process.execPath, [join(root, 'bin/keylock.mjs'), ...a], { encoding: 'utf8', cwd: dir });
+    assert.equal(r.status, 0, `keylock ${a.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const mlp = join(root, 'models/reference/mnist-mlp.onnx');
+  kl('lock', mlp, '--scheme', 'sealed', '--vendor', 'v.key', '--out', 'x.klm', '--key-out', 'x.key');
+  kl('lock', mlp, '--scheme', 'sealed', '--vendor', 'v.key', '--out', 's.klm', '--key-out', 's.key', '--cipher', 'xsalsa20-poly1305');
+  assert.match(kl('inspect', 'x.klm'), /sealed +\d+ tensor\(s\), \d+ bytes, XChaCha20-Poly1305 \(cipher xchacha20-poly1305\)/);
+  assert.match(kl('inspect', 's.klm'), /sealed .* XSalsa20-Poly1305 \(cipher xsalsa20-poly1305, by default: the entry names none\)/);
+  assert.match(kl('inspect', 'x.klm', '--json'), /"cipher": "xchacha20-poly1305"/);
+  const r = spawnSync(process.execPath, [join(root, 'bin/keylock.mjs'), 'lock', mlp, '--scheme', 'sealed', '--vendor', 'v.key', '--out', 'y.klm', '--key-out', 'y.key', '--cipher', 'des'], { encoding: 'utf8', cwd: dir });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /--cipher must be xchacha20-poly1305 or xsalsa20-poly1305/);
+});
+
+test('encodeCbor round trip keeps the cipher field', () => {
+  const e = { scheme: 'sealed', cipher: 'xchacha20-poly1305', tensors: [] };
+  assert.deepEqual(decodeCbor(encodeCbor(e), 'e', 1 << 10), e);
+});
