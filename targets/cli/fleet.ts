@@ -198,6 +198,8 @@ export async function grantFleet(req: FleetRequest): Promise<FleetResult> {
     if (req.strict) res.stopped = true;
   };
   const inFlight = new Set<Promise<void>>();
+  /** The write in flight for each file name (at most `concurrency` entries). */
+  const writing = new Map<string, Promise<void>>();
   let writeError: unknown;
   let columns: string[] | undefined;
   let lineNo = 0;
@@ -237,7 +239,11 @@ export async function grantFleet(req: FleetRequest): Promise<FleetResult> {
         const bytes = issuer.issue({ modelId: req.modelId, modelKey: req.modelKey, devicePub: dev.key, deviceId: dev.deviceId, notBefore: req.notBefore, notAfter: req.notAfter });
         res.signSeconds += (performance.now() - s0) / 1000;
         const at = lineNo;
-        const p: Promise<void> = writeNew(req.outDir, `${dev.name}.klg`, bytes).then(
+        // A name already being written by an earlier line waits for that write, so the earlier line
+        // gets the file and this one the EEXIST, whatever order the writes would finish in.
+        const file = `${dev.name}.klg`;
+        const before = writing.get(file);
+        const p: Promise<void> = (before ? before.then(() => writeNew(req.outDir, file, bytes)) : writeNew(req.outDir, file, bytes)).then(
           () => { res.granted++; },
           (e: NodeJS.ErrnoException) => {
             if (e.code === 'EEXIST') refuse(at, `duplicate device: ${dev.name}.klg was already granted by an earlier line`);
@@ -245,9 +251,11 @@ export async function grantFleet(req: FleetRequest): Promise<FleetResult> {
           },
         ).finally(() => {
           inFlight.delete(p);
+          if (writing.get(file) === p) writing.delete(file);
           req.onProgress?.(res.granted, res.refusedCount);
         });
         inFlight.add(p);
+        writing.set(file, p);
         if (inFlight.size >= concurrency) await Promise.race(inFlight);
       } catch (e) {
         if (!(e instanceof BadLine)) throw e;
