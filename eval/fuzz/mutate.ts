@@ -123,8 +123,16 @@ function applyTreeOp(tree: unknown, o: TreeOp): unknown {
     case 3: { // many copies (long arrays of real entries), up to MAX_GROWTH bytes
       const size = (v: unknown): number => (v instanceof Raw ? v.bytes.byteLength : encodeRaw(v).byteLength) || 1;
       if (Array.isArray(node) && node.length) {
-        const copies = Math.min(cap(o.n, 70_000), Math.floor(MAX_GROWTH / size(node[0])));
-        for (let i = 0; i < copies; i++) node.push(node[i % node.length] instanceof Raw ? node[i % node.length] : structuredClone(node[i % node.length]));
+        // The growth is counted per copy: the entries copied differ in size (an earlier edit may have
+        // grown one to MAX_GROWTH), so a budget from the first entry alone let one edit add gigabytes.
+        const original = node.length;
+        let grown = 0;
+        for (let i = 0; i < cap(o.n, 70_000); i++) {
+          const x = node[i % original];
+          grown += size(x);
+          if (grown > MAX_GROWTH) break;
+          node.push(x instanceof Raw ? x : structuredClone(x));
+        }
         return tree;
       }
       // Copies, not one shared reference: a later edit of one copy must not grow them all.
