@@ -129,12 +129,7 @@ export class Model implements LockedModel {
   halt(e: KeylockError, state: 'halted' | 'disabled' = 'halted'): void {
     this._state = state;
     this._error = e;
-    for (const h of this.hooks) h.wipe();
-    this.hooks = [];
-    this.inputHooks = [];
-    this.keyFeeds = undefined;
-    void this.session?.release().catch(() => undefined);
-    this.session = undefined;
+    void this.takeSession()?.release().catch(() => undefined);
     this.recorder?.close();
     for (const fn of this.listeners[state === 'disabled' ? 'disable' : 'halt']) fn(e);
   }
@@ -156,12 +151,7 @@ export class Model implements LockedModel {
    * ready for the next candidate's `attach`.
    */
   async detach(why: KeylockError): Promise<void> {
-    for (const h of this.hooks) h.wipe();
-    this.hooks = [];
-    this.inputHooks = [];
-    this.keyFeeds = undefined;
-    const s = this.session;
-    this.session = undefined;
+    const s = this.takeSession();
     if (this._backend !== undefined) this._skipped.push({ backend: this._backend, error: why });
     this._backend = undefined;
     this.resetStats();
@@ -240,14 +230,20 @@ export class Model implements LockedModel {
     return out;
   }
 
-  /** Releases the backend session and wipes key material. */
-  async release(): Promise<void> {
+  /** Wipes the run-time key material and hands back the session, which the model no longer holds. */
+  private takeSession(): BackendSession | undefined {
     for (const h of this.hooks) h.wipe();
     this.hooks = [];
     this.inputHooks = [];
     this.keyFeeds = undefined;
     const s = this.session;
     this.session = undefined;
+    return s;
+  }
+
+  /** Releases the backend session and wipes key material. */
+  async release(): Promise<void> {
+    const s = this.takeSession();
     this.recorder?.close();
     if (this._state === 'ready') { this._state = 'halted'; this._error = new KeylockError('released', 'the model was released'); }
     await s?.release();

@@ -25,37 +25,31 @@ import { EXTRA_SECTIONS, type ExtraSection } from './sections/index.ts';
 const CHILD = fileURLToPath(new URL('./child.ts', import.meta.url));
 const SECTION_CHILD = fileURLToPath(new URL('./sections/child.ts', import.meta.url));
 
-/** Runs one extra section (eval/bench/sections/) in a child process and returns its result. */
-function runSection(id: string, quick: boolean): Promise<unknown> {
+/** Runs `node --import tsx …args` and returns the JSON of its BENCH-RESULT line; its progress lines pass through to stderr. */
+function childResult(args: string[], what: string): Promise<any> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', SECTION_CHILD, id, ...(quick ? ['--quick'] : [])], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    const p = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (d) => { out += d; });
     p.on('error', reject);
     p.on('close', (code) => {
       const line = out.split('\n').find((l) => l.startsWith('BENCH-RESULT '));
-      if (code !== 0 || !line) reject(new Error(`bench section ${id} exited ${code}: ${out.slice(-2000)}`));
+      if (code !== 0 || !line) reject(new Error(`${what} exited ${code}: ${out.slice(-2000)}`));
       else resolve(JSON.parse(line.slice('BENCH-RESULT '.length)));
     });
   });
+}
+
+/** Runs one extra section (eval/bench/sections/) in a child process and returns its result. */
+function runSection(id: string, quick: boolean): Promise<unknown> {
+  return childResult(['--import', 'tsx', SECTION_CHILD, id, ...(quick ? ['--quick'] : [])], `bench section ${id}`);
 }
 
 /** Runs one child task and returns its result; its progress lines pass through to stderr. */
 export async function runChild(task: string, args: object, workDir: string, opts: { gc?: boolean } = {}): Promise<any> {
   const argFile = join(workDir, `args-${task}-${Date.now()}-${Math.random().toString(36).slice(2)}.json`);
   writeFileSync(argFile, JSON.stringify(args));
-  const node = [...(opts.gc ? ['--expose-gc'] : []), '--import', 'tsx', CHILD, task, argFile];
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, node, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.on('error', reject);
-    p.on('close', (code) => {
-      const line = out.split('\n').find((l) => l.startsWith('BENCH-RESULT '));
-      if (code !== 0 || !line) reject(new Error(`bench child ${task} exited ${code}: ${out.slice(-2000)}`));
-      else resolve(JSON.parse(line.slice('BENCH-RESULT '.length)));
-    });
-  });
+  return childResult([...(opts.gc ? ['--expose-gc'] : []), '--import', 'tsx', CHILD, task, argFile], `bench child ${task}`);
 }
 
 /** Options of one benchmark run. */
