@@ -193,25 +193,47 @@ function readPid(lockPath: string): number | undefined {
  * Removes a lock whose owner is gone: its pid no longer exists on this host, or
  * it holds no pid and is older than a crash window. Pids only mean something on
  * one host: a keystore shared over a network mount needs another lock.
+ *
+ * Breakers serialise on `LOCK.break` (O_EXCL) and read the pid again under it:
+ * without that, two waiters that both read a dead holder's pid could both
+ * remove "the" lock, the second removing the live lock the first had just
+ * taken, and both would then write. A break lock older than the crash window
+ * was left by a breaker that died, and is removed.
  */
 function breakIfStale(lockPath: string): boolean {
-  const pid = readPid(lockPath);
-  let stale = false;
-  if (pid === undefined) {
+  const breakPath = `${lockPath}.break`;
+  try {
+    closeSync(openSync(breakPath, 'wx', 0o600));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     try {
-      stale = Date.now() - statSync(lockPath).mtimeMs > EMPTY_LOCK_STALE_MS;
+      if (Date.now() - statSync(breakPath).mtimeMs > EMPTY_LOCK_STALE_MS) rmSync(breakPath, { force: true });
     } catch {
-      return true; // vanished meanwhile: just retry
+      // Gone meanwhile: the next round takes it.
     }
-  } else if (pid !== process.pid) {
-    try {
-      process.kill(pid, 0);
-    } catch (e) {
-      stale = (e as NodeJS.ErrnoException).code === 'ESRCH';
-    }
+    return false;
   }
-  if (stale) rmSync(lockPath, { force: true });
-  return stale;
+  try {
+    const pid = readPid(lockPath);
+    let stale = false;
+    if (pid === undefined) {
+      try {
+        stale = Date.now() - statSync(lockPath).mtimeMs > EMPTY_LOCK_STALE_MS;
+      } catch {
+        return true; // vanished meanwhile: just retry
+      }
+    } else if (pid !== process.pid) {
+      try {
+        process.kill(pid, 0);
+      } catch (e) {
+        stale = (e as NodeJS.ErrnoException).code === 'ESRCH';
+      }
+    }
+    if (stale) rmSync(lockPath, { force: true });
+    return stale;
+  } finally {
+    rmSync(breakPath, { force: true });
+  }
 }
 
 /** Reads a whole file; `undefined` when it does not exist. */
