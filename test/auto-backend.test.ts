@@ -10,9 +10,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { skipWithoutNative } from './helpers.ts';
 import { fileURLToPath } from 'node:url';
 import { env, loadModel } from '../targets/node/index.ts';
 import { BackendUnavailableError, CanaryMismatchError, KeyMismatchError } from '../keystore/errors.ts';
@@ -31,15 +31,7 @@ import type { TensorMap } from '../runtime/tensor.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const read = (p: string): Uint8Array => new Uint8Array(readFileSync(join(root, p)));
-const available = (() => {
-  try {
-    createRequire(import.meta.url).resolve('onnxruntime-node');
-    return true;
-  } catch {
-    return false;
-  }
-})();
-const skip = available ? false : 'onnxruntime-node (optional dependency) is not installed';
+const skip = skipWithoutNative;
 
 const digits = decodeRecorded(read('test/fixtures/mnist-test.cbor')).slice(0, 20);
 const inputs = digits.map((s) => s.inputs!);

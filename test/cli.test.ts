@@ -1,10 +1,10 @@
 // The CLI exactly as users and external checks call it: `node bin/keylock.mjs ...`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { cli } from './helpers.ts';
 import { fileURLToPath } from 'node:url';
 import { decodeRecorded, encodeRecorded } from '../runtime/recorded.ts';
 
@@ -12,15 +12,7 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'keylock-cli-'));
 const p = (f: string): string => join(dir, f);
 
-function kl(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [join(root, 'bin/keylock.mjs'), ...args], { encoding: 'utf8', cwd: dir });
-  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
-}
-function ok(...args: string[]): string {
-  const r = kl(...args);
-  assert.equal(r.code, 0, `keylock ${args.join(' ')} failed:\n${r.err}`);
-  return r.out;
-}
+const { kl, ok } = cli(dir);
 
 // 20 recorded digits are plenty for the flow; accuracy on all 2,000 is measured elsewhere.
 const digits = decodeRecorded(readFileSync(join(root, 'test/fixtures/mnist-test.cbor')));

@@ -1,10 +1,10 @@
 // compareOutputs (models/record/compare.ts) and `keylock run --expect`, which reports it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { cli } from './helpers.ts';
 import { fileURLToPath } from 'node:url';
 import { compareOutputs, compareReportJson, formatCompareReport, ToleranceError } from '../models/record/compare.ts';
 import { decodeRecorded, encodeRecorded, type Sample } from '../runtime/recorded.ts';
@@ -131,15 +131,7 @@ test('structure: sample count, missing and extra outputs, dtype and dims are mis
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'keylock-compare-'));
 const p = (f: string): string => join(dir, f);
-function kl(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, [join(root, 'bin/keylock.mjs'), ...args], { encoding: 'utf8', cwd: dir });
-  return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
-}
-function ok(...args: string[]): string {
-  const r = kl(...args);
-  assert.equal(r.code, 0, `keylock ${args.join(' ')} failed:\n${r.err}`);
-  return r.out;
-}
+const { kl, ok } = cli(dir);
 
 test('CLI: run --out writes golden outputs, --expect passes on a rerun and fails (exit 4) on a perturbed golden', () => {
   const digits = decodeRecorded(readFileSync(join(root, 'test/fixtures/mnist-test.cbor')));
