@@ -32,3 +32,4 @@ export type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.
 export type { DType, TensorData, TensorMap } from './tensor.ts';
 export type { RecordOptions, RecordSink, RecordStats } from './recorder.ts';
 export { Keystore, memoryStorage, type KeystoreStorage, type UnlockProvider } from '../keystore/index.ts';
+export { createStream, FrameAdapter, inferState, type ModelStream, type StreamOptions, type FrameOptions, type FrameAdapterOptions } from './stream.ts';
