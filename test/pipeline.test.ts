@@ -5,15 +5,19 @@
  * when a part is tampered or halted; granted and revoked as one.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { decodeCbor, encodeCbor } from '../keystore/cbor.ts';
 import { KeyMismatchError, NoGrantError, RevokedError, TamperedError, FormatError, type KeylockError } from '../keystore/errors.ts';
 import { Keystore, makeGrant, makeRevocation, memoryStorage } from '../keystore/index.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { LockOptionError } from '../models/lock/types.ts';
+import { decodeModelKey } from '../keystore/keyfiles.ts';
+import { cli } from './helpers.ts';
 import { lockPipeline, pipelineFromSpec } from '../models/pipeline.ts';
-import { lockHeyJarvis, owwAudio, OWW_DIR, OWW_FRAME, plainWakeWord } from '../eval/fixtures/oww.ts';
+import { HEY_JARVIS_SPEC, lockHeyJarvis, owwAudio, OWW_DIR, OWW_FRAME, plainWakeWord } from '../eval/fixtures/oww.ts';
 import { loadModel } from '../runtime/load.ts';
 import { Model } from '../runtime/model.ts';
 import { loadPipeline } from '../runtime/pipeline.ts';
@@ -147,6 +151,27 @@ test('pipeline specs that do not fit are refused before anything is signed', { s
   await assert.rejects(lockPipeline({ stages, schemes: ['sealed'], vendorSeed: seed }), FormatError);
   const bad = pipelineFromSpec({ stages: [{ name: 'mel', model: 'melspectrogram.onnx', steps: [{ op: 'window', size: 4, hop: 9 }] }] }, readOww);
   await assert.rejects(lockPipeline({ ...bad, schemes: ['sealed'], vendorSeed: seed }), /hop <= size/);
+});
+
+test('keylock lock --pipeline SPEC.json writes a .klp and one model key that opens it', { skip }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-klp-'));
+  try {
+    const { ok, kl } = cli(dir);
+    ok('keygen', '--out', 'acme');
+    const out = ok('lock', '--pipeline', HEY_JARVIS_SPEC, '--scheme', 'sealed', '--vendor', 'acme.key', '--out', 'jarvis.klp', '--key-out', 'jarvis.key');
+    assert.match(out, /locked pipeline "hey-jarvis" \(mel -> embedding -> wakeword\)/);
+    const { modelId, key } = decodeModelKey(new Uint8Array(readFileSync(join(dir, 'jarvis.key'))));
+    assert.equal(modelId, 'hey-jarvis');
+    const p = await loadPipeline(new Uint8Array(readFileSync(join(dir, 'jarvis.klp'))), { modelKey: key, backend: 'wasm' });
+    assert.equal(p.state, 'ready', p.error?.message);
+    await p.release();
+    const both = kl('lock', 'x.onnx', '--pipeline', HEY_JARVIS_SPEC, '--scheme', 'sealed', '--vendor', 'acme.key', '--out', 'j.klp', '--key-out', 'j.key');
+    assert.equal(both.code, 2);
+    assert.match(both.err, /error: --pipeline takes its models from the spec/);
+    assert.match(both.err, /hint: usage/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 function readOww(f: string): Uint8Array {
