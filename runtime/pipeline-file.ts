@@ -216,3 +216,13 @@ export async function checkKlpParts(file: KlpFile): Promise<void> {
     }
   });
 }
+
+/** True when `bytes` is a `.klp` (its outer map names the pipeline format); nothing is verified. */
+export function isKlp(bytes: Uint8Array): boolean {
+  try {
+    parseEnvelope(bytes, KLP_FORMAT, KLP_VERSION, MAX_KLM_BYTES);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -165,6 +165,16 @@ test('keylock lock --pipeline SPEC.json writes a .klp and one model key that ope
     const p = await loadPipeline(new Uint8Array(readFileSync(join(dir, 'jarvis.klp'))), { modelKey: key, backend: 'wasm' });
     assert.equal(p.state, 'ready', p.error?.message);
     await p.release();
+    assert.match(ok('inspect', 'jarvis.klp'), /2\. embedding: hey-jarvis\/embedding \(onnx, sealed,[^\n]*\n\s+"output" of mel -> affine\(\*1 \/10 \+2\) -> window\(76x32, hop 8\)/);
+    // Granted as one model, to a device keystore made by the CLI.
+    const unlock = `file:${join(dir, 'device.secret')}`;
+    ok('device', 'init', '--keystore', 'device.kls', '--unlock', unlock, '--trust', 'acme.pub', '--pub-out', 'device.pub');
+    ok('grant', 'jarvis.klp', '--model-key', 'jarvis.key', '--vendor', 'acme.key', '--device', 'device.pub', '--out', 'jarvis.klg');
+    ok('install', 'jarvis.klg', '--keystore', 'device.kls', '--unlock', unlock);
+    const ks = await Keystore.open(join(dir, 'device.kls'), { unlock: { kind: 'file', path: join(dir, 'device.secret') } });
+    const granted = await loadPipeline(new Uint8Array(readFileSync(join(dir, 'jarvis.klp'))), { keystore: ks, backend: 'wasm' });
+    assert.equal(granted.state, 'ready', granted.error?.message);
+    await granted.release();
     const both = kl('lock', 'x.onnx', '--pipeline', HEY_JARVIS_SPEC, '--scheme', 'sealed', '--vendor', 'acme.key', '--out', 'j.klp', '--key-out', 'j.key');
     assert.equal(both.code, 2);
     assert.match(both.err, /error: --pipeline takes its models from the spec/);

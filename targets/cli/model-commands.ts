@@ -2,6 +2,7 @@
 import { signKeyPair, randomBytes } from '../../keystore/nacl.ts';
 import { decodeModelKey, encodeVendorPub, encodeVendorSecret, decodeVendorPub } from '../../keystore/keyfiles.ts';
 import { openKlm } from '../../runtime/klm.ts';
+import { isKlp, openKlp } from '../../runtime/pipeline-file.ts';
 import { AUTO, autoBackends, backendNames, resolveBackend } from '../../runtime/backends.ts';
 import { describeLock } from '../../runtime/keys/index.ts';
 import { hex, keyId } from '../../keystore/hex.ts';
@@ -39,12 +40,14 @@ export const keygen: Command = {
 };
 
 export const inspect: Command = {
-  summary: 'print a .klm manifest (never a secret)',
-  usage: 'inspect FILE.klm [--json]',
+  summary: 'print a .klm (or .klp pipeline) manifest (never a secret)',
+  usage: 'inspect FILE.klm|FILE.klp [--json]',
   options: { json: { type: 'boolean' } },
   positionals: [1, 1],
   async run({ values, positionals }) {
-    const { manifest: m } = openKlm(readInput(positionals[0], 'model file'));
+    const bytes = readInput(positionals[0], 'model file');
+    if (isKlp(bytes)) return inspectPipeline(bytes, values.json === true);
+    const { manifest: m } = openKlm(bytes);
     if (values.json) {
       process.stdout.write(JSON.stringify(m, (_k, v) => (v instanceof Uint8Array ? hex(v) : v), 2) + '\n');
       return;
@@ -240,4 +243,30 @@ async function openModel(klm: Uint8Array, source: KeySource, opts: Pick<LoadOpti
   } finally {
     keyFile.key.fill(0);
   }
+}
+
+/** `keylock inspect P.klp`: the pipeline manifest, each stage's wiring and part. */
+async function inspectPipeline(bytes: Uint8Array, json: boolean): Promise<void> {
+  const { manifest: m, parts } = await openKlp(bytes);
+  if (json) {
+    process.stdout.write(JSON.stringify(m, (_k, v) => (v instanceof Uint8Array ? hex(v) : typeof v === 'bigint' ? String(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v), 2) + '\n');
+    return;
+  }
+  const lines = [
+    `pipeline  ${m.pipelineId} (${m.stages.length} stage(s); grant and revoke it as one model)`,
+    `vendor    ${keyId(m.vendorKey)} (signature verifies against the key it names)`,
+    `created   ${new Date(m.created * 1000).toISOString()}`,
+    `policy    on invalid key: ${m.policy.onInvalidKey}; max failures: ${m.policy.maxFailures || 'unlimited'}`,
+    'stages',
+  ];
+  m.stages.forEach((s, i) => {
+    const part = parts[i] ? openKlm(parts[i]).manifest : undefined;
+    const steps = s.steps.map((g) => (g.op === 'affine' ? `affine(*${g.mul} /${g.div} +${g.add})` : g.op === 'window' ? `window(${g.size}x${g.row}, hop ${g.hop}${g.prefill ? `, prefill ${g.prefill}` : ''})` : `reshape[${g.shape.join(',')}]`));
+    lines.push(`  ${i + 1}. ${s.name}: ${part ? `${part.modelId} (${part.modelFormat}, ${part.locks.map((l) => l.scheme).join('+') || 'no lock'}, ${s.bytes} bytes)` : 'part missing'}`);
+    lines.push(`     ${i ? `"${s.from}" of ${m.stages[i - 1].name}` : 'pipeline input'}${steps.length ? ` -> ${steps.join(' -> ')}` : ''} -> "${s.input}"`);
+    const st = Object.entries(s.state ?? {});
+    if (st.length) lines.push(`     state ${st.map(([a, b]) => `${a} <- ${b}`).join(', ')}`);
+    if (s.constants) lines.push(`     constants ${Object.keys(s.constants).join(', ')}`);
+  });
+  process.stdout.write(lines.join('\n') + '\n');
 }
