@@ -16,7 +16,7 @@
 import { DisabledError, FormatError, InputMismatchError, KeyMismatchError, KeylockError, CanaryMismatchError, TamperedError } from '../keystore/errors.ts';
 import { equalBytes, wipe } from '../keystore/nacl.ts';
 import { keyCheckValue } from './keys/derive.ts';
-import { asKeylockError, loadModel, type ModelKeySource } from './load.ts';
+import { asKeylockError, loadModel, type LoadOptions, type ModelKeySource } from './load.ts';
 import { Model, type LockedModel, type ModelState, type RunStats } from './model.ts';
 import { checkKlpParts, openKlp, partModelId, type GlueStep, type KlpFile, type PipelineManifest, type PipelineStage } from './pipeline-file.ts';
 import { createStream, FrameAdapter, type ModelStream } from './stream.ts';
@@ -33,6 +33,11 @@ export interface PipelineLoadOptions {
   /** Backend for every part (as `LoadOptions.backend`). */
   backend?: string;
   threads?: number;
+  /**
+   * Loads one part (default `loadModel`): a product that runs its models elsewhere (a worker, a
+   * loader of its own) plugs its loader here; the pipeline only uses the `LockedModel` it returns.
+   */
+  loadPart?: (klm: Uint8Array, opts: LoadOptions) => Promise<LockedModel>;
 }
 
 /** Latency of pushes through the whole pipeline, and each part's own. */
@@ -346,7 +351,7 @@ export async function loadPipeline(klp: Uint8Array, opts: PipelineLoadOptions): 
     for (let i = 0; i < manifest.stages.length; i++) {
       const s = manifest.stages[i];
       stage = s.name;
-      const m = await loadModel(file.parts[i], { modelKey: key, trust, backend: opts.backend, threads: opts.threads });
+      const m = await (opts.loadPart ?? loadModel)(file.parts[i], { modelKey: key, trust, backend: opts.backend, threads: opts.threads });
       loaded[s.name] = m;
       if (m.state !== 'ready') throw m.error!;
       const want = partModelId(pipelineId, s.name);

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { decodeCbor, encodeCbor } from '../keystore/cbor.ts';
-import { KeyMismatchError, NoGrantError, RevokedError, TamperedError, FormatError, type KeylockError } from '../keystore/errors.ts';
+import { DisabledError, KeyMismatchError, NoGrantError, RevokedError, TamperedError, FormatError, type KeylockError } from '../keystore/errors.ts';
 import { Keystore, makeGrant, makeRevocation, memoryStorage } from '../keystore/index.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { LockOptionError } from '../models/lock/types.ts';
@@ -140,6 +140,17 @@ test('granted, revoked and keyed as one: one grant for the pipeline id, none for
   const wrong = await load(locked!.klp, randomBytes(32));
   assert.ok(wrong.error instanceof KeyMismatchError);
   allHalted(wrong, KeyMismatchError);
+
+  // A grant holding another key: one failure counted, for the pipeline id (not one per part), then disabled.
+  const strict = await lockHeyJarvis(seed, { pipelineId: 'hey-jarvis-strict', policy: { onInvalidKey: 'disable', maxFailures: 2 } });
+  await ks.installGrant(makeGrant({ modelId: 'hey-jarvis-strict', modelKey: randomBytes(32), devicePub: ks.devicePub, deviceId: ks.deviceId, notBefore: now - 60, notAfter: now + 3600, vendorSeed: seed }));
+  const first = await loadPipeline(strict.klp, { keystore: ks, backend: 'wasm' });
+  assert.ok(first.error instanceof KeyMismatchError);
+  assert.equal(ks.failureCount('hey-jarvis-strict'), 1);
+  const second = await loadPipeline(strict.klp, { keystore: ks, backend: 'wasm' });
+  assert.equal(second.state, 'disabled');
+  assert.ok(second.error instanceof DisabledError);
+  for (const m of Object.values(second.parts)) assert.ok(m.state === 'halted' || m.state === 'disabled');
 });
 
 test('pipeline specs that do not fit are refused before anything is signed', { skip }, async () => {
