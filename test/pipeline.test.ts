@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { decodeCbor, encodeCbor } from '../keystore/cbor.ts';
-import { DisabledError, KeyMismatchError, NoGrantError, RevokedError, TamperedError, FormatError, type KeylockError } from '../keystore/errors.ts';
+import { DisabledError, KeyMismatchError, NoGrantError, RevokedError, TamperedError, FormatError, UntrustedSignerError, type KeylockError } from '../keystore/errors.ts';
 import { Keystore, makeGrant, makeRevocation, memoryStorage } from '../keystore/index.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { LockOptionError } from '../models/lock/types.ts';
@@ -99,6 +99,26 @@ test('a tampered or swapped part halts the whole pipeline with TamperedError; no
   assert.equal(q.failedStage, 'wakeword');
   const dropped = withParts((parts) => { parts.pop(); });
   assert.ok((await load(dropped)).error instanceof TamperedError);
+});
+
+test('a truncated, re-signed or foreign-signed .klp halts with a typed error before any part loads', { skip }, async () => {
+  const klp = locked!.klp;
+  const cut = await load(klp.subarray(0, klp.length - 1000));
+  assert.ok(cut.error instanceof FormatError, cut.error?.message);
+  assert.equal(cut.state, 'halted');
+  assert.deepEqual(Object.keys(cut.parts), []);
+  // One byte of the signed manifest changed: the signature no longer verifies.
+  const outer = decodeCbor(klp, KLP_FORMAT, 1 << 30) as { signed: Uint8Array };
+  const signed = new Uint8Array(outer.signed);
+  signed[signed.length - 3] ^= 1;
+  const bad = await load(encodeCbor({ ...outer, signed }));
+  assert.ok(bad.error instanceof TamperedError, `${bad.error?.name}: ${bad.error?.message}`);
+  const other = signKeyPair(randomBytes(32)).publicKey;
+  const foreign = await loadPipeline(klp, { modelKey: locked!.modelKey, trust: [other], backend: 'wasm' });
+  assert.ok(foreign.error instanceof UntrustedSignerError, foreign.error?.message);
+  // A .klp is not a .klm, and loadModel says which format it got.
+  const asKlm = await loadModel(klp, { modelKey: locked!.modelKey, backend: 'wasm' });
+  assert.match(asKlm.error!.message, /expected a keylock\/klm file, got format "keylock\/pipeline"/);
 });
 
 test('a part halted while running halts the pipeline as one, with a halt event', { skip }, async () => {
