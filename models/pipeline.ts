@@ -10,11 +10,13 @@ import { sealEnvelope } from '../keystore/envelope.ts';
 import { randomBytes, sha256, signKeyPair } from '../keystore/nacl.ts';
 import { keyCheckValue } from '../runtime/keys/derive.ts';
 import { openKlm, type Policy, type Scheme } from '../runtime/klm.ts';
-import { KLP_FORMAT, KLP_VERSION, MAX_STAGES, parsePipelineManifest, partModelId } from '../runtime/pipeline-file.ts';
-import { loadPipeline } from '../runtime/pipeline.ts';
+import { KLP_FORMAT, KLP_VERSION, MAX_STAGES, parseGlueStep, parsePipelineManifest, partModelId } from '../runtime/pipeline-file.ts';
+import { glue, loadPipeline } from '../runtime/pipeline.ts';
+import { defaultBackend } from '../runtime/backends.ts';
+import { loadModel } from '../runtime/load.ts';
 import type { Sample } from '../runtime/recorded.ts';
-import { inferState } from '../runtime/stream.ts';
-import { bytesOf, type TensorMap } from '../runtime/tensor.ts';
+import { createStream, inferState } from '../runtime/stream.ts';
+import { bytesOf, type TensorData, type TensorMap } from '../runtime/tensor.ts';
 import { lockModel } from './lock/index.ts';
 import { LockOptionError, type LockOptions } from './lock/types.ts';
 
@@ -56,6 +58,15 @@ export interface PipelineRequest extends LockOptions {
   policy?: Policy;
   /** A given model key; fresh random bytes otherwise. */
   modelKey?: Uint8Array;
+  /**
+   * Pipeline inputs (each a map of the first stage's fed input), pushed in order: the inputs each
+   * stage receives from them (after its glue, with its state at that point) become its part's canary,
+   * the first `canaryCount` of them, unless the stage has a `canary` of its own. A stage that receives
+   * none (a window that never fills) gets no canary, and the report says so.
+   */
+  canary?: TensorMap[];
+  /** Canary samples per stage; default 2. */
+  canaryCount?: number;
 }
 
 /** The outcome of `lockPipeline`. */
@@ -90,23 +101,59 @@ export async function lockPipeline(req: PipelineRequest): Promise<PipelineResult
   const signed: Record<string, unknown>[] = [];
   let prevOutputs: { name: string }[] = [];
   let prevState: Record<string, string> = {};
+  const count = req.canaryCount ?? 2;
+  if (!Number.isSafeInteger(count) || count < 1) throw new LockOptionError('canaryCount', '--canary-count', 'an integer >= 1', String(count), `canary samples per stage must be an integer >= 1, got ${count}`);
+  // What reaches each stage's input from the pipeline canary: the first stage's fed input, then the previous stage's outputs.
+  let fed: TensorData[] | undefined = req.canary?.map((m, k) => {
+    const v = Object.values(m);
+    if (v.length !== 1) throw new LockOptionError('canary', '--canary', 'one input per sample (the first stage\'s fed input)', Object.keys(m).join(','), `pipeline canary sample ${k}: expected one input, got ${Object.keys(m).length}`);
+    return v[0];
+  });
+  let prevRuns: TensorMap[] | undefined;
   for (const [i, s] of stages.entries()) {
-    const r = await lockModel(s.model, { ...req, schemes, vendorSeed, modelId: partModelId(pipelineId, s.name), modelKey, canary: s.canary });
-    report.push(...r.report.map((l) => `${s.name}: ${l}`));
-    const { inputs, outputs } = openKlm(r.klm).manifest;
+    let from: string | undefined;
+    if (i > 0) {
+      const fedBy = new Set(Object.values(prevState));
+      from = s.from ?? only(prevOutputs.map((x) => x.name).filter((n) => !fedBy.has(n)), 'output of the previous stage', s.name, 'from');
+      fed = prevRuns?.map((o) => o[from!]);
+    } else if (s.from !== undefined) {
+      throw new LockOptionError('from', 'stages[0].from', 'no "from" on the first stage', s.from, `pipeline stage "${s.name}" is the first: it takes the pipeline's input, not another stage's output ("from")`);
+    }
+    const lockReq = { ...req, schemes, vendorSeed, modelId: partModelId(pipelineId, s.name), modelKey };
+    let r = await lockModel(s.model, { ...lockReq, canary: s.canary });
+    const { inputs, outputs, modelFormat } = openKlm(r.klm).manifest;
     const constants = s.constants ?? {};
     const state = s.state ?? inferState(inputs.filter((x) => !Object.hasOwn(constants, x.name)), outputs);
     const input = s.input ?? only(inputs.map((x) => x.name).filter((n) => !Object.hasOwn(state, n) && !Object.hasOwn(constants, n)), 'input', s.name, 'input');
+    const steps = (s.steps ?? []).map((g, j) => parseGlueStep(JSON.parse(JSON.stringify(g)) as unknown, `stages[${i}].steps[${j}]`));
+    prevRuns = undefined;
+    if (fed) {
+      // The part run as a device runs it (its glue, its state), on the recording backend.
+      const m = await loadModel(r.klm, { modelKey, backend: defaultBackend(modelFormat) });
+      if (m.state !== 'ready') throw m.error!;
+      const samples: Sample[] = [];
+      prevRuns = [];
+      try {
+        const st = createStream(m, { state, constants });
+        const g = glue(steps);
+        for (const t of fed) {
+          for (const x of g.apply(t)) {
+            if (samples.length < count) samples.push({ inputs: { [input]: x, ...constants, ...st.state } });
+            prevRuns.push(await st.push({ [input]: x }));
+          }
+        }
+      } finally {
+        await m.release();
+      }
+      if (!s.canary && samples.length) r = await lockModel(s.model, { ...lockReq, canary: samples });
+      if (!s.canary) report.push(`${s.name}: canary: ${samples.length ? `${samples.length} sample(s) of what the pipeline canary feeds it` : 'none (the pipeline canary feeds this stage nothing)'}`);
+    }
+    report.push(...r.report.map((l) => `${s.name}: ${l}`));
     const stage: Record<string, unknown> = {
       name: s.name, digest: sha256(r.klm), bytes: r.klm.byteLength, input,
       steps: (s.steps ?? []).map((g) => ({ ...g })), state,
     };
-    if (i > 0) {
-      const fedBy = new Set(Object.values(prevState));
-      stage.from = s.from ?? only(prevOutputs.map((x) => x.name).filter((n) => !fedBy.has(n)), 'output of the previous stage', s.name, 'from');
-    } else if (s.from !== undefined) {
-      throw new LockOptionError('from', 'stages[0].from', 'no "from" on the first stage', s.from, `pipeline stage "${s.name}" is the first: it takes the pipeline's input, not another stage's output ("from")`);
-    }
+    if (from !== undefined) stage.from = from;
     if (Object.keys(constants).length) {
       stage.constants = Object.fromEntries(Object.entries(constants).map(([k, t]) => [k, { dtype: t.dtype, dims: t.dims, data: new Uint8Array(bytesOf(t.data)) }]));
     }

@@ -90,7 +90,8 @@ export function partModelId(pipelineId: string, stage: string): string {
 
 const STAGE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
-function step(v: unknown, what: string): GlueStep {
+/** Checks and converts one glue step (defaults filled in); FormatError otherwise. */
+export function parseGlueStep(v: unknown, what: string): GlueStep {
   const f = Fields.of(what, v);
   const op = f.oneOf('op', ['affine', 'window', 'reshape'] as const);
   if (op === 'affine') {
@@ -121,7 +122,7 @@ function stage(v: unknown, i: number): PipelineStage {
   if (!STAGE_NAME.test(name)) throw new FormatError(`${what}.name: expected letters, digits, "_", "." or "-", got "${name}"`);
   const s: PipelineStage = {
     name, digest: f.bytes('digest', { len: 32 }), bytes: f.uint('bytes'), input: f.text('input', 256),
-    steps: f.array('steps', 16).map((x, j) => step(x, `${what}.steps[${j}]`)),
+    steps: f.array('steps', 16).map((x, j) => parseGlueStep(x, `${what}.steps[${j}]`)),
   };
   if (f.has('from')) s.from = f.text('from', 256);
   if ((i === 0) !== (s.from === undefined)) throw new FormatError(`${what}.from: ${i === 0 ? 'the first stage takes the pipeline input and names no output' : 'expected the previous stage\'s output that feeds this one'}`);

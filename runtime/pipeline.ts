@@ -122,11 +122,33 @@ function reshape(s: Extract<GlueStep, { op: 'reshape' }>): Step {
   };
 }
 
+/** The glue of one stage as a function: a tensor in, the tensors it emits out (windows keep their rows between calls). */
+export function glue(steps: readonly GlueStep[]): { apply(t: TensorData): TensorData[]; reset(): void } {
+  const fs: Step[] = [];
+  const resets: (() => void)[] = [];
+  for (const g of steps) {
+    if (g.op === 'affine') fs.push(affine(g));
+    else if (g.op === 'reshape') fs.push(reshape(g));
+    else {
+      const w = windowStep(g);
+      fs.push(w.step);
+      resets.push(w.reset);
+    }
+  }
+  return {
+    apply: (t) => {
+      let ts = [t];
+      for (const f of fs) ts = ts.flatMap(f);
+      return ts;
+    },
+    reset: () => { for (const r of resets) r(); },
+  };
+}
+
 interface StageRun {
   spec: PipelineStage;
   stream: ModelStream;
-  steps: Step[];
-  resets: (() => void)[];
+  glue: ReturnType<typeof glue>;
 }
 
 class Stream implements PipelineStream {
@@ -136,7 +158,7 @@ class Stream implements PipelineStream {
   reset(): void {
     for (const s of this.stages) {
       s.stream.reset();
-      for (const r of s.resets) r();
+      s.glue.reset();
     }
   }
 
@@ -158,9 +180,7 @@ class Stream implements PipelineStream {
 
   private async feed(i: number, t: TensorData, results: TensorMap[]): Promise<void> {
     const s = this.stages[i];
-    let ts = [t];
-    for (const step of s.steps) ts = ts.flatMap(step);
-    for (const x of ts) {
+    for (const x of s.glue.apply(t)) {
       let out: TensorMap;
       try {
         out = await s.stream.push({ [s.spec.input]: x });
@@ -262,20 +282,9 @@ class Pipeline implements LockedPipeline {
 
   stream(): PipelineStream {
     if (!this.manifest) throw this._error ?? new KeylockError('halted', 'the pipeline is not ready');
-    const runs: StageRun[] = this.manifest.stages.map((spec) => {
-      const steps: Step[] = [];
-      const resets: (() => void)[] = [];
-      for (const g of spec.steps) {
-        if (g.op === 'affine') steps.push(affine(g));
-        else if (g.op === 'reshape') steps.push(reshape(g));
-        else {
-          const w = windowStep(g);
-          steps.push(w.step);
-          resets.push(w.reset);
-        }
-      }
-      return { spec, steps, resets, stream: createStream(this.parts[spec.name], { state: spec.state, constants: spec.constants }) };
-    });
+    const runs: StageRun[] = this.manifest.stages.map((spec) => (
+      { spec, glue: glue(spec.steps), stream: createStream(this.parts[spec.name], { state: spec.state, constants: spec.constants }) }
+    ));
     return new Stream(this, runs);
   }
 

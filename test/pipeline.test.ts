@@ -22,6 +22,7 @@ import { loadModel } from '../runtime/load.ts';
 import { Model } from '../runtime/model.ts';
 import { loadPipeline } from '../runtime/pipeline.ts';
 import { KLP_FORMAT } from '../runtime/pipeline-file.ts';
+import { openKlm } from '../runtime/klm.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import { decodeRecorded, encodeRecorded } from '../runtime/recorded.ts';
 import type { TensorData } from '../runtime/tensor.ts';
@@ -188,17 +189,21 @@ test('a stateful stage: silero_vad with its sample rate constant and h/c state i
       steps: [{ op: 'window', size: 512, hop: 512 }, { op: 'reshape', shape: [1, 512] }],
     }],
   };
-  const r = await lockPipeline({ ...pipelineFromSpec(spec, readOww), schemes: ['sealed'], vendorSeed: seed });
+  const a = owwAudio(2, 5); // 2560 samples: five 512-sample frames
+  const blocks = Array.from({ length: a.length / 128 }, (_, i) => ({ input: { dtype: 'float32' as const, dims: [128], data: a.slice(i * 128, (i + 1) * 128) } }));
+  // Its canary: the first two frames the blocks make, the second with the state the first left.
+  const r = await lockPipeline({ ...pipelineFromSpec(spec, readOww), schemes: ['sealed'], vendorSeed: seed, canary: blocks.slice(0, 8) });
+  const part = (decodeCbor(r.klp, KLP_FORMAT, 1 << 30) as { parts: Uint8Array[] }).parts[0];
+  const canary = decodeRecorded(openKlm(part).manifest.canary!.inputs);
+  assert.equal(canary.length, 2);
+  assert.ok((canary[0].inputs!.h.data as Float32Array).every((x) => x === 0) && !(canary[1].inputs!.h.data as Float32Array).every((x) => x === 0));
   const p = await loadPipeline(r.klp, { modelKey: r.modelKey, trust: [vendorPub], backend: 'wasm' });
   assert.equal(p.state, 'ready', p.error?.message);
   assert.deepEqual(p.manifest!.stages[0].state, { h: 'hn', c: 'cn' }, 'the inferred state is written into the signed manifest');
   const plain = await createOrtSession(readOww('silero_vad.onnx'));
-  const a = owwAudio(2, 5); // 2560 samples: five 512-sample frames
   const s = p.stream();
   const got: number[] = [];
-  for (let i = 0; i < a.length; i += 128) {
-    for (const o of await s.push({ input: { dtype: 'float32', dims: [128], data: a.slice(i, i + 128) } })) got.push((o.output.data as Float32Array)[0]);
-  }
+  for (const b of blocks) for (const o of await s.push(b)) got.push((o.output.data as Float32Array)[0]);
   let h: TensorData = { dtype: 'float32', dims: [2, 1, 64], data: new Float32Array(128) };
   let c: TensorData = { dtype: 'float32', dims: [2, 1, 64], data: new Float32Array(128) };
   const want: number[] = [];
@@ -228,8 +233,15 @@ test('keylock lock --pipeline SPEC.json writes a .klp and one model key that ope
   try {
     const { ok } = cli(dir);
     ok('keygen', '--out', 'acme');
-    const out = ok('lock', '--pipeline', HEY_JARVIS_SPEC, '--scheme', 'sealed', '--vendor', 'acme.key', '--out', 'jarvis.klp', '--key-out', 'jarvis.key');
+    const FR = 24;
+    const a = owwAudio(FR, 9);
+    writeFileSync(join(dir, 'frames.cbor'), encodeRecorded(Array.from({ length: FR }, (_, i) => ({ inputs: frameOf(a, i) })), 'inputs'));
+    const out = ok('lock', '--pipeline', HEY_JARVIS_SPEC, '--scheme', 'sealed', '--vendor', 'acme.key', '--out', 'jarvis.klp', '--key-out', 'jarvis.key', '--canary', 'frames.cbor');
     assert.match(out, /locked pipeline "hey-jarvis" \(mel -> embedding -> wakeword\)/);
+    // Every part carries a canary of what the recorded frames feed it (the embedding and classifier only once 76 mel rows are in).
+    const parts = (decodeCbor(new Uint8Array(readFileSync(join(dir, 'jarvis.klp'))), KLP_FORMAT, 1 << 30) as { parts: Uint8Array[] }).parts;
+    for (const part of parts) assert.equal(decodeRecorded(openKlm(part).manifest.canary!.inputs).length, 2);
+    assert.match(out, /embedding: canary: 2 sample\(s\) of what the pipeline canary feeds it/);
     const { modelId, key } = decodeModelKey(new Uint8Array(readFileSync(join(dir, 'jarvis.key'))));
     assert.equal(modelId, 'hey-jarvis');
     const p = await loadPipeline(new Uint8Array(readFileSync(join(dir, 'jarvis.klp'))), { modelKey: key, backend: 'wasm' });
@@ -246,10 +258,7 @@ test('keylock lock --pipeline SPEC.json writes a .klp and one model key that ope
     assert.equal(granted.state, 'ready', granted.error?.message);
     await granted.release();
     ks.close();
-    // keylock run: recorded frames pushed as one stream, on the device's keystore; the scores are the plain chain's.
-    const FR = 24;
-    const a = owwAudio(FR, 9);
-    writeFileSync(join(dir, 'frames.cbor'), encodeRecorded(Array.from({ length: FR }, (_, i) => ({ inputs: frameOf(a, i) })), 'inputs'));
+    // keylock run: recorded frames pushed as one stream, on the device's keystore (every part's canary checked); the scores are the plain chain's.
     const plain = await plainWakeWord();
     const want: number[] = [];
     for (let i = 0; i < FR; i++) want.push(...(await plain.push(a.slice(i * OWW_FRAME, (i + 1) * OWW_FRAME))));

@@ -15,7 +15,7 @@ export const lock: Command = {
   usage: 'lock MODEL.onnx|MODEL.tflite --scheme S[+S2] --vendor NAME.key --out M.klm --key-out M.key [--block N] [--negpos] [--trained-with-key] '
     + '[--units U] [--mode input|fold] [--data REC.cbor] [--canary REC.cbor] [--canary-count N] [--model-id ID] '
     + '[--on-invalid-key halt|disable] [--max-failures N] [--seed N] [--cipher xchacha20-poly1305|xsalsa20-poly1305]\n'
-    + '       keylock lock --pipeline SPEC.json --scheme S[+S2] --vendor NAME.key --out P.klp --key-out P.key [--model-id ID] [lock flags as above]',
+    + '       keylock lock --pipeline SPEC.json --scheme S[+S2] --vendor NAME.key --out P.klp --key-out P.key [--canary FRAMES.cbor [--canary-count N]] [--model-id ID] [lock flags as above]',
   options: {
     scheme: { type: 'string' }, vendor: { type: 'string' }, out: { type: 'string' }, 'key-out': { type: 'string' },
     block: { type: 'string' }, negpos: { type: 'boolean' }, 'trained-with-key': { type: 'boolean' },
@@ -112,9 +112,11 @@ async function lockPipelineCommand(values: Record<string, string | boolean | str
   const keyOut = req(values, 'key-out', usageLine);
   const schemes = parseSchemes(req(values, 'scheme', usageLine));
   const vendorPath = req(values, 'vendor', usageLine);
-  for (const flag of ['data', 'canary', 'canary-count', 'trained-with-key']) {
-    if (values[flag] !== undefined) throw new UsageError(`--${flag} does not apply to --pipeline (each stage's canary goes in the spec)`, usage);
+  for (const flag of ['data', 'trained-with-key']) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} does not apply to --pipeline`, usage);
   }
+  const count = intFlag(values, 'canary-count', 1, usageLine);
+  if (count !== undefined && values.canary === undefined) throw new UsageError('--canary-count goes with --canary REC.cbor', usage);
   const onInvalid = (values['on-invalid-key'] as string | undefined) ?? 'halt';
   if (onInvalid !== 'halt' && onInvalid !== 'disable') throw new UsageError(`--on-invalid-key must be halt or disable, got "${onInvalid}"`, usage);
   const maxFailures = intFlag(values, 'max-failures', 0, usageLine);
@@ -131,7 +133,13 @@ async function lockPipelineCommand(values: Record<string, string | boolean | str
   const base = dirname(specPath);
   const { pipelineId, stages } = pipelineFromSpec(spec, (p) => readInput(resolve(base, p), 'pipeline stage model'));
   const vendorSeed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
+  // Recorded pipeline inputs (e.g. 80 ms frames): what they feed each stage becomes its part's canary.
+  const canary = typeof values.canary === 'string' ? decodeRecorded(readInput(values.canary, 'canary inputs')).map((x, i) => {
+    if (!x.inputs) throw new UsageError(`--canary ${values.canary as string}: sample ${i} holds no inputs`, 'give a recorded-inputs file of the pipeline\'s input');
+    return x.inputs;
+  }) : undefined;
   const res = await lockPipeline({
+    canary, canaryCount: count,
     stages, schemes, vendorSeed, pipelineId: modelId ?? pipelineId ?? `${basename(specPath, extname(specPath))}-${hex(randomBytes(4))}`,
     block: intFlag(values, 'block', 1, usageLine), negpos: values.negpos === true, units: intFlag(values, 'units', 0, usageLine),
     signflipMode: mode as 'input' | 'fold' | undefined, seed: intFlag(values, 'seed', 0, usageLine),
