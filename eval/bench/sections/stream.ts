@@ -54,7 +54,7 @@ function side(ms: number[]): Side {
 }
 
 export async function measure(quick: boolean): Promise<StreamResults> {
-  const asked = quick ? 60 : FRAMES;
+  const asked = quick ? 40 : FRAMES;
   const vendorSeed = seeded('vendor');
   const r = await lockHeyJarvis(vendorSeed, { pipelineId: 'bench-hey-jarvis', modelKey: seeded('key/stream/hey-jarvis') });
   const p = await loadPipeline(r.klp, { modelKey: r.modelKey, trust: [signKeyPair(vendorSeed).publicKey], backend: 'wasm', threads: 1 });
