@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { test } from 'node:test';
 import { decodeCbor, encodeCbor } from '../keystore/cbor.ts';
 import { DisabledError, KeyMismatchError, NoGrantError, RevokedError, TamperedError, FormatError, UntrustedSignerError, type KeylockError } from '../keystore/errors.ts';
@@ -215,6 +216,37 @@ test('a stateful stage: silero_vad with its sample rate constant and h/c state i
   assert.deepEqual(got, want);
   await plain.release();
   await p.release();
+});
+
+test('formats mix under one grant: melspectrogram ONNX on wasm -> embedding TFLite on tflite, within the canary tolerance of all-ONNX', { skip }, async () => {
+  const spec = JSON.parse(readFileSync(HEY_JARVIS_SPEC, 'utf8')) as { stages: { model: string }[] };
+  spec.stages = spec.stages.slice(0, 2); // the embeddings themselves (96 floats each) are compared
+  const read = (f: string) => new Uint8Array(readFileSync(new URL(f, pathToFileURL(HEY_JARVIS_SPEC))));
+  const onnx = await lockPipeline({ ...pipelineFromSpec(spec, read), pipelineId: 'embed-onnx', schemes: ['sealed'], vendorSeed: seed });
+  spec.stages[1].model = spec.stages[1].model.replace(/\.onnx$/, '.tflite');
+  const mixed = await lockPipeline({ ...pipelineFromSpec(spec, read), pipelineId: 'embed-mixed', schemes: ['sealed'], vendorSeed: seed });
+  const [po, pm] = await Promise.all([onnx, mixed].map((r) => loadPipeline(r.klp, { modelKey: r.modelKey, trust: [vendorPub] })));
+  assert.equal(pm.state, 'ready', pm.error?.message);
+  assert.deepEqual(Object.values(pm.parts).map((m) => m.backend), ['wasm', 'tflite']);
+  const FR = 24;
+  const a = owwAudio(FR, 7);
+  const [so, sm] = [po.stream(), pm.stream()];
+  let n = 0;
+  for (let i = 0; i < FR; i++) {
+    const [eo, em] = [await so.push(frameOf(a, i)), await sm.push(frameOf(a, i))];
+    assert.equal(em.length, eo.length);
+    for (let k = 0; k < eo.length; k++, n++) {
+      const want = Object.values(eo[k])[0].data as Float32Array;
+      const got = Object.values(em[k])[0].data as Float32Array;
+      assert.equal(got.length, 96);
+      const scale = Math.max(...want.map(Math.abs));
+      assert.ok(scale > 0.1, 'embeddings of real magnitude');
+      // The canary tolerance (runtime/canary.ts): TFLite's kernels round differently from onnxruntime's.
+      want.forEach((w, e) => assert.ok(Math.abs(got[e] - w) <= 1e-4 * scale, `embedding ${n}[${e}]: ${got[e]} vs ${w}`));
+    }
+  }
+  assert.equal(n, Math.floor((FR * 5 - 76) / 8) + 1);
+  await Promise.all([po.release(), pm.release()]);
 });
 
 test('pipeline specs that do not fit are refused before anything is signed', { skip }, async () => {
