@@ -365,6 +365,7 @@ export async function loadPipeline(klp: Uint8Array, opts: PipelineLoadOptions): 
       if (m.state !== 'ready') throw m.error!;
       const want = partModelId(pipelineId, s.name);
       if (m.manifest!.modelId !== want) throw new TamperedError(`pipeline stage "${s.name}": expected a part with model id "${want}", got "${m.manifest!.modelId}"`);
+      if (!equalBytes(m.manifest!.vendorKey, manifest.vendorKey)) throw new TamperedError(`pipeline stage "${s.name}": expected a part signed by the pipeline's vendor key, got one signed by another`);
     }
     stage = undefined;
     checkWiring(manifest, loaded);
