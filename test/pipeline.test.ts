@@ -13,7 +13,9 @@ import { test } from 'node:test';
 import { decodeCbor, encodeCbor } from '../keystore/cbor.ts';
 import { DisabledError, KeyMismatchError, NoGrantError, RevokedError, TamperedError, FormatError, UntrustedSignerError, type KeylockError } from '../keystore/errors.ts';
 import { Keystore, makeGrant, makeRevocation, memoryStorage } from '../keystore/index.ts';
-import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
+import { randomBytes, sha256, signKeyPair } from '../keystore/nacl.ts';
+import { sealEnvelope } from '../keystore/envelope.ts';
+import { lockModel } from '../models/index.ts';
 import { LockOptionError } from '../models/lock/types.ts';
 import { decodeModelKey } from '../keystore/keyfiles.ts';
 import { cli } from './helpers.ts';
@@ -105,6 +107,22 @@ test('a tampered or swapped part halts the whole pipeline with TamperedError; no
   assert.equal(q.failedStage, 'wakeword');
   const dropped = withParts((parts) => { parts.pop(); });
   assert.ok((await load(dropped)).error instanceof TamperedError);
+
+  // A manifest signed by the vendor over a part signed by another key (same id, same model key): refused.
+  const otherSeed = randomBytes(32);
+  const foreignPart = (await lockModel(readOww('melspectrogram.onnx'), { schemes: ['sealed'], vendorSeed: otherSeed, modelId: 'hey-jarvis/mel', modelKey: locked!.modelKey })).klm;
+  const outer = decodeCbor(locked!.klp, KLP_FORMAT, 1 << 30) as { signed: Uint8Array; parts: Uint8Array[] };
+  const body = decodeCbor(outer.signed, 'pipeline', 1 << 20) as { stages: { digest: Uint8Array; bytes: number }[] } & Record<string, unknown>;
+  body.stages[0] = { ...body.stages[0], digest: sha256(foreignPart), bytes: foreignPart.byteLength };
+  const { secretKey } = signKeyPair(seed);
+  const resigned = sealEnvelope(KLP_FORMAT, 1, Object.fromEntries(Object.entries(body).filter(([k]) => k !== 'format' && k !== 'version')), secretKey, { parts: [foreignPart, ...outer.parts.slice(1)] });
+  const pinned = await load(resigned);
+  assert.ok(pinned.error instanceof UntrustedSignerError, pinned.error?.message);
+  assert.equal(pinned.failedStage, 'mel');
+  const unpinned = await loadPipeline(resigned, { modelKey: locked!.modelKey, backend: 'wasm' });
+  assert.ok(unpinned.error instanceof TamperedError, unpinned.error?.message);
+  assert.match(unpinned.error!.message, /part signed by the pipeline's vendor key/);
+  allHalted(unpinned, TamperedError);
 });
 
 test('a truncated, re-signed or foreign-signed .klp halts with a typed error before any part loads', { skip }, async () => {
