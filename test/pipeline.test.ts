@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { test } from 'node:test';
 import { decodeCbor, encodeCbor } from '../keystore/cbor.ts';
-import { DisabledError, KeyMismatchError, NoGrantError, RevokedError, TamperedError, FormatError, UntrustedSignerError, type KeylockError } from '../keystore/errors.ts';
+import { DisabledError, KeyMismatchError, NoGrantError, RevokedError, TamperedError, FormatError, UntrustedSignerError, KeylockError } from '../keystore/errors.ts';
 import { Keystore, makeGrant, makeRevocation, memoryStorage } from '../keystore/index.ts';
 import { randomBytes, sha256, signKeyPair } from '../keystore/nacl.ts';
 import { sealEnvelope } from '../keystore/envelope.ts';
@@ -143,6 +143,24 @@ test('a truncated, re-signed or foreign-signed .klp halts with a typed error bef
   // A .klp is not a .klm, and loadModel says which format it got.
   const asKlm = await loadModel(klp, { modelKey: locked!.modelKey, backend: 'wasm' });
   assert.match(asKlm.error!.message, /expected a keylock\/klm file, got format "keylock\/pipeline"/);
+});
+
+test('100 seeded byte flips anywhere in a .klp: each load comes back halted with a typed error, never ready, never thrown', { skip }, async () => {
+  const klp = locked!.klp;
+  let x = 0x9e3779b9;
+  const next = (): number => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+  // Half the flips in the first 4 KiB (envelope, signed manifest, part headers), half anywhere.
+  const where = Array.from({ length: 100 }, (_, i) => (i % 2 ? next() % klp.length : next() % 4096));
+  const kinds = new Set<string>();
+  for (const at of where) {
+    const b = new Uint8Array(klp);
+    b[at] ^= 1 << (next() % 8);
+    const p = await load(b);
+    assert.notEqual(p.state, 'ready', `flip at ${at} still loads`);
+    assert.ok(p.error instanceof KeylockError, `flip at ${at}: ${String(p.error)}`);
+    kinds.add(p.error!.name);
+  }
+  assert.ok(kinds.size >= 2, `kinds of error: ${[...kinds].join(', ')}`);
 });
 
 test('a part halted while running halts the pipeline as one, with a halt event', { skip }, async () => {
