@@ -125,7 +125,8 @@ export async function lockPipeline(req: PipelineRequest): Promise<PipelineResult
     const constants = s.constants ?? {};
     const state = s.state ?? inferState(inputs.filter((x) => !Object.hasOwn(constants, x.name)), outputs);
     const input = s.input ?? only(inputs.map((x) => x.name).filter((n) => !Object.hasOwn(state, n) && !Object.hasOwn(constants, n)), 'input', s.name, 'input');
-    const steps = (s.steps ?? []).map((g, j) => parseGlueStep(JSON.parse(JSON.stringify(g)) as unknown, `stages[${i}].steps[${j}]`));
+    // Checked as the device checks them, defaults filled in: these are what get signed.
+    const steps = (s.steps ?? []).map((g, j) => parseGlueStep(g, `stages[${i}].steps[${j}]`));
     prevRuns = undefined;
     if (fed) {
       // The part run as a device runs it (its glue, its state), on the recording backend.
@@ -145,13 +146,16 @@ export async function lockPipeline(req: PipelineRequest): Promise<PipelineResult
       } finally {
         await m.release();
       }
-      if (!s.canary && samples.length) r = await lockModel(s.model, { ...lockReq, canary: samples });
+      if (!s.canary && samples.length) {
+        r.modelKey.fill(0);
+        r = await lockModel(s.model, { ...lockReq, canary: samples });
+      }
       if (!s.canary) report.push(`${s.name}: canary: ${samples.length ? `${samples.length} sample(s) of what the pipeline canary feeds it` : 'none (the pipeline canary feeds this stage nothing)'}`);
     }
     report.push(...r.report.map((l) => `${s.name}: ${l}`));
     const stage: Record<string, unknown> = {
       name: s.name, digest: sha256(r.klm), bytes: r.klm.byteLength, input,
-      steps: (s.steps ?? []).map((g) => ({ ...g })), state,
+      steps, state,
     };
     if (from !== undefined) stage.from = from;
     if (Object.keys(constants).length) {
