@@ -38,6 +38,11 @@ export interface PipelineLoadOptions {
    * loader of its own) plugs its loader here; the pipeline only uses the `LockedModel` it returns.
    */
   loadPart?: (klm: Uint8Array, opts: LoadOptions) => Promise<LockedModel>;
+  /**
+   * Listeners registered before the load starts, so that a pipeline halted (or disabled) by the load
+   * itself is reported as an event too, not only by `state`; as `on(event, fn)` afterwards.
+   */
+  on?: { halt?: (e: KeylockError) => void; disable?: (e: KeylockError) => void };
 }
 
 /** Latency of pushes through the whole pipeline, and each part's own. */
@@ -82,7 +87,7 @@ export interface LockedPipeline {
   run(inputs: TensorMap): Promise<TensorMap[]>;
   /** Releases every part; the pipeline is halted afterwards. */
   release(): Promise<void>;
-  /** Subscribes to `halt` or `disable` of the pipeline (a load failure happens before anyone can listen: see `state`). */
+  /** Subscribes to `halt` or `disable` of the pipeline (for a failure of the load itself, pass `on` to `loadPipeline`). */
   on(event: 'halt' | 'disable', fn: (e: KeylockError) => void): this;
 }
 
@@ -330,6 +335,8 @@ export async function loadPipeline(klp: Uint8Array, opts: PipelineLoadOptions): 
   const ks = opts.keystore;
   if (!ks && !opts.modelKey) throw new TypeError('loadPipeline needs a keystore or a modelKey');
   const p = new Pipeline();
+  if (opts.on?.halt) p.on('halt', opts.on.halt);
+  if (opts.on?.disable) p.on('disable', opts.on.disable);
   let file: KlpFile;
   try {
     file = await openKlp(klp, ks ? ks.vendorKeys : opts.trust);

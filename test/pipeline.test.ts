@@ -92,7 +92,10 @@ test('hey_jarvis locked as one pipeline: scores bit-identical to the plain model
 
 test('a tampered or swapped part halts the whole pipeline with TamperedError; no part runs', { skip }, async () => {
   const flipped = withParts((parts) => { parts[1][parts[1].length >> 1] ^= 1; });
-  const p = await load(flipped);
+  const events: KeylockError[] = [];
+  const p = await loadPipeline(flipped, { modelKey: locked!.modelKey, trust: [vendorPub], backend: 'wasm', on: { halt: (e) => events.push(e) } });
+  assert.equal(events.length, 1, 'the load itself reports the halt as an event');
+  assert.equal(events[0], p.error);
   assert.equal(p.state, 'halted');
   assert.ok(p.error instanceof TamperedError, p.error?.message);
   assert.match(p.error!.message, /part "embedding" does not match the signed digest/);
