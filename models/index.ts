@@ -8,3 +8,4 @@ export * as onnx from './onnx/index.ts';
 export * as tflite from './tflite/index.ts';
 export { makeGrant, makeRevocation, makeReinstate } from '../keystore/index.ts';
 export { encodeVendorPub, encodeVendorSecret, encodeModelKey, decodeModelKey, decodeVendorSecret } from '../keystore/keyfiles.ts';
+export { lockPipeline, pipelineFromSpec, type PipelineRequest, type PipelineResult, type PipelineStageRequest, type GlueStepSpec, type PipelineSpecFile } from './pipeline.ts';

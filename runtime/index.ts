@@ -32,3 +32,6 @@ export type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.
 export type { DType, TensorData, TensorMap } from './tensor.ts';
 export type { RecordOptions, RecordSink, RecordStats } from './recorder.ts';
 export { Keystore, memoryStorage, type KeystoreStorage, type UnlockProvider } from '../keystore/index.ts';
+export { createStream, FrameAdapter, inferState, type ModelStream, type StreamOptions, type FrameOptions, type FrameAdapterOptions } from './stream.ts';
+export { loadPipeline, type LockedPipeline, type PipelineLoadOptions, type PipelineStats, type PipelineStream } from './pipeline.ts';
+export type { PipelineManifest, PipelineStage, GlueStep } from './pipeline-file.ts';

@@ -58,7 +58,10 @@ interface Case {
 const unlock = `file:${p('d.secret')}`;
 const REQUIRED: Record<string, Case[]> = {
   keygen: [{ args: ['--out', p('vendor')], required: ['out'] }],
-  lock: [{ args: [p('m.onnx'), '--scheme', 'sealed', '--vendor', p('v.key'), '--out', p('m.klm'), '--key-out', p('m.key')], required: ['scheme', 'vendor', 'out', 'key-out'] }],
+  lock: [
+    { args: [p('m.onnx'), '--scheme', 'sealed', '--vendor', p('v.key'), '--out', p('m.klm'), '--key-out', p('m.key')], required: ['scheme', 'vendor', 'out', 'key-out'] },
+    { args: ['--pipeline', p('spec.json'), '--scheme', 'sealed', '--vendor', p('v.key'), '--out', p('p.klp'), '--key-out', p('p.key')], required: ['pipeline', 'scheme', 'vendor', 'out', 'key-out'] },
+  ],
   inspect: [{ args: [p('m.klm')], required: [] }],
   extract: [{ args: [p('m.klm'), '--out', p('x.onnx')], required: ['out'] }],
   grant: [

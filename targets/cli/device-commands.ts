@@ -12,6 +12,7 @@ import { makeGrant } from '../../keystore/grant.ts';
 import { makeRevocation, MAX_REVOKED_IDS } from '../../keystore/revocation.ts';
 import { makeReinstate } from '../../keystore/reinstate.ts';
 import { openKlm } from '../../runtime/klm.ts';
+import { isKlp, openKlp } from '../../runtime/pipeline-file.ts';
 import { keyId } from '../../keystore/hex.ts';
 import { UsageError, CliError, type Command } from './command.ts';
 import { checkIdFlag, intFlag, readInput, req, unlockFlag, writeOutput } from './io.ts';
@@ -153,7 +154,9 @@ export const grant: Command = {
     const notAfter = typeof values['not-after'] === 'string' ? parseTime('not-after', values['not-after']) : notBefore + days * 86400;
     if (notAfter <= notBefore) throw new UsageError(`--not-after must be later than --not-before (${new Date(notBefore * 1000).toISOString()})`, 'the licence window needs --not-after > --not-before');
     const window = `valid ${new Date(notBefore * 1000).toISOString()} .. ${new Date(notAfter * 1000).toISOString()}`;
-    const { manifest } = openKlm(readInput(positionals[0], 'model file'));
+    const file = readInput(positionals[0], 'model file');
+    // A pipeline (.klp) is granted as one model, under its pipeline id.
+    const manifest = isKlp(file) ? { modelId: (await openKlp(file)).manifest.pipelineId } : openKlm(file).manifest;
     const mk = decodeModelKey(readInput(modelKeyPath, 'model key file'));
     if (mk.modelId !== manifest.modelId) throw new CliError(`the model key is for model "${mk.modelId}", expected one for "${manifest.modelId}"`);
     if (listPath !== undefined && outDir !== undefined) {

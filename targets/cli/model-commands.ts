@@ -2,6 +2,8 @@
 import { signKeyPair, randomBytes } from '../../keystore/nacl.ts';
 import { decodeModelKey, encodeVendorPub, encodeVendorSecret, decodeVendorPub } from '../../keystore/keyfiles.ts';
 import { openKlm } from '../../runtime/klm.ts';
+import { isKlp, openKlp } from '../../runtime/pipeline-file.ts';
+import { loadPipeline, type LockedPipeline } from '../../runtime/pipeline.ts';
 import { AUTO, autoBackends, backendNames, resolveBackend } from '../../runtime/backends.ts';
 import { describeLock } from '../../runtime/keys/index.ts';
 import { hex, keyId } from '../../keystore/hex.ts';
@@ -39,12 +41,14 @@ export const keygen: Command = {
 };
 
 export const inspect: Command = {
-  summary: 'print a .klm manifest (never a secret)',
-  usage: 'inspect FILE.klm [--json]',
+  summary: 'print a .klm (or .klp pipeline) manifest (never a secret)',
+  usage: 'inspect FILE.klm|FILE.klp [--json]',
   options: { json: { type: 'boolean' } },
   positionals: [1, 1],
   async run({ values, positionals }) {
-    const { manifest: m } = openKlm(readInput(positionals[0], 'model file'));
+    const bytes = readInput(positionals[0], 'model file');
+    if (isKlp(bytes)) return inspectPipeline(bytes, values.json === true);
+    const { manifest: m } = openKlm(bytes);
     if (values.json) {
       process.stdout.write(JSON.stringify(m, (_k, v) => (v instanceof Uint8Array ? hex(v) : v), 2) + '\n');
       return;
@@ -125,8 +129,8 @@ const BACKEND_NAMES = [...backendNames(), AUTO];
 type KeySource = { keystore: string; unlock: UnlockProvider } | { modelKey: string; trust?: string };
 
 export const runCmd: Command = {
-  summary: 'run a .klm on recorded inputs, with a device keystore or (vendor check) the model key; --expect compares with golden outputs',
-  usage: 'run M.klm (--keystore F.kls --unlock SPEC | --model-key M.key [--trust VENDOR.pub]) --inputs REC.cbor (--out OUT.cbor | --expect GOLDEN.cbor | both) '
+  summary: 'run a .klm (or a .klp pipeline, its inputs pushed as one stream) on recorded inputs, with a device keystore or (vendor check) the model key; --expect compares with golden outputs',
+  usage: 'run M.klm|P.klp (--keystore F.kls --unlock SPEC | --model-key M.key [--trust VENDOR.pub]) --inputs REC.cbor (--out OUT.cbor | --expect GOLDEN.cbor | both) '
     + `[--atol A] [--rtol R] [--json] [--threads N] [--backend ${BACKEND_NAMES.join('|')}] [--record SESSION.cbor [--record-max BYTES]]`,
   options: {
     'model-key': { type: 'string' }, keystore: { type: 'string' }, unlock: { type: 'string' },
@@ -170,6 +174,10 @@ export const runCmd: Command = {
     }
 
     const klm = readInput(positionals[0], 'model file');
+    if (isKlp(klm)) {
+      if (recordPath !== undefined) throw new UsageError('--record applies to a .klm; a .klp pipeline is not recorded', usage);
+      return runPipelineCmd(klm, source, { threads, backend }, inputsPath, out, expect, { atol, rtol, json: values.json === true });
+    }
     const samples = decodeRecorded(readInput(inputsPath, 'inputs file'));
     // Read the golden file before running, so a wrong path fails in a moment, not after the run.
     const want = expect === undefined ? undefined : expectedOutputs(expect);
@@ -240,4 +248,88 @@ async function openModel(klm: Uint8Array, source: KeySource, opts: Pick<LoadOpti
   } finally {
     keyFile.key.fill(0);
   }
+}
+
+/** `keylock inspect P.klp`: the pipeline manifest, each stage's wiring and part. */
+async function inspectPipeline(bytes: Uint8Array, json: boolean): Promise<void> {
+  const { manifest: m, parts } = await openKlp(bytes);
+  if (json) {
+    process.stdout.write(JSON.stringify(m, (_k, v) => (v instanceof Uint8Array ? hex(v) : typeof v === 'bigint' ? String(v) : ArrayBuffer.isView(v) ? Array.from(v as unknown as ArrayLike<number>) : v), 2) + '\n');
+    return;
+  }
+  const lines = [
+    `pipeline  ${m.pipelineId} (${m.stages.length} stage(s); grant and revoke it as one model)`,
+    `vendor    ${keyId(m.vendorKey)} (signature verifies against the key it names)`,
+    `created   ${new Date(m.created * 1000).toISOString()}`,
+    `policy    on invalid key: ${m.policy.onInvalidKey}; max failures: ${m.policy.maxFailures || 'unlimited'}`,
+    'stages',
+  ];
+  m.stages.forEach((s, i) => {
+    const part = parts[i] ? openKlm(parts[i]).manifest : undefined;
+    const steps = s.steps.map((g) => (g.op === 'affine' ? `affine(*${g.mul} /${g.div} +${g.add})` : g.op === 'window' ? `window(${g.size}x${g.row}, hop ${g.hop}${g.prefill ? `, prefill ${g.prefill}` : ''})` : `reshape[${g.shape.join(',')}]`));
+    lines.push(`  ${i + 1}. ${s.name}: ${part ? `${part.modelId} (${part.modelFormat}, ${part.locks.map((l) => l.scheme).join('+') || 'no lock'}, ${s.bytes} bytes)` : 'part missing'}`);
+    lines.push(`     ${i ? `"${s.from}" of ${m.stages[i - 1].name}` : 'pipeline input'}${steps.length ? ` -> ${steps.join(' -> ')}` : ''} -> "${s.input}"`);
+    const st = Object.entries(s.state ?? {});
+    if (st.length) lines.push(`     state ${st.map(([a, b]) => `${a} <- ${b}`).join(', ')}`);
+    if (s.constants) lines.push(`     constants ${Object.keys(s.constants).join(', ')}`);
+  });
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+/**
+ * `keylock run P.klp`: the recorded inputs pushed in order through one pipeline stream (a recorded
+ * stream of frames); every output the last stage gives is one output sample.
+ */
+async function runPipelineCmd(
+  klp: Uint8Array, source: KeySource, opts: { threads?: number; backend?: string }, inputsPath: string,
+  out: string | undefined, expect: string | undefined, cmp: { atol: number; rtol: number; json: boolean },
+): Promise<number> {
+  const samples = decodeRecorded(readInput(inputsPath, 'inputs file'));
+  const want = expect === undefined ? undefined : expectedOutputs(expect);
+  let p: LockedPipeline;
+  if ('keystore' in source) {
+    const keystore = await Keystore.open(source.keystore, { unlock: source.unlock });
+    try {
+      p = await loadPipeline(klp, { keystore, ...opts });
+    } finally {
+      keystore.close();
+    }
+  } else {
+    const keyFile = decodeModelKey(readInput(source.modelKey, 'model key file'));
+    const trust = source.trust !== undefined ? [decodeVendorPub(readInput(source.trust, 'vendor public key'))] : undefined;
+    try {
+      p = await loadPipeline(klp, { modelKey: keyFile.key, trust, ...opts });
+    } finally {
+      keyFile.key.fill(0);
+    }
+  }
+  if (p.state !== 'ready') {
+    const hint = p.state === 'disabled' ? 'only a vendor reinstate token (keylock install T.klt) lifts it' : p.error?.hint;
+    throw new CliError(`pipeline is ${p.state}${p.failedStage ? ` (stage "${p.failedStage}")` : ''}: ${p.error?.message} (${p.error?.code})`, hint, 3);
+  }
+  const outputs: Sample[] = [];
+  try {
+    const s = p.stream();
+    for (const x of samples) {
+      if (!x.inputs) throw new CliError('the inputs file holds no inputs');
+      for (const o of await s.push(x.inputs)) outputs.push({ outputs: o });
+    }
+  } finally {
+    await p.release();
+  }
+  if (out !== undefined) writeOutput(out, encodeRecorded(outputs, 'outputs'));
+  const st = p.stats;
+  const backends = [...new Set(Object.values(st.stages).map((x) => x.backend))].join(', ');
+  const ran = `pushed ${samples.length} input(s) through pipeline "${p.manifest!.pipelineId}" (${p.manifest!.stages.map((x) => x.name).join(' -> ')}) on backend ${backends}: ${outputs.length} output(s); p50 ${st.p50.toFixed(3)} ms, p99 ${st.p99.toFixed(3)} ms per push${out === undefined ? '' : `; wrote ${out}`}`;
+  if (!want) {
+    process.stdout.write(ran + '\n');
+    return 0;
+  }
+  const report = compareOutputs(outputs, want, { atol: cmp.atol, rtol: cmp.rtol });
+  if (cmp.json) {
+    process.stdout.write(JSON.stringify({ run: { pushes: samples.length, outputs: outputs.length, p50: st.p50, p99: st.p99, out: out ?? null, expect }, ...(compareReportJson(report) as object) }) + '\n');
+  } else {
+    process.stdout.write(`${ran}\ncompared with ${expect}:\n${formatCompareReport(report)}\n`);
+  }
+  return report.pass ? 0 : EXIT_MISMATCH;
 }
