@@ -30,13 +30,20 @@ export interface ZooCase {
   rounding?: boolean;
 }
 
-/** The locks tried: every scheme, every mode a format has, and one stack. */
+/**
+ * The locks tried: every scheme, its modes and variants, and one stack. Not
+ * tried: shuffle with `trainedWithKey`, which is for a model trained under the
+ * key (a shipped model is not, so its outputs with the key are not the plain
+ * model's by design).
+ */
 export function zooCases(format: ModelFormat): ZooCase[] {
   return [
     { label: 'sealed', req: { schemes: ['sealed'] } },
+    { label: 'sealed (xsalsa20-poly1305)', req: { schemes: ['sealed'], sealedCipher: 'xsalsa20-poly1305' } },
     { label: 'deeplock', req: { schemes: ['deeplock'] } },
     { label: 'signflip (input)', req: { schemes: ['signflip'], signflipMode: 'input' } },
     { label: 'signflip (fold)', req: { schemes: ['signflip'], signflipMode: 'fold' } },
+    { label: 'signflip (fold, 8 MAC units)', req: { schemes: ['signflip'], signflipMode: 'fold', units: 8 } },
     { label: 'shuffle m=4 (absorbed)', req: { schemes: ['shuffle'], block: 4 }, rounding: true },
     { label: 'shuffle m=4 negpos (absorbed)', req: { schemes: ['shuffle'], block: 4, negpos: true }, rounding: true },
     { label: 'advparams', req: { schemes: ['advparams'], seed: 1 } },

@@ -148,6 +148,14 @@ export function renderZoo(r: ZooResult): string {
     const run = m.backendFailure ? `**cannot run**: ${cell(m.backendFailure)}` : `runs (${m.steps} step(s)${m.stateful ? ', state fed back' : ''})`;
     lines.push(`| ${m.name} | ${m.format} | ${(m.bytes / 1e6).toFixed(2)} MB | ${m.operators}${m.customOps.length ? ` (custom: ${m.customOps.join(', ')})` : ''} | ${cell(m.inputs)} | ${run} |`);
   }
+  lines.push('', '| lock | format | locked | refused | other error | not tried | median lock ms (locked) | slowest lock ms |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const [lock, format] of [...new Set(r.rows.map((x) => `${x.lock}\u0000${x.format}`))].map((k) => k.split('\u0000'))) {
+    const rs = r.rows.filter((x) => x.lock === lock && x.format === format);
+    const n = (o: ZooRow['outcome']): number => rs.filter((x) => x.outcome === o).length;
+    const ms = rs.filter((x) => x.outcome === 'locked').map((x) => x.lockMs).sort((a, b) => a - b);
+    const med = ms.length ? (ms.length % 2 ? ms[ms.length >> 1] : (ms[ms.length / 2 - 1] + ms[ms.length / 2]) / 2).toFixed(0) : '–';
+    lines.push(`| ${lock} | ${format} | ${n('locked')} | ${n('refused')} | ${n('error')} | ${n('skipped')} | ${med} | ${ms.length ? ms[ms.length - 1].toFixed(0) : '–'} |`);
+  }
   lines.push('', '| model | lock | outcome | with the key | wrong key | without the key | lock ms | case ms |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const x of r.rows) {
     if (x.outcome !== 'locked') {
