@@ -58,6 +58,10 @@ test('npm run zoo -- --quick: every lock exact with the key, every wrong key sto
       // Without the key the copied file is not the model: it fails, gives NaN/Inf, or moves the outputs.
       const moved = x.noKeyFailure !== undefined || (x.noKeyNonFinite ?? 0) > 0 || (x.noKeyRelL2 ?? 0) >= 0.1;
       assert.ok(moved, `${what}: without the key the outputs barely move (rel. L2 ${x.noKeyRelL2})`);
+      // Nor does a wrong key forced past the key check (restore and hooks under the wrong key) give the model
+      // back. Only "not exactly": a saturated softmax head can keep its top class under a wrong key.
+      const f = x.forced!;
+      assert.ok(f.failure !== undefined || f.nonFinite > 0 || (f.relL2 ?? 0) > 0, `${what}: a wrong key forced through reproduces the plain outputs`);
     }
 
     // Refusals: typed, and naming the tensor, dtype or operator at fault.

@@ -19,7 +19,7 @@ import type { ModelFormat } from '../../runtime/klm.ts';
 import { createOrtSession } from '../../runtime/ort.ts';
 import type { TensorData, TensorMap } from '../../runtime/tensor.ts';
 import { createTfliteSession } from '../../runtime/tflite.ts';
-import { stolenFeeds } from '../harness.ts';
+import { bypassRunner, stolenFeeds } from '../harness.ts';
 import { prng, type ZooModel } from './models.ts';
 
 /** A lock the zoo tries on every model of a format. */
@@ -84,6 +84,8 @@ export interface ZooRow {
   noKeyElements?: number;
   /** Without the key: the copied file did not run at all (the backend's error). */
   noKeyFailure?: string;
+  /** The wrong key forced through the restore and the hooks, key check value and MACs skipped (eval/harness.ts bypassRunner): the same measures as without the key. */
+  forced?: { relL2?: number; argmax?: number; nonFinite: number; elements: number; failure?: string };
   /** What the zoo did to the model before locking it (shuffle: dynamic image axes pinned). */
   note?: string;
   /** Lock report lines (what each lock did), each cut to 240 characters. */
@@ -338,6 +340,20 @@ export async function measureCase(m: ZooModel, c: ZooCase, plain: TensorMap[], v
     }
   } catch (e) {
     row.noKeyFailure = `${errText(e).name}: ${errText(e).message.split('\n')[0].slice(0, 160)}`;
+  }
+
+  // The wrong key forced through: what a device that skipped the key check value and MACs would compute.
+  try {
+    const b = await bypassRunner(res.klm, wrongKey, (bytes) => plainSession(m.format, bytes));
+    try {
+      const outs = await runSequence((x) => b.run(x), m);
+      const d = divergence(outs, plain);
+      row.forced = { relL2: d.relL2, argmax: d.argmax, nonFinite: d.nonFinite, elements: d.elements };
+    } finally {
+      await b.release();
+    }
+  } catch (e) {
+    row.forced = { nonFinite: 0, elements: 0, failure: `${errText(e).name}: ${errText(e).message.split('\n')[0].slice(0, 160)}` };
   }
   row.totalMs = performance.now() - t0;
   return row;

@@ -110,15 +110,17 @@ function withKey(x: ZooRow): string {
   return x.withKeyOk ? `float rounding: ${x.bitDiffs}/${x.elements} differ, max \\|Δ\\| ${x.maxAbsDiff!.toExponential(1)}` : `**MISMATCH**: ${x.withKeyNote}`;
 }
 
-function noKey(x: ZooRow): string {
-  if (x.noKeyFailure) return `does not run (${cell(x.noKeyFailure.slice(0, 90))})`;
+function moved(d: { failure?: string; nonFinite?: number; elements?: number; relL2?: number; argmax?: number }): string {
+  if (d.failure) return `does not run (${cell(d.failure.slice(0, 90))})`;
   const parts: string[] = [];
-  if (x.noKeyNonFinite) parts.push(x.noKeyNonFinite === x.noKeyElements ? `all ${x.noKeyElements} outputs NaN/±Inf` : `${x.noKeyNonFinite}/${x.noKeyElements} outputs NaN/±Inf`);
-  const l2 = x.noKeyRelL2;
-  if (l2 !== undefined) parts.push(`rel. L2 ${!Number.isFinite(l2) ? '∞' : l2 >= 1000 ? l2.toExponential(1) : l2.toFixed(2)}${x.noKeyNonFinite ? ' (finite ones)' : ''}`);
-  if (x.noKeyArgmax !== undefined) parts.push(`arg-max agrees ${pct(x.noKeyArgmax)}`);
+  if (d.nonFinite) parts.push(d.nonFinite === d.elements ? `all ${d.elements} outputs NaN/±Inf` : `${d.nonFinite}/${d.elements} outputs NaN/±Inf`);
+  const l2 = d.relL2;
+  if (l2 !== undefined) parts.push(`rel. L2 ${!Number.isFinite(l2) ? '∞' : l2 >= 1000 ? l2.toExponential(1) : l2.toFixed(2)}${d.nonFinite ? ' (finite ones)' : ''}`);
+  if (d.argmax !== undefined) parts.push(`arg-max agrees ${pct(d.argmax)}`);
   return parts.join(', ');
 }
+
+const noKey = (x: ZooRow): string => moved({ failure: x.noKeyFailure, nonFinite: x.noKeyNonFinite, elements: x.noKeyElements, relL2: x.noKeyRelL2, argmax: x.noKeyArgmax });
 
 /** The section's markdown: how it was made, the models, the table, the invariants. */
 export function renderZoo(r: ZooResult): string {
@@ -139,7 +141,8 @@ export function renderZoo(r: ZooResult): string {
       + `(absorbed shuffle re-associates the first layer's sums: accepted up to max |Δ| ${r.roundingTolerance}). `
       + '*Wrong key*: the error of `loadModel` with another key, and the backend sessions it created (a counting wrapper registered with `registerBackend`). '
       + '*Without the key*: the copied locked file run plainly (signflip key inputs fed with ones), relative L2 distance of all outputs from the plain ones, '
-      + 'arg-max agreement on class outputs (last axis ≥ 2). advparams gets the model\'s own inputs labelled by the plain model\'s arg-max (no labelled data ships with these models).',
+      + 'arg-max agreement on class outputs (last axis ≥ 2). *Wrong key forced through*: what a device that skipped the key check value and MACs would compute with the wrong key '
+      + '(every lock undone and every hook made with it, eval/harness.ts `bypassRunner`), same measures. advparams gets the model\'s own inputs labelled by the plain model\'s arg-max (no labelled data ships with these models).',
     '',
     '| model | format | size | ops | inputs (seeded) | plain file on its backend |',
     '| --- | --- | --- | --- | --- | --- |',
@@ -156,15 +159,15 @@ export function renderZoo(r: ZooResult): string {
     const med = ms.length ? (ms.length % 2 ? ms[ms.length >> 1] : (ms[ms.length / 2 - 1] + ms[ms.length / 2]) / 2).toFixed(0) : '–';
     lines.push(`| ${lock} | ${format} | ${n('locked')} | ${n('refused')} | ${n('error')} | ${n('skipped')} | ${med} | ${ms.length ? ms[ms.length - 1].toFixed(0) : '–'} |`);
   }
-  lines.push('', '| model | lock | outcome | with the key | wrong key | without the key | lock ms | case ms |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
+  lines.push('', '| model | lock | outcome | with the key | wrong key | without the key | wrong key forced through | lock ms | case ms |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const x of r.rows) {
     if (x.outcome !== 'locked') {
       const what = x.outcome === 'skipped' ? 'not tried' : x.outcome === 'refused' ? 'refused' : `**${x.errorName}**${known(x) ? ' (known failure)' : ''}`;
-      lines.push(`| ${x.model} | ${x.lock}${x.note ? ` (${cell(x.note)})` : ''} | ${what}: ${cell(x.reason ?? '')} | – | – | – | ${x.lockMs.toFixed(0)} | ${x.totalMs.toFixed(0)} |`);
+      lines.push(`| ${x.model} | ${x.lock}${x.note ? ` (${cell(x.note)})` : ''} | ${what}: ${cell(x.reason ?? '')} | – | – | – | – | ${x.lockMs.toFixed(0)} | ${x.totalMs.toFixed(0)} |`);
       continue;
     }
     const wk = `${x.wrongKeyError}${x.wrongKeySessions === 0 ? ', before any session' : `, **${x.wrongKeySessions} session(s)**`}`;
-    lines.push(`| ${x.model} | ${x.lock}${x.note ? ` (${cell(x.note)})` : ''} | locked | ${withKey(x)} | ${wk} | ${noKey(x)} | ${x.lockMs.toFixed(0)} | ${x.totalMs.toFixed(0)} |`);
+    lines.push(`| ${x.model} | ${x.lock}${x.note ? ` (${cell(x.note)})` : ''} | locked | ${withKey(x)} | ${wk} | ${noKey(x)} | ${x.forced ? moved(x.forced) : '–'} | ${x.lockMs.toFixed(0)} | ${x.totalMs.toFixed(0)} |`);
   }
   lines.push('', 'Invariants checked by the run (and by `test/zoo.test.ts` on the quick subset):', '');
   for (const c of r.checks) lines.push(`- ${c.ok ? 'ok' : '**FAILED**'}: ${c.name} (${cell(c.detail.slice(0, 300))})`);
