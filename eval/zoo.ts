@@ -15,7 +15,8 @@
  * under the same backend; a wrong key must halt the load before any backend
  * session exists; without the key, how far the copied file's outputs move.
  * A model its backend cannot run (a custom op, a dynamic TFLite input) is
- * reported as such and not locked. Exit code 1 when an invariant fails.
+ * reported as such; its locks are still tried, and a load with the right key
+ * must halt with a typed error. Exit code 1 when an invariant fails.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -79,7 +80,7 @@ export async function runZoo(opts: { quick: boolean; only?: string[]; progress?:
     const info: ZooModelInfo = { name: m.name, path: m.path, format: m.format, bytes: m.bytes.byteLength, operators: ops.ops.length, customOps: ops.custom, inputs: m.inputNote, steps: m.inputs.length, stateful: !!m.state, ...(m.derived ? { derived: m.derived } : {}) };
     infos.push(info);
     progress(`${m.name}: plain`);
-    let plain: TensorMap[];
+    let plain: TensorMap[] | undefined;
     try {
       const s = await plainSession(m.format, m.bytes);
       try {
@@ -89,7 +90,6 @@ export async function runZoo(opts: { quick: boolean; only?: string[]; progress?:
       }
     } catch (e) {
       info.backendFailure = `${(e as Error).name}: ${(e as Error).message.split('\n')[0].slice(0, 240)}`;
-      continue;
     }
     for (const c of zooCases(m.format)) {
       progress(`${m.name}: ${c.label}`);

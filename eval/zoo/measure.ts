@@ -71,6 +71,8 @@ export interface ZooRow {
   /** With the key: bit-identical, or (rounding cases) within ROUNDING_TOLERANCE. */
   withKeyOk?: boolean;
   withKeyNote?: string;
+  /** Backend cannot run the model: how the load with the right key halted (error class and message). */
+  withKeyHalt?: string;
   /** Wrong key: the load's error class, sessions created before it halted, and whether run() rejected. */
   wrongKeyError?: string;
   wrongKeySessions?: number;
@@ -266,12 +268,20 @@ export function pinnedForShuffle(m: ZooModel): { bytes: Uint8Array; note: string
   return { bytes: encodeModel(model), note: `input '${inputs[0].name}' pinned to [${feed.dims.join(',')}]` };
 }
 
-/** Measures one model × lock. `plain` holds the plain model's outputs on the same backend. */
-export async function measureCase(m: ZooModel, c: ZooCase, plain: TensorMap[], vendorSeed: Uint8Array): Promise<ZooRow> {
+/**
+ * Measures one model × lock. `plain` holds the plain model's outputs on the
+ * same backend, or is undefined when the backend cannot run the plain model:
+ * then the lock is still tried (a vendor may lock a model its devices cannot
+ * run) and the row records how the load with the right key halts.
+ */
+export async function measureCase(m: ZooModel, c: ZooCase, plain: TensorMap[] | undefined, vendorSeed: Uint8Array): Promise<ZooRow> {
   const t0 = performance.now();
   const row: ZooRow = { model: m.name, format: m.format, lock: c.label, outcome: 'locked', lockMs: 0, totalMs: 0 };
   const req: LockRequest & { format: ModelFormat } = { ...c.req, format: m.format, vendorSeed, modelKey: caseKey(m.name, c.label), modelId: `zoo-${m.name}` };
-  if (c.req.schemes.includes('advparams')) {
+  if (c.req.schemes.includes('advparams') && !plain) {
+    return { ...row, outcome: 'skipped', reason: 'no labels: the backend cannot run the plain model to label the encryption set', totalMs: performance.now() - t0 };
+  }
+  if (plain && c.req.schemes.includes('advparams')) {
     const data = pseudoLabelled(m, plain);
     if (!data) {
       const o = Object.entries(plain[0]).map(([k, t]) => `"${k}" [${t.dims.join(',')}]`).join(', ');
@@ -295,7 +305,11 @@ export async function measureCase(m: ZooModel, c: ZooCase, plain: TensorMap[], v
 
   // With the key.
   const model = await loadModel(res.klm, { modelKey: res.modelKey, backend: BACKEND[m.format] });
-  if (model.state !== 'ready') {
+  if (!plain) {
+    // The backend cannot run this model: the device's load must halt, with a typed error.
+    row.withKeyHalt = model.state === 'ready' ? 'none: the model loaded' : `${model.error?.name}: ${model.error?.message.split('\n')[0].slice(0, 240)}`;
+    await model.release();
+  } else if (model.state !== 'ready') {
     row.withKeyOk = false;
     row.withKeyNote = `halted with the right key: ${model.error?.name}: ${model.error?.message}`;
   } else {
@@ -327,6 +341,10 @@ export async function measureCase(m: ZooModel, c: ZooCase, plain: TensorMap[], v
     row.wrongKeyRunRejected = true;
   }
   await wrong.release();
+  if (!plain) {
+    row.totalMs = performance.now() - t0;
+    return row;
+  }
 
   // Without the key: the copied locked file, run plainly (key inputs, if any, fed with ones).
   try {

@@ -68,9 +68,9 @@ export function namesWhat(reason: string | undefined): boolean {
 export function checkZoo(r: ZooResult): Check[] {
   const checks: Check[] = [];
   const locked = r.rows.filter((x) => x.outcome === 'locked');
-  const bad = locked.filter((x) => !x.withKeyOk);
+  const bad = locked.filter((x) => x.withKeyHalt === undefined && !x.withKeyOk);
   checks.push(check('with the key: every lock bit-identical (absorbed shuffle: within the rounding tolerance)', bad.length === 0,
-    bad.length ? bad.map((x) => `${x.model} ${x.lock}: ${x.withKeyNote}`).join('; ') : `${locked.length} lock(s)`));
+    bad.length ? bad.map((x) => `${x.model} ${x.lock}: ${x.withKeyNote}`).join('; ') : `${locked.filter((x) => x.withKeyHalt === undefined).length} lock(s)`));
   const undetected = locked.filter((x) => x.wrongKeyError !== 'KeyMismatchError' || x.wrongKeySessions !== 0 || !x.wrongKeyRunRejected);
   checks.push(check('wrong key: KeyMismatchError before any backend session, run() rejects', undetected.length === 0,
     undetected.length ? undetected.map((x) => `${x.model} ${x.lock}: ${x.wrongKeyError}, ${x.wrongKeySessions} session(s), run rejected ${x.wrongKeyRunRejected}`).join('; ') : `${locked.length} lock(s)`));
@@ -82,10 +82,17 @@ export function checkZoo(r: ZooResult): Check[] {
   const sealedMissing = run.filter((m) => !(m.name in SEALED_KNOWN_REFUSALS) && !r.rows.some((x) => x.model === m.name && x.lock === 'sealed' && x.outcome === 'locked'));
   checks.push(check('sealed locks every model its backend runs', sealedMissing.length === 0,
     sealedMissing.length ? sealedMissing.map((m) => m.name).join(', ') : `${run.length} model(s)`));
+  const unrunnable = locked.filter((x) => x.withKeyHalt !== undefined);
+  if (unrunnable.length) {
+    const untyped = unrunnable.filter((x) => !/^(BackendUnavailableError|UnsupportedModelError): ./.test(x.withKeyHalt!));
+    checks.push(check('a locked model its backend cannot run: the load with the right key halts with BackendUnavailableError or UnsupportedModelError', untyped.length === 0,
+      untyped.length ? untyped.map((x) => `${x.model} ${x.lock}: ${x.withKeyHalt}`).join('; ') : `${unrunnable.length} lock(s)`));
+  }
   const custom = r.models.filter((m) => m.customOps.length);
   if (!r.only || custom.length) {
-    const unreported = custom.filter((m) => !m.backendFailure || !m.customOps.some((op) => m.backendFailure!.includes(op.split(':').pop()!)));
-    checks.push(check('a model with a custom op is reported as one its backend cannot run, naming the op', custom.length > 0 && unreported.length === 0,
+    const names = (m: ZooModelInfo, text: string | undefined): boolean => !!text && m.customOps.some((op) => text.includes(op.split(':').pop()!));
+    const unreported = custom.filter((m) => !names(m, m.backendFailure) || r.rows.some((x) => x.model === m.name && x.outcome === 'locked' && !names(m, x.withKeyHalt)));
+    checks.push(check('a model with a custom op is reported as one its backend cannot run, naming the op (plain file and every locked load)', custom.length > 0 && unreported.length === 0,
       custom.length ? (unreported.length ? unreported.map((m) => `${m.name}: ${m.backendFailure ?? 'ran'}`).join('; ') : custom.map((m) => `${m.name}: ${m.customOps.join(', ')}`).join('; ')) : 'no custom-op model in the run'));
   }
   return checks;
@@ -97,7 +104,7 @@ export function knownFailureNotes(r: Pick<ZooResult, 'rows'>): string[] {
 }
 
 function zooCaseCount(r: ZooResult): string {
-  const per = new Set(r.models.filter((m) => !m.backendFailure).map((m) => r.rows.filter((x) => x.model === m.name).length));
+  const per = new Set(r.models.map((m) => r.rows.filter((x) => x.model === m.name).length));
   return [...per].join(' or ');
 }
 
@@ -105,6 +112,8 @@ const pct = (x: number): string => `${(100 * x).toFixed(0)}%`;
 const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 function withKey(x: ZooRow): string {
+  // onnxruntime's messages put the cause after ERROR_MESSAGE; keep the error class and the cause.
+  if (x.withKeyHalt !== undefined) return `load halts: ${cell(x.withKeyHalt.replace(/^(\w+): .*ERROR_MESSAGE: /, '$1: … ').slice(0, 160))}`;
   if (x.bitDiffs === undefined) return `**${x.withKeyNote}**`;
   if (x.bitDiffs === 0) return `bit-identical (${x.elements} values)`;
   return x.withKeyOk ? `float rounding: ${x.bitDiffs}/${x.elements} differ, max \\|Δ\\| ${x.maxAbsDiff!.toExponential(1)}` : `**MISMATCH**: ${x.withKeyNote}`;
@@ -120,7 +129,7 @@ function moved(d: { failure?: string; nonFinite?: number; elements?: number; rel
   return parts.join(', ');
 }
 
-const noKey = (x: ZooRow): string => moved({ failure: x.noKeyFailure, nonFinite: x.noKeyNonFinite, elements: x.noKeyElements, relL2: x.noKeyRelL2, argmax: x.noKeyArgmax });
+const noKey = (x: ZooRow): string => (x.noKeyFailure === undefined && x.noKeyElements === undefined ? '–' : moved({ failure: x.noKeyFailure, nonFinite: x.noKeyNonFinite, elements: x.noKeyElements, relL2: x.noKeyRelL2, argmax: x.noKeyArgmax }));
 
 /** The section's markdown: how it was made, the models, the table, the invariants. */
 export function renderZoo(r: ZooResult): string {
@@ -134,7 +143,7 @@ export function renderZoo(r: ZooResult): string {
   const lines: string[] = [
     `Command: \`npm run zoo${r.quick ? ' -- --quick' : ''}\` (eval/zoo.ts; ${r.date.slice(0, 10)}, ${r.seconds.toFixed(0)} s on a shared 2-core machine under load; rows also in docs/zoo.json).`,
     `${shipped.length} shipped models (${nOnnx} ONNX, ${shipped.length - nOnnx} TFLite)${derived ? ` and ${derived} made from one for the custom-op check` : ''}; `
-      + `${r.rows.length} model × lock cases (${zooCaseCount(r)} locks per model its backend runs): `
+      + `${r.rows.length} model × lock cases (${zooCaseCount(r)} locks per model): `
       + `${locked} locked, ${refused} refused with UnsupportedModelError, ${errors} other error(s), ${skipped} not tried. `
       + 'Backends: onnxruntime-web 1.30.0 wasm for ONNX, @tensorflow/tfjs-tflite for TFLite, the same for the plain and the locked file. '
       + '*With the key*: `loadModel` with the model key, outputs over the whole input sequence against the plain file\'s, bit for bit '
@@ -148,7 +157,7 @@ export function renderZoo(r: ZooResult): string {
     '| --- | --- | --- | --- | --- | --- |',
   ];
   for (const m of r.models) {
-    const run = m.backendFailure ? `**cannot run**: ${cell(m.backendFailure)}` : `runs (${m.steps} step(s)${m.stateful ? ', state fed back' : ''})`;
+    const run = m.backendFailure ? `**cannot run** (locks still tried): ${cell(m.backendFailure)}` : `runs (${m.steps} step(s)${m.stateful ? ', state fed back' : ''})`;
     lines.push(`| ${m.name} | ${m.format} | ${(m.bytes / 1e6).toFixed(2)} MB | ${m.operators}${m.customOps.length ? ` (custom: ${m.customOps.join(', ')})` : ''} | ${cell(m.inputs)} | ${run} |`);
   }
   lines.push('', '| lock | format | locked | refused | other error | not tried | median lock ms (locked) | slowest lock ms |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
