@@ -67,8 +67,16 @@ export function namesWhat(reason: string | undefined): boolean {
 /** The invariants of a run. */
 export function checkZoo(r: ZooResult): Check[] {
   const checks: Check[] = [];
+  if (!r.quick && !r.only) {
+    // The full run covers what the dev dependencies ship: at least 12 models, 4 of them TFLite.
+    const shipped = r.models.filter((m) => !m.derived);
+    const tfl = shipped.filter((m) => m.format === 'tflite').length;
+    checks.push(check('the full run finds at least 12 shipped models, at least 4 TFLite', shipped.length >= 12 && tfl >= 4, `${shipped.length} models, ${tfl} TFLite`));
+  }
   const locked = r.rows.filter((x) => x.outcome === 'locked');
-  const bad = locked.filter((x) => x.withKeyHalt === undefined && !x.withKeyOk);
+  // Recomputed from the measures, not taken from `withKeyOk`: bit-identical, or a rounding case within its bound.
+  const exact = (x: ZooRow): boolean => x.bitDiffs === 0 || (x.roundingBound !== undefined && x.maxAbsDiff !== undefined && x.maxAbsDiff <= x.roundingBound);
+  const bad = locked.filter((x) => x.withKeyHalt === undefined && !exact(x));
   checks.push(check('with the key: every lock bit-identical (absorbed shuffle: within the rounding tolerance)', bad.length === 0,
     bad.length ? bad.map((x) => `${x.model} ${x.lock}: ${x.withKeyNote}`).join('; ') : `${locked.filter((x) => x.withKeyHalt === undefined).length} lock(s)`));
   const undetected = locked.filter((x) => x.wrongKeyError !== 'KeyMismatchError' || x.wrongKeySessions !== 0 || !x.wrongKeyRunRejected);
@@ -116,7 +124,7 @@ function withKey(x: ZooRow): string {
   if (x.withKeyHalt !== undefined) return `load halts: ${cell(x.withKeyHalt.replace(/^(\w+): .*ERROR_MESSAGE: /, '$1: … ').slice(0, 160))}`;
   if (x.bitDiffs === undefined) return `**${x.withKeyNote}**`;
   if (x.bitDiffs === 0) return `bit-identical (${x.elements} values)`;
-  return x.withKeyOk ? `float rounding: ${x.bitDiffs}/${x.elements} differ, max \\|Δ\\| ${x.maxAbsDiff!.toExponential(1)}` : `**MISMATCH**: ${x.withKeyNote}`;
+  return x.withKeyOk ? `float rounding: ${x.bitDiffs}/${x.elements} differ, max \\|Δ\\| ${x.maxAbsDiff!.toExponential(1)} (≤ ${x.roundingBound!.toExponential(1)})` : `**MISMATCH**: ${x.withKeyNote}`;
 }
 
 function moved(d: { failure?: string; nonFinite?: number; elements?: number; relL2?: number; argmax?: number }): string {
@@ -147,7 +155,7 @@ export function renderZoo(r: ZooResult): string {
       + `${locked} locked, ${refused} refused with UnsupportedModelError, ${errors} other error(s), ${skipped} not tried. `
       + 'Backends: onnxruntime-web 1.30.0 wasm for ONNX, @tensorflow/tfjs-tflite for TFLite, the same for the plain and the locked file. '
       + '*With the key*: `loadModel` with the model key, outputs over the whole input sequence against the plain file\'s, bit for bit '
-      + `(absorbed shuffle re-associates the first layer's sums: accepted up to max |Δ| ${r.roundingTolerance}). `
+      + `(absorbed shuffle re-associates the first layer's sums: accepted up to max |Δ| ${r.roundingTolerance} × the largest plain output). `
       + '*Wrong key*: the error of `loadModel` with another key, and the backend sessions it created (a counting wrapper registered with `registerBackend`). '
       + '*Without the key*: the copied locked file run plainly (signflip key inputs fed with ones), relative L2 distance of all outputs from the plain ones, '
       + 'arg-max agreement on class outputs (last axis ≥ 2). *Wrong key forced through*: what a device that skipped the key check value and MACs would compute with the wrong key '
