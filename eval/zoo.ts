@@ -27,7 +27,7 @@ import { tfliteInputs } from '../runtime/tflite-inputs.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
 import { replaceSection } from './locks.ts';
 import { measureCase, operatorsOf, plainSession, runSequence, zooCases, ROUNDING_TOLERANCE, type ZooRow } from './zoo/measure.ts';
-import { zooModels, type IOOf, type ZooModel } from './zoo/models.ts';
+import { findModels, zooModels, type IOOf, type ZooModel } from './zoo/models.ts';
 import { checkZoo, knownFailureNotes, renderZoo, type ZooModelInfo, type ZooResult } from './zoo/report.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -110,6 +110,22 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     return i >= 0 ? args[i + 1] : undefined;
   };
   const only = at('--only')?.split(',');
+  const known = new Set(['--quick', '--json', '--only']);
+  const bad = args.filter((a, i) => a.startsWith('--') ? !known.has(a) : !['--json', '--only'].includes(args[i - 1]));
+  if (bad.length || (args.includes('--json') && !at('--json')) || (args.includes('--only') && !only?.[0])) {
+    console.error(`error: expected --quick, --json PATH, --only a.onnx,b.tflite; got ${bad.length ? bad.join(' ') : args.join(' ')}`);
+    console.error('hint: npm run zoo -- --quick --json /tmp/zoo.json');
+    process.exit(2);
+  }
+  if (only) {
+    const names = findModels(root).map((p) => p.split('/').pop()!);
+    const missing = only.filter((n) => !names.includes(n));
+    if (missing.length) {
+      console.error(`error: --only names model(s) not found under node_modules: ${missing.join(', ')}; expected some of ${names.join(', ')}`);
+      console.error('hint: give file names, e.g. --only silero_vad.onnx,timer_v0.1.tflite');
+      process.exit(2);
+    }
+  }
   const result = await runZoo({ quick, only, progress: (s) => process.stderr.write(`  zoo: ${s}\n`) });
   const md = renderZoo(result);
   console.log(md);

@@ -138,3 +138,13 @@ test('the zoo\'s checks fail on a bad row', () => {
   assert.ok(!namesWhat('advparams needs an encryption set: --data REC.cbor (recorded inputs with labels)'));
   assert.ok(!namesWhat(''));
 });
+
+test('npm run zoo: a bad flag or an unknown model name is an error with a hint, before any model runs', () => {
+  for (const args of [['--only', 'no-such-model.onnx'], ['--json']]) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'eval/zoo.ts', ...args], { cwd: root, encoding: 'utf8' });
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, /^error: .*expected/m, args.join(' '));
+    assert.match(r.stderr, /^hint: /m, args.join(' '));
+    assert.doesNotMatch(r.stderr, /zoo: .*plain/, 'no model ran');
+  }
+});
