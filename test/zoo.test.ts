@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { QUICK_MODELS } from '../eval/zoo.ts';
-import { zooCases, ROUNDING_TOLERANCE, type ZooRow } from '../eval/zoo/measure.ts';
+import { compare, zooCases, ROUNDING_TOLERANCE, type ZooRow } from '../eval/zoo/measure.ts';
+import type { TensorMap } from '../runtime/tensor.ts';
 import { checkZoo, knownFailureNotes, namesWhat, type ZooResult } from '../eval/zoo/report.ts';
 import { root } from './helpers.ts';
 
@@ -147,4 +148,13 @@ test('npm run zoo: a bad flag or an unknown model name is an error with a hint, 
     assert.match(r.stderr, /^hint: /m, args.join(' '));
     assert.doesNotMatch(r.stderr, /zoo: .*plain/, 'no model ran');
   }
+});
+
+test('the zoo compares every output bit for bit, whatever its dtype', () => {
+  const f = (v: number[]): TensorMap => ({ y: { dtype: 'float32', dims: [v.length], data: Float32Array.from(v) } });
+  assert.deepEqual(compare([f([1, 2])], [f([1, 2])]), { bits: 0, max: 0, n: 2 });
+  assert.equal(compare([f([-0, 2])], [f([0, 2])]).bits, 1, 'signed zeros differ in bits');
+  const i = (v: bigint[]): TensorMap => ({ k: { dtype: 'int64', dims: [v.length], data: BigInt64Array.from(v) } });
+  assert.deepEqual(compare([i([1n, 5n])], [i([1n, 7n])]), { bits: 1, max: 2, n: 2 });
+  assert.throws(() => compare([f([1])], [i([1n])]), /expected outputs k, got y/);
 });

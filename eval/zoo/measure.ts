@@ -150,19 +150,28 @@ function floats(outs: TensorMap[]): Float32Array[] {
   return r;
 }
 
-/** Elements whose bits differ, max |a − b| (Infinity when non-finite), element count. */
+/**
+ * Every output of `a` against `b`, step by step and by name: elements whose
+ * bits differ (any dtype: float32 by bit pattern, so −0 ≠ +0 and NaN payloads
+ * count), max |a − b| over numeric elements (Infinity when non-finite), count.
+ */
 export function compare(a: TensorMap[], b: TensorMap[]): { bits: number; max: number; n: number } {
-  const x = floats(a), y = floats(b);
-  if (x.length !== y.length) throw new Error(`expected ${y.length} float outputs, got ${x.length}`);
+  if (a.length !== b.length) throw new Error(`expected ${b.length} steps of outputs, got ${a.length}`);
   let bits = 0, max = 0, n = 0;
-  for (let t = 0; t < y.length; t++) {
-    if (x[t].length !== y[t].length) throw new Error(`output ${t}: expected ${y[t].length} elements, got ${x[t].length}`);
-    const xb = new Uint32Array(x[t].buffer, x[t].byteOffset, x[t].length), yb = new Uint32Array(y[t].buffer, y[t].byteOffset, y[t].length);
-    for (let i = 0; i < y[t].length; i++) {
-      n++;
-      if (xb[i] !== yb[i]) bits++;
-      const d = Math.abs(x[t][i] - y[t][i]);
-      if (!(d <= max)) max = Number.isFinite(d) ? d : Infinity;
+  for (let s = 0; s < b.length; s++) {
+    const names = Object.keys(b[s]).sort();
+    if (Object.keys(a[s]).sort().join() !== names.join()) throw new Error(`step ${s}: expected outputs ${names.join(', ')}, got ${Object.keys(a[s]).sort().join(', ')}`);
+    for (const k of names) {
+      const x = a[s][k].data, y = b[s][k].data;
+      if (x.length !== y.length || a[s][k].dtype !== b[s][k].dtype) throw new Error(`output "${k}": expected ${b[s][k].dtype} × ${y.length}, got ${a[s][k].dtype} × ${x.length}`);
+      const xb = x instanceof Float32Array ? new Uint32Array(x.buffer, x.byteOffset, x.length) : x;
+      const yb = y instanceof Float32Array ? new Uint32Array(y.buffer, y.byteOffset, y.length) : y;
+      for (let i = 0; i < y.length; i++) {
+        n++;
+        if (xb[i] !== yb[i]) bits++;
+        const d = Math.abs(Number(x[i]) - Number(y[i]));
+        if (!(d <= max)) max = Number.isFinite(d) ? d : Infinity;
+      }
     }
   }
   return { bits, max, n };
