@@ -3,7 +3,7 @@
  */
 import type { ModelFormat } from '../../runtime/klm.ts';
 import { check, type Check } from '../section.ts';
-import type { ZooRow } from './measure.ts';
+import { FORCED_KEYS, type ZooRow } from './measure.ts';
 
 /** A model of the run, and whether its backend ran the plain file. */
 export interface ZooModelInfo {
@@ -158,7 +158,7 @@ export function renderZoo(r: ZooResult): string {
       + `(absorbed shuffle re-associates the first layer's sums: accepted up to max |Δ| ${r.roundingTolerance} × the largest plain output). `
       + '*Wrong key*: the error of `loadModel` with another key, and the backend sessions it created (a counting wrapper registered with `registerBackend`). '
       + '*Without the key*: the copied locked file run plainly (signflip key inputs fed with ones), relative L2 distance of all outputs from the plain ones, '
-      + 'arg-max agreement on class outputs (last axis ≥ 2). *Wrong key forced through*: what a device that skipped the key check value and MACs would compute with the wrong key '
+      + `arg-max agreement on class outputs (last axis ≥ 2). *Wrong key forced through*: what a device that skipped the key check value and MACs would compute with a wrong key, the least moved of ${FORCED_KEYS} seeded wrong keys `
       + '(every lock undone and every hook made with it, eval/harness.ts `bypassRunner`), same measures. advparams gets the model\'s own inputs labelled by the plain model\'s arg-max (no labelled data ships with these models).',
     '',
     '| model | format | size | ops | inputs (seeded) | plain file on its backend |',
