@@ -127,8 +127,10 @@ export interface BypassRunner {
  * run-time hooks (shuffle permutation, sign-flip ±1 tensors) derived from it.
  * AdvParams' key list is authenticated-encrypted: under a wrong key it does not
  * open at all, so nothing is restored and the perturbed weights stay.
+ * `create` makes the session (default onnxruntime-web; the zoo passes the
+ * tflite backend's for TFLite files).
  */
-export async function bypassRunner(klm: Uint8Array, wrongKey: Uint8Array): Promise<BypassRunner> {
+export async function bypassRunner(klm: Uint8Array, wrongKey: Uint8Array, create: (model: Uint8Array) => Promise<BackendSession> = createOrtSession): Promise<BypassRunner> {
   const file = openKlm(klm);
   const ctx: ApplyContext = { modelId: file.manifest.modelId, modelKey: wrongKey };
   const bytes = new Uint8Array(file.model);
@@ -144,7 +146,7 @@ export async function bypassRunner(klm: Uint8Array, wrongKey: Uint8Array): Promi
       try { restoreAdvparams(bytes, l, ctx); notes.push('advparams: restored (unexpected)'); } catch { notes.push('advparams: key list does not open, weights stay perturbed'); }
     } else if (l.scheme === 'shuffle') notes.push('shuffle: inputs shuffled with the wrong permutation');
   }
-  const s = await createOrtSession(bytes);
+  const s = await create(bytes);
   const hooks = runHooks(locks, ctx);
   return {
     notes,
