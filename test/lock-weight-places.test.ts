@@ -80,7 +80,7 @@ test('silero_vad.onnx: sealed, deeplock and signflip (fold) lock and run bit-ide
   writeFileSync(p('silero-in.cbor'), encodeRecorded(samples));
   const want = await plainOutputs(new Uint8Array(readFileSync(SILERO)), samples);
   ok('keygen', '--out', p('vendor'));
-  for (const [scheme, extra] of [['sealed', []], ['deeplock', []]] as const) {
+  for (const [scheme, extra] of [['sealed', []], ['deeplock', []], ['signflip', ['--mode', 'fold']], ['signflip+sealed', ['--mode', 'fold']]] as const) {
     const tag = scheme.replace('+', '-');
     const out = ok('lock', SILERO, '--scheme', scheme, ...extra, '--vendor', p('vendor.key'), '--out', p(`${tag}.klm`), '--key-out', p(`${tag}.key`));
     if (scheme === 'sealed') assert.match(out, /sealed: encrypted \d+ tensor\(s\).*in If\/Loop\/Scan bodies/);

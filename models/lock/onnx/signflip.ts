@@ -24,7 +24,7 @@ import { signflipUnitBits } from '../../../runtime/keys/derive.ts';
 import { layerBits, negateChannels } from '../../../runtime/keys/signflip.ts';
 import type { ChannelRange, SignflipLayer, SignflipLock } from '../../../runtime/klm.ts';
 import {
-  addInitializer, addInput, getInitializerBytes, intAttribute, makeNode, nodeUses, setInitializerBytes, tensorDims, uniqueName,
+  addInput, intAttribute, makeNode, nodeUses, subgraphScope, tensorDims, tensorRawBytes, uniqueName,
 } from '../../onnx/index.ts';
 import type { GraphProto, NodeProto, OnnxModel, TensorProto } from '../../onnx/types.ts';
 import { LockOptionError, rangeOf, type EntryOf, type FinishEntry, type OnnxLocker } from '../types.ts';
@@ -46,8 +46,12 @@ interface Scope {
   graph: GraphProto;
   /** Enclosing graphs, the main graph first. */
   outer: GraphProto[];
+  /** Their prefixes, as `prefix` below. */
+  outerPrefixes: string[];
   /** ' (in then_branch of If "x")' for a body, '' for the main graph. */
   where: string;
+  /** The `listTensors` scope of this graph: '' for the main graph, `If_25.then_branch/` for a body. */
+  prefix: string;
 }
 
 /** A tensor slot whose keyed channels get negated. */
@@ -61,7 +65,10 @@ interface Slot {
 interface Candidate {
   scope: Scope;
   node: NodeProto;
+  /** The weight's range name (its own name for a main-graph initializer, scope + name in a body): it labels the key bits. */
   weight: string;
+  /** Recurrent weights (LSTM, GRU, RNN): fold mode only, no sign-odd chain after them. */
+  recurrent?: boolean;
   channels: number;
   /** Weight, then bias. */
   slots: Slot[];
@@ -84,11 +91,11 @@ function label(node: NodeProto, scope?: Scope): string {
   return `${node.op_type ?? '?'} "${node.name || node.output[0] || ''}"${scope?.where ?? ''}`;
 }
 
-function bodiesOf(node: NodeProto): { name: string; graph: GraphProto }[] {
-  const out: { name: string; graph: GraphProto }[] = [];
+function bodiesOf(node: NodeProto): { name: string; attr: string; i?: number; graph: GraphProto }[] {
+  const out: { name: string; attr: string; i?: number; graph: GraphProto }[] = [];
   for (const a of node.attribute) {
-    if (a.g) out.push({ name: a.name ?? '', graph: a.g });
-    a.graphs.forEach((graph, i) => out.push({ name: `${a.name ?? ''}[${i}]`, graph }));
+    if (a.g) out.push({ name: a.name ?? '', attr: a.name ?? '', graph: a.g });
+    a.graphs.forEach((graph, i) => out.push({ name: `${a.name ?? ''}[${i}]`, attr: a.name ?? '', i, graph }));
   }
   return out;
 }
@@ -98,11 +105,16 @@ function allScopes(model: OnnxModel): Scope[] {
   const out: Scope[] = [];
   const visit = (s: Scope): void => {
     out.push(s);
-    for (const n of s.graph.node) {
-      for (const b of bodiesOf(n)) visit({ graph: b.graph, outer: [...s.outer, s.graph], where: ` (in ${b.name} of ${label(n)}${s.where})` });
-    }
+    s.graph.node.forEach((n, index) => {
+      for (const b of bodiesOf(n)) {
+        visit({
+          graph: b.graph, outer: [...s.outer, s.graph], outerPrefixes: [...s.outerPrefixes, s.prefix],
+          where: ` (in ${b.name} of ${label(n)}${s.where})`, prefix: subgraphScope(s.prefix, n.name, index, b.attr, b.i),
+        });
+      }
+    });
   };
-  visit({ graph: model.graph, outer: [], where: '' });
+  visit({ graph: model.graph, outer: [], outerPrefixes: [], where: '', prefix: '' });
   return out;
 }
 
@@ -111,20 +123,33 @@ function definesLocally(g: GraphProto, name: string): boolean {
   return g.input.some((v) => v.name === name) || g.initializer.some((t) => t.name === name) || g.node.some((n) => n.output.includes(name));
 }
 
+/** A float32 initializer as seen from a scope: the tensor, the graph that holds it, and its range name. */
+interface Found {
+  t: TensorProto;
+  graph: GraphProto;
+  /** Its `listTensors` name: its own for a main-graph initializer, the body's prefix + its own in a body. */
+  key: string;
+}
+
 /**
- * The float32 main-graph initializer that `name` means inside `scope`, or why
- * there is none. Only main-graph initializers have a byte range the manifest
- * can name, so a tensor a body defines for itself cannot be locked.
+ * The float32 initializer that `name` means inside `scope` (the innermost graph
+ * that defines it: a body's own initializer, or an enclosing graph's), or why
+ * there is none. A value a body computes (a node output, a body input) cannot
+ * be locked: it has no bytes in the file.
  */
-function lookup(model: OnnxModel, scope: Scope, name: string | undefined): { t: TensorProto } | { why: string } {
+function lookup(model: OnnxModel, scope: Scope, name: string | undefined): Found | { why: string } {
   if (!name) return { why: 'is missing' };
-  for (const g of [...scope.outer.slice(1), scope.graph]) {
-    if (g !== model.graph && definesLocally(g, name)) return { why: `"${name}" is defined inside a subgraph` };
+  const graphs = [...scope.outer, scope.graph];
+  const prefixes = [...scope.outerPrefixes, scope.prefix];
+  for (let k = graphs.length - 1; k >= 0; k--) {
+    const g = graphs[k]!;
+    if (!definesLocally(g, name)) continue;
+    const t = g.initializer.find((x) => x.name === name);
+    if (!t) return { why: g === model.graph ? `"${name}" is not an initializer` : `"${name}" is computed inside a subgraph` };
+    if (t.data_type !== FLOAT) return { why: `"${name}" is not float32` };
+    return { t, graph: g, key: `${prefixes[k]}${name}` };
   }
-  const t = model.graph.initializer.find((x) => x.name === name);
-  if (!t) return { why: `"${name}" is not an initializer` };
-  if (t.data_type !== FLOAT) return { why: `"${name}" is not float32` };
-  return { t };
+  return { why: `"${name}" is not an initializer` };
 }
 
 function countOf(dims: readonly number[]): number {
@@ -168,14 +193,56 @@ function perChannel(dims: readonly number[], channels: number, chFromEnd: number
 }
 
 /** The layer `node` locks, a reason it cannot be locked, or undefined when it is not a Conv/Gemm/MatMul. */
+/** Gates per hidden unit of the recurrent ops: W is [D, G·H, I], R [D, G·H, H], B [D, 2·G·H]. */
+const RECURRENT_GATES: Readonly<Record<string, number>> = { LSTM: 4, GRU: 3, RNN: 1 };
+
+/**
+ * The layers a recurrent op (LSTM, GRU, RNN) locks in fold mode: W and R share
+ * one key bit per gate row (D·G·H rows), the bias B has its own (D·2·G·H
+ * values, one per row of Wb and Rb). Input mode cannot reach them: the gates
+ * pass W·x + R·h + b through sigmoid, which is not odd, so no ±1 after the op
+ * undoes a negated row.
+ */
+function recurrentCandidates(model: OnnxModel, scope: Scope, node: NodeProto, mode: 'input' | 'fold'): (Candidate | { skip: string })[] {
+  const op = node.op_type ?? '';
+  if (mode === 'input') {
+    return [{ skip: `${op} passes its gate sums through sigmoid${op === 'RNN' ? '/tanh' : ''}, which is not odd, so a ±1 key after it cannot undo negated rows; --mode fold locks its W, R and B rows` }];
+  }
+  const out: (Candidate | { skip: string })[] = [];
+  const gates = RECURRENT_GATES[op]!;
+  const found: Found[] = [];
+  for (const [i, what] of [[1, 'W'], [2, 'R']] as const) {
+    const f = lookup(model, scope, node.input[i]);
+    if ('why' in f) return [{ skip: `its ${what} ${f.why}` }];
+    const uses = useCount(model, node.input[i]!);
+    if (uses !== 1) return [{ skip: `its ${what} "${node.input[i]}" has ${uses} readers (shared weights stay plain)` }];
+    const d = tensorDims(f.t);
+    if (d.length !== 3 || d[1]! % gates !== 0) return [{ skip: `its ${what} has dims [${d.join(',')}], expected [directions, ${gates}·hidden, n]` }];
+    found.push(f);
+  }
+  const [w, r] = found as [Found, Found];
+  const rows = tensorDims(w.t)[0]! * tensorDims(w.t)[1]!;
+  if (tensorDims(r.t)[0]! * tensorDims(r.t)[1]! !== rows) return [{ skip: `its W and R have different row counts` }];
+  out.push({ scope, node, weight: w.key, recurrent: true, channels: rows, slots: [{ node, index: 1, layout: 'outer' }, { node, index: 2, layout: 'outer' }], rank: undefined, chFromEnd: 0 });
+  if (node.input[3]) {
+    const b = lookup(model, scope, node.input[3]);
+    const uses = useCount(model, node.input[3]);
+    if ('why' in b) out.push({ skip: `its bias B ${b.why}` });
+    else if (uses !== 1) out.push({ skip: `its bias B "${node.input[3]}" has ${uses} readers (shared weights stay plain)` });
+    else out.push({ scope, node, weight: b.key, recurrent: true, channels: countOf(tensorDims(b.t)), slots: [{ node, index: 3, layout: 'outer' }], rank: undefined, chFromEnd: 0 });
+  }
+  return out;
+}
+
 function candidate(model: OnnxModel, scope: Scope, node: NodeProto): Candidate | { skip: string } | undefined {
   const op = node.op_type;
   if ((node.domain ?? '') !== '' || (op !== 'Conv' && op !== 'Gemm' && op !== 'MatMul')) return undefined;
-  const weight = node.input[1] ?? '';
-  const w = lookup(model, scope, weight);
+  const weightName = node.input[1] ?? '';
+  const w = lookup(model, scope, weightName);
   if ('why' in w) return { skip: `its weight ${w.why}` };
-  const uses = useCount(model, weight);
-  if (uses !== 1) return { skip: `its weight "${weight}" has ${uses} readers (shared weights stay plain)` };
+  const weight = w.key;
+  const uses = useCount(model, weightName);
+  if (uses !== 1) return { skip: `its weight "${weightName}" has ${uses} readers (shared weights stay plain)` };
   const wd = tensorDims(w.t);
   const bias = node.input[2] ?? '';
   const b = bias ? lookup(model, scope, bias) : undefined;
@@ -212,23 +279,26 @@ function candidate(model: OnnxModel, scope: Scope, node: NodeProto): Candidate |
  * e.g. batch-norm statistics): negating a shared tensor would change the other
  * readers. Per-channel vectors are small, so the copy costs little.
  */
-function privateTensor(model: OnnxModel, slot: Slot, scope: Scope, report: (l: string) => void): string {
+function privateTensor(model: OnnxModel, slot: Slot, scope: Scope, report: (l: string) => void): Found {
   const name = slot.node.input[slot.index]!;
-  if (useCount(model, name) === 1) return name;
-  const raw = getInitializerBytes(model, name);
-  const t = model.graph.initializer.find((x) => x.name === name)!;
-  const copy: TensorProto = { ...t, name: uniqueName(model, `${name}/keylock_signflip`), dims: [...t.dims], raw_data: raw, float_data: [] };
-  addInitializer(model, copy);
-  slot.node.input[slot.index] = copy.name!;
+  const f = lookup(model, scope, name);
+  if ('why' in f) throw new UnsupportedModelError(`signflip: tensor "${name}" ${f.why} (checked before locking)`);
+  if (useCount(model, name) === 1) return f;
+  const raw = tensorRawBytes(f.t, `initializer "${f.key}"`).slice();
+  const copyName = uniqueName(model, `${name}/keylock_signflip`);
+  const copy: TensorProto = { ...f.t, name: copyName, dims: [...f.t.dims], raw_data: raw, float_data: [] };
+  f.graph.initializer.push(copy);
+  slot.node.input[slot.index] = copyName;
   report(`signflip: gave ${label(slot.node, scope)} a private copy of shared constant "${name}" (${raw.byteLength} bytes)`);
-  return copy.name!;
+  return { t: copy, graph: f.graph, key: f.key.slice(0, f.key.length - name.length) + copyName };
 }
 
 /** Negates the keyed channels of a float32 initializer with the runtime's own routine, so lock and unlock cannot drift apart. */
-function negate(model: OnnxModel, name: string, layout: Layout, channels: number, bits: Uint8Array): void {
-  const bytes = getInitializerBytes(model, name);
-  negateChannels(bytes, { name, offset: 0, length: bytes.byteLength, dtype: 'float32', layout }, channels, bits);
-  setInitializerBytes(model, name, bytes);
+function negate(f: Found, layout: Layout, channels: number, bits: Uint8Array): void {
+  const bytes = tensorRawBytes(f.t, `initializer "${f.key}"`).slice();
+  negateChannels(bytes, { name: f.key, offset: 0, length: bytes.byteLength, dtype: 'float32', layout }, channels, bits);
+  f.t.raw_data = bytes;
+  f.t.float_data = [];
 }
 
 type Step = { node: NodeProto; slots: Slot[]; rank: number | undefined } | { stop: string };
@@ -337,15 +407,18 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
     const skipped: string[] = [];
     for (const scope of allScopes(model)) {
       for (const node of scope.graph.node) {
-        const c = candidate(model, scope, node);
-        if (!c) continue;
-        if ('skip' in c) skipped.push(`${label(node, scope)}: ${c.skip}`);
-        else found.push(c);
+        const cs = (node.domain ?? '') === '' && RECURRENT_GATES[node.op_type ?? ''] !== undefined
+          ? recurrentCandidates(model, scope, node, mode) : [candidate(model, scope, node)];
+        for (const c of cs) {
+          if (!c) continue;
+          if ('skip' in c) skipped.push(`${label(node, scope)}: ${c.skip}`);
+          else found.push(c);
+        }
       }
     }
     if (!found.length) {
       const why = skipped.length ? `; skipped ${skipped.slice(0, 3).join('; ')}${skipped.length > 3 ? `; and ${skipped.length - 3} more` : ''}` : '';
-      throw new UnsupportedModelError(`signflip: the model has no Conv, Gemm or MatMul with an unshared float32 weight initializer to lock${why}`);
+      throw new UnsupportedModelError(`signflip: the model has no Conv, Gemm or MatMul${mode === 'fold' ? ', LSTM, GRU or RNN' : ''} with an unshared float32 weight initializer to lock${why}`);
     }
     for (const s of skipped) ctx.report(`signflip: skipped ${s}`);
 
@@ -359,15 +432,21 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
         const keyed = bits.reduce((a, b) => a + b, 0);
         const p: Planned = { weight: c.weight, channels: c.channels, ranges: [] };
         const flip = (s: Slot): void => {
-          const name = privateTensor(model, s, c.scope, ctx.report);
-          negate(model, name, s.layout, c.channels, bits);
-          p.ranges.push({ name, layout: s.layout });
+          const f = privateTensor(model, s, c.scope, ctx.report);
+          negate(f, s.layout, c.channels, bits);
+          p.ranges.push({ name: f.key, layout: s.layout });
         };
         c.slots.forEach(flip);
         const chain = [c.node.op_type ?? '?'];
         let cur = c.node.output[0]!;
         let rank = c.rank;
         let stop = `more than ${MAX_CHAIN} sign-odd ops`;
+        if (c.recurrent) {
+          bits.fill(0);
+          ctx.report(`signflip: ${label(c.node, c.scope)} ${c.slots.length === 2 ? 'W and R' : 'bias B'} "${c.weight}": ${c.channels} gate rows, ${keyed} keyed; fold mode, restored at load`);
+          planned.push(p);
+          continue;
+        }
         for (let i = 0; i < MAX_CHAIN; i++) {
           const step = chainStep(model, cur, c, rank);
           if ('stop' in step) { stop = step.stop; break; }
