@@ -138,3 +138,51 @@ test('float16 TFLite (weights behind DEQUANTIZE): sealed, deeplock and signflip 
   // The deeplock entry marks its float16 ranges as 2-byte; inspect says so.
   assert.match(ok('inspect', p('a16-deeplock-signflip-sealed.klm')), /2-byte float16/);
 });
+
+test('If branches with their own initializer, Constant values, float16 and value_floats: every lock reaches them, bit-identical', async () => {
+  const { placesOnnx } = await import('../eval/fixtures/weight-places.ts');
+  const { lockModel } = await import('../models/lock/index.ts');
+  const { loadModel } = await import('../runtime/load.ts');
+  const { randomBytes } = await import('../keystore/nacl.ts');
+  const plain = placesOnnx();
+  assert.deepEqual(listTensors(plain).map((t) => `${t.name}:${t.dtype}`).sort(), [
+    'if_flag.else_branch/const_w16.value:float16', 'if_flag.then_branch/const_bt.value:float32', 'if_flag.then_branch/wt:float32',
+  ], 'value_floats has no byte range until the locker rewrites it');
+  const samples: Sample[] = [true, false].map((flag) => ({
+    inputs: { x: { dtype: 'float32', dims: [1, 4], data: Float32Array.from([0.5, -1.25, 2, 0.75]) }, flag: { dtype: 'bool', dims: [], data: Uint8Array.of(flag ? 1 : 0) } },
+  }));
+  const want = await plainOutputs(plain, samples);
+  const vendorSeed = randomBytes(32);
+  const cases: [string, Parameters<typeof lockModel>[1]['schemes'], Record<string, unknown>, RegExp][] = [
+    ['sealed', ['sealed'], {}, /sealed: encrypted 4 tensor\(s\), 96 bytes .*\(4 in If\/Loop\/Scan bodies/],
+    ['deeplock', ['deeplock'], {}, /deeplock: locked 4 tensor\(s\), 30 parameters \(12 float16\/bfloat16/],
+    ['signflip fold', ['signflip'], { signflipMode: 'fold' }, /Gemm "gemm_then" \(in then_branch of If "if_flag"\) weight "if_flag.then_branch\/wt": 3 channels/],
+    ['signflip input', ['signflip'], {}, /key input "keylock_signflip_0" \[3\] multiplies "y_then"/],
+  ];
+  for (const [what, schemes, opts, report] of cases) {
+    const r = await lockModel(plain, { schemes, vendorSeed, ...opts });
+    assert.match(r.report.join('\n'), report, what);
+    assert.match(r.report.join('\n'), /moved 3 Constant node tensor\(s\)/, what);
+    assert.ok(!Buffer.from(r.locked).equals(Buffer.from(plain)), what);
+    const m = await loadModel(r.klm, { modelKey: r.modelKey, backend: 'wasm' });
+    assert.equal(m.state, 'ready', `${what}: ${String(m.error)}`);
+    try {
+      const got: TensorMap[] = [];
+      for (const x of samples) got.push(await m.run(x.inputs!));
+      assertBitIdentical(got, want, what);
+    } finally {
+      await m.release();
+    }
+  }
+});
+
+test('sparse initializers are refused naming the tensor; external data is refused naming it', async () => {
+  const { decodeModel, encodeModel } = await import('../models/onnx/codec.ts');
+  const { placesOnnx } = await import('../eval/fixtures/weight-places.ts');
+  const { UnsupportedModelError } = await import('../keystore/errors.ts');
+  const { makeTensor } = await import('../models/onnx/builder.ts');
+  const m = decodeModel(placesOnnx());
+  const body = m.graph.node[0]!.attribute.find((a) => a.name === 'then_branch')!.g!;
+  body.sparse_initializer.push({ values: makeTensor('sparse_w', 'float32', [2], [1, 2]), indices: makeTensor('sparse_w_idx', 'int64', [2], [0n, 5n]), dims: [4n, 3n] });
+  assert.throws(() => listTensors(encodeModel(m)), (e: unknown) => e instanceof UnsupportedModelError && /sparse tensor 'sparse_w'/.test(e.message) && /dense/.test(e.message));
+});

@@ -87,23 +87,28 @@ function modelIO(model: OnnxModel, keyInputs: ReadonlySet<string>): { inputs: IO
 }
 
 /**
- * Moves float tensors held in `Constant` nodes into initializers, so that every
- * weight has a byte range a lock can reach (a weight left in a Constant node
- * would stay in the clear).
+ * Moves tensors held in `Constant` nodes into initializers of the same graph
+ * (the main graph or an If/Loop/Scan body, at any depth; same name, same
+ * scope), so that every weight is an initializer: a lock that follows the
+ * graph (signflip) finds it, and every lock reaches its byte range.
  */
-function constantsToInitializers(model: OnnxModel): number {
+function constantsToInitializers(graph: GraphProto): number {
   let moved = 0;
   const keep = [];
-  for (const n of model.graph.node) {
+  for (const n of graph.node) {
+    for (const a of n.attribute) {
+      if (a.g) moved += constantsToInitializers(a.g);
+      for (const b of a.graphs) moved += constantsToInitializers(b);
+    }
     const value = n.op_type === 'Constant' && (n.domain ?? '') === '' && n.attribute.length === 1 && n.attribute[0].name === 'value' ? n.attribute[0].t : undefined;
     if (value && n.output.length === 1) {
-      model.graph.initializer.push({ ...value, name: n.output[0] });
+      graph.initializer.push({ ...value, name: n.output[0] });
       moved++;
     } else {
       keep.push(n);
     }
   }
-  model.graph.node = keep;
+  graph.node = keep;
   return moved;
 }
 
@@ -224,10 +229,10 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   const report: string[] = [];
   const ctx: LockContext = { modelId, modelKey, opts: req, report: (l) => report.push(l) };
   const model = decodeModel(normalizeModel(modelBytes));
-  const moved = constantsToInitializers(model);
-  if (moved) report.push(`moved ${moved} Constant node tensor(s) into initializers so locks can reach them`);
   const floats = floatConstantsToTensors(model.graph);
   if (floats) report.push(`stored ${floats} Constant value_float(s) attribute(s) as float32 tensors so locks can reach them`);
+  const moved = constantsToInitializers(model.graph);
+  if (moved) report.push(`moved ${moved} Constant node tensor(s) into initializers of their graph so locks can reach them`);
   const plainInputs = new Set(modelIO(model, new Set()).inputs.map((i) => i.name));
 
   const lockers = req.schemes.map((scheme) => LOCKERS.onnx[scheme]);
