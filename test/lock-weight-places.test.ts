@@ -158,6 +158,7 @@ test('If branches with their own initializer, Constant values, float16 and value
     ['deeplock', ['deeplock'], {}, /deeplock: locked 4 tensor\(s\), 30 parameters \(12 float16\/bfloat16/],
     ['signflip fold', ['signflip'], { signflipMode: 'fold' }, /Gemm "gemm_then" \(in then_branch of If "if_flag"\) weight "if_flag.then_branch\/wt": 3 channels/],
     ['signflip input', ['signflip'], {}, /key input "keylock_signflip_0" \[3\] multiplies "y_then"/],
+    ['signflip input (float16 behind Cast)', ['signflip'], {}, /MatMul "matmul_else" .*weight "if_flag.else_branch\/w16" \(through Cast "cast_w16"\).*key input "keylock_signflip_1" \[3\] multiplies "y_else"/],
   ];
   for (const [what, schemes, opts, report] of cases) {
     const r = await lockModel(plain, { schemes, vendorSeed, ...opts });
@@ -185,4 +186,32 @@ test('sparse initializers are refused naming the tensor; external data is refuse
   const body = m.graph.node[0]!.attribute.find((a) => a.name === 'then_branch')!.g!;
   body.sparse_initializer.push({ values: makeTensor('sparse_w', 'float32', [2], [1, 2]), indices: makeTensor('sparse_w_idx', 'int64', [2], [0n, 5n]), dims: [4n, 3n] });
   assert.throws(() => listTensors(encodeModel(m)), (e: unknown) => e instanceof UnsupportedModelError && /sparse tensor 'sparse_w'/.test(e.message) && /dense/.test(e.message));
+});
+
+test('QDQ int8 weights and int32 bias behind DequantizeLinear: sealed covers the bias, signflip fold keys the int8 rows', async () => {
+  const { qdqOnnx } = await import('../eval/fixtures/weight-places.ts');
+  const { lockModel } = await import('../models/lock/index.ts');
+  const { loadModel } = await import('../runtime/load.ts');
+  const { randomBytes } = await import('../keystore/nacl.ts');
+  const { UnsupportedModelError } = await import('../keystore/errors.ts');
+  const plain = qdqOnnx();
+  const samples: Sample[] = [{ inputs: { x: { dtype: 'float32', dims: [1, 4], data: Float32Array.from([0.5, -1.25, 2, 0.75]) } } }];
+  const want = await plainOutputs(plain, samples);
+  const vendorSeed = randomBytes(32);
+  const sealed = await lockModel(plain, { schemes: ['sealed'], vendorSeed });
+  const entry = (await import('../runtime/klm.ts')).openKlm(sealed.klm).manifest.locks[0]!;
+  assert.ok(entry.scheme === 'sealed' && entry.tensors.some((t) => t.name === 'bq' && t.dtype === 'int32'), 'the int32 bias is sealed');
+  const fold = await lockModel(plain, { schemes: ['signflip', 'sealed'], vendorSeed, signflipMode: 'fold' });
+  assert.match(fold.report.join('\n'), /Gemm "gemm" weight "wq" \(through DequantizeLinear "dq_w"\): 3 channels/);
+  for (const [what, r] of [['sealed', sealed], ['signflip fold + sealed', fold]] as const) {
+    const m = await loadModel(r.klm, { modelKey: r.modelKey, backend: 'wasm' });
+    assert.equal(m.state, 'ready', `${what}: ${String(m.error)}`);
+    try {
+      assertBitIdentical([await m.run(samples[0]!.inputs!)], want, what);
+    } finally {
+      await m.release();
+    }
+  }
+  // Input mode cannot negate int8 exactly (-128): refused, naming the op.
+  await assert.rejects(lockModel(plain, { schemes: ['signflip'], vendorSeed }), (e: unknown) => e instanceof UnsupportedModelError && /DequantizeLinear "dq_w".*fold mode/.test(e.message));
 });

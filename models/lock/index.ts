@@ -17,7 +17,7 @@ import { encodeRecorded, type Sample } from '../../runtime/recorded.ts';
 import { packKlm, type ManifestDraft } from '../klm.ts';
 import { decodeModel, encodeModel, normalizeModel } from '../onnx/codec.ts';
 import { dataTypeName } from '../onnx/dtypes.ts';
-import { listTensors, type InitializerInfo } from '../onnx/layout.ts';
+import { listTensors, subgraphScope, type InitializerInfo } from '../onnx/layout.ts';
 import { makeAttribute } from '../onnx/attributes.ts';
 import { makeTensor } from '../onnx/builder.ts';
 import type { GraphProto, OnnxModel, ValueInfoProto } from '../onnx/types.ts';
@@ -137,6 +137,38 @@ function floatConstantsToTensors(g: GraphProto): number {
 }
 
 /**
+ * `listTensors` names of the int32 initializers the graph reads as learned
+ * biases: input 0 of a DequantizeLinear (QDQ biases) and input 8 of a
+ * QLinearConv, in any graph; each name resolves to the innermost graph that
+ * defines it. Other integer tensors (shapes, axes, indices) stay plain.
+ */
+function int32Biases(model: OnnxModel): Set<string> {
+  const out = new Set<string>();
+  const visit = (g: GraphProto, prefix: string, outer: { g: GraphProto; prefix: string }[]): void => {
+    const scopes = [...outer, { g, prefix }];
+    const resolve = (name: string | undefined): void => {
+      if (!name) return;
+      for (let k = scopes.length - 1; k >= 0; k--) {
+        const s = scopes[k]!;
+        const t = s.g.initializer.find((x) => x.name === name);
+        if (t) { if (t.data_type === 6) out.add(`${s.prefix}${name}`); return; }
+        if (s.g.node.some((n) => n.output.includes(name)) || s.g.input.some((v) => v.name === name)) return;
+      }
+    };
+    g.node.forEach((n, i) => {
+      if ((n.domain ?? '') === '' && n.op_type === 'DequantizeLinear') resolve(n.input[0]);
+      if ((n.domain ?? '') === '' && n.op_type === 'QLinearConv') resolve(n.input[8]);
+      for (const a of n.attribute) {
+        if (a.g) visit(a.g, subgraphScope(prefix, n.name, i, a.name ?? ''), scopes);
+        a.graphs.forEach((b, j) => visit(b, subgraphScope(prefix, n.name, i, a.name ?? '', j), scopes));
+      }
+    });
+  };
+  visit(model.graph, '', []);
+  return out;
+}
+
+/**
  * The canary's expected outputs are what the locked model gives with the right
  * key, through the same runtime a device uses: a device that reproduces them
  * has the right key, the right bytes and a working backend.
@@ -243,6 +275,8 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   const locked = encodeModel(model);
   // Every tensor: main-graph initializers, those of If/Loop/Scan bodies, Constant values (listTensors names them).
   const inits = listTensors(locked);
+  const biases = int32Biases(model);
+  for (const t of inits) if (biases.has(t.name)) t.learnedInteger = true;
   const byName = new Map<string, InitializerInfo>(inits.map((i) => [i.name, i]));
   // Graph-stage entries are finished before any byte-stage lock changes the bytes they check.
   const locks: LockEntry[] = finishes.map((finish) => finish(byName, locked));

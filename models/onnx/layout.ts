@@ -157,6 +157,12 @@ export interface TensorPlace extends InitializerInfo {
   place: TensorPlaceKind;
   /** '' for the main graph; `If_25.then_branch/` (nested: concatenated) for a body. */
   scope: string;
+  /**
+   * Set by the lock pipeline (not by `listTensors`, which does not read the
+   * graph) on integer tensors the graph reads as learned parameters: the int32
+   * biases behind a QDQ DequantizeLinear or of a QLinearConv. `sealed` encrypts them.
+   */
+  learnedInteger?: boolean;
 }
 
 /**

@@ -20,7 +20,8 @@ export const onnxSealed: OnnxLocker<'sealed'> = {
   // Byte stage, after every graph-stage lock; no order among byte locks.
   phase: 0,
   bytes(bytes, inits, ctx): SealedLock {
-    const targets = inits.filter((i) => PARAMETER_DTYPES.has(i.dtype) && i.byteLength > 0);
+    // Learned parameters of every float and 8-bit type, and the int32 biases of quantized layers.
+    const targets = inits.filter((i) => (PARAMETER_DTYPES.has(i.dtype) || (i as Partial<TensorPlace>).learnedInteger === true) && i.byteLength > 0);
     if (!targets.length) throw new UnsupportedModelError('sealed: the model has no parameter tensors (float or int8/uint8 initializers or Constant values, in the main graph or any If/Loop/Scan body) to encrypt');
     const unaddressable = targets.filter((i) => !i.inRawData);
     if (unaddressable.length) throw new UnsupportedModelError(`sealed: tensor "${unaddressable[0].name}" has no contiguous raw_data range`);

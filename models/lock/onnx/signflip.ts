@@ -31,6 +31,8 @@ import { LockOptionError, rangeOf, type EntryOf, type FinishEntry, type OnnxLock
 
 /** TensorProto.DataType FLOAT. */
 const FLOAT = 1;
+/** Element types a signflip range may have, by TensorProto.DataType (runtime/keys/signflip.ts negates each exactly). */
+const NEGATABLE_TYPES: Readonly<Record<number, string>> = { 1: 'float32', 10: 'float16', 16: 'bfloat16', 3: 'int8', 6: 'int32' };
 /** Longest chain of sign-odd ops followed after a layer; real graphs have one or two. */
 const MAX_CHAIN = 16;
 
@@ -67,6 +69,8 @@ interface Candidate {
   node: NodeProto;
   /** The weight's range name (its own name for a main-graph initializer, scope + name in a body): it labels the key bits. */
   weight: string;
+  /** The Cast / DequantizeLinear the weight is computed by, when its range is that node's constant input. */
+  via?: NodeProto;
   /** Recurrent weights (LSTM, GRU, RNN): fold mode only, no sign-odd chain after them. */
   recurrent?: boolean;
   channels: number;
@@ -137,7 +141,7 @@ interface Found {
  * there is none. A value a body computes (a node output, a body input) cannot
  * be locked: it has no bytes in the file.
  */
-function lookup(model: OnnxModel, scope: Scope, name: string | undefined): Found | { why: string } {
+function lookup(model: OnnxModel, scope: Scope, name: string | undefined, types: readonly number[] = [FLOAT]): Found | { why: string } {
   if (!name) return { why: 'is missing' };
   const graphs = [...scope.outer, scope.graph];
   const prefixes = [...scope.outerPrefixes, scope.prefix];
@@ -146,7 +150,7 @@ function lookup(model: OnnxModel, scope: Scope, name: string | undefined): Found
     if (!definesLocally(g, name)) continue;
     const t = g.initializer.find((x) => x.name === name);
     if (!t) return { why: g === model.graph ? `"${name}" is not an initializer` : `"${name}" is computed inside a subgraph` };
-    if (t.data_type !== FLOAT) return { why: `"${name}" is not float32` };
+    if (!types.includes(t.data_type ?? 0)) return { why: `"${name}" is not ${types.map((x) => NEGATABLE_TYPES[x]).join(' or ')}` };
     return { t, graph: g, key: `${prefixes[k]}${name}` };
   }
   return { why: `"${name}" is not an initializer` };
@@ -234,28 +238,73 @@ function recurrentCandidates(model: OnnxModel, scope: Scope, node: NodeProto, mo
   return out;
 }
 
-function candidate(model: OnnxModel, scope: Scope, node: NodeProto): Candidate | { skip: string } | undefined {
+/**
+ * The constant behind a weight computed by one node from a constant, when that
+ * node is linear and odd, so negating rows of its input negates the same rows
+ * of its output exactly: `Cast` to float of a float16/bfloat16 initializer
+ * (weights exported in half precision), or `DequantizeLinear` of an int8
+ * initializer with zero points 0 or absent (QDQ models; the scale multiplies,
+ * per tensor or per axis). int8 only in fold mode: −128 has no positive
+ * counterpart, so input mode would not be bit-exact. `why: ''` when the weight
+ * is not computed by such a node at all.
+ */
+function dequantized(model: OnnxModel, scope: Scope, name: string, mode: 'input' | 'fold', quantTypes: readonly number[] = [3]): { node: NodeProto; found: Found } | { why: string } {
+  const node = scope.graph.node.find((n) => n.output.includes(name));
+  if (!node || (node.domain ?? '') !== '' || (node.op_type !== 'Cast' && node.op_type !== 'DequantizeLinear')) return { why: '' };
+  const l = label(node, scope);
+  if (useCount(model, name) !== 1) return { why: `the output of ${l} has other readers` };
+  if (node.op_type === 'Cast') {
+    if (intAttribute(node, 'to', 0) !== FLOAT) return { why: `${l} does not cast to float32` };
+    const f = lookup(model, scope, node.input[0], [10, 16]);
+    return 'why' in f ? { why: `the input of ${l} ${f.why}` } : { node, found: f };
+  }
+  if (mode === 'input') return { why: `${l} dequantizes integers, which only fold mode negates exactly (-128 has no positive counterpart)` };
+  const f = lookup(model, scope, node.input[0], quantTypes);
+  if ('why' in f) return { why: `the input of ${l} ${f.why}` };
+  if (node.input[2]) {
+    const zp = lookup(model, scope, node.input[2], [3, 2, 6]);
+    if ('why' in zp) return { why: `the zero point of ${l} ${zp.why}` };
+    if (tensorRawBytes(zp.t).some((b) => b !== 0)) return { why: `${l} has a non-zero zero point: -q would not be the negated value` };
+  }
+  return { node, found: f };
+}
+
+function candidate(model: OnnxModel, scope: Scope, node: NodeProto, mode: 'input' | 'fold'): Candidate | { skip: string } | undefined {
   const op = node.op_type;
   if ((node.domain ?? '') !== '' || (op !== 'Conv' && op !== 'Gemm' && op !== 'MatMul')) return undefined;
-  const weightName = node.input[1] ?? '';
-  const w = lookup(model, scope, weightName);
-  if ('why' in w) return { skip: `its weight ${w.why}` };
+  let weightName = node.input[1] ?? '';
+  let w = lookup(model, scope, weightName);
+  /** The Cast / DequantizeLinear the weight comes through, when it does: its input 0 is the locked range. */
+  let via: NodeProto | undefined;
+  if ('why' in w) {
+    const d = dequantized(model, scope, weightName, mode);
+    if ('why' in d) return { skip: `its weight ${w.why}${d.why ? `; ${d.why}` : ''}` };
+    via = d.node;
+    weightName = d.node.input[0]!;
+    w = d.found;
+  }
   const weight = w.key;
   const uses = useCount(model, weightName);
   if (uses !== 1) return { skip: `its weight "${weightName}" has ${uses} readers (shared weights stay plain)` };
   const wd = tensorDims(w.t);
   const bias = node.input[2] ?? '';
-  const b = bias ? lookup(model, scope, bias) : undefined;
+  let b = bias ? lookup(model, scope, bias) : undefined;
+  /** The DequantizeLinear an int32 (or int8) bias comes through (QDQ models), fold mode only. */
+  let biasVia: NodeProto | undefined;
+  if (b && 'why' in b && via) {
+    const d = dequantized(model, scope, bias, mode, [6, 3]);
+    if (!('why' in d)) { biasVia = d.node; b = d.found; }
+  }
 
   let c: Candidate;
   if (op === 'Conv') {
     if (wd.length < 3) return { skip: `its weight has rank ${wd.length}, expected at least 3` };
-    c = { scope, node, weight, channels: wd[0]!, slots: [{ node, index: 1, layout: 'outer' }], rank: wd.length, chFromEnd: wd.length - 2 };
+    c = { scope, node, weight, channels: wd[0]!, slots: [{ node: via ?? node, index: via ? 0 : 1, layout: 'outer' }], rank: wd.length, chFromEnd: wd.length - 2 };
     if (b && ('why' in b || countOf(tensorDims(b.t)) !== c.channels)) return { skip: `its bias is not a float32 initializer of ${c.channels} values` };
   } else if (op === 'Gemm') {
     if (wd.length !== 2) return { skip: `its weight has rank ${wd.length}, expected 2` };
     const transB = intAttribute(node, 'transB', 0) !== 0;
-    c = { scope, node, weight, channels: transB ? wd[0]! : wd[1]!, slots: [{ node, index: 1, layout: transB ? 'outer' : 'inner' }], rank: 2, chFromEnd: 0 };
+    c = { scope, node, weight, channels: transB ? wd[0]! : wd[1]!, slots: [{ node: via ?? node, index: via ? 0 : 1, layout: transB ? 'outer' : 'inner' }], rank: 2, chFromEnd: 0 };
     if (b) {
       // C broadcasts to [M, N]; it is per output channel when its last axis is N.
       const bd = 't' in b ? tensorDims(b.t) : [];
@@ -266,10 +315,11 @@ function candidate(model: OnnxModel, scope: Scope, node: NodeProto): Candidate |
     if (wd.length < 2) return { skip: `its weight has rank ${wd.length}, expected at least 2` };
     const rankA = declaredRank(scope, node.input[0] ?? '');
     const rank = rankA === undefined ? undefined : rankA === 1 ? wd.length - 1 : Math.max(rankA, wd.length);
-    c = { scope, node, weight, channels: wd[wd.length - 1]!, slots: [{ node, index: 1, layout: 'inner' }], rank, chFromEnd: 0 };
+    c = { scope, node, weight, channels: wd[wd.length - 1]!, slots: [{ node: via ?? node, index: via ? 0 : 1, layout: 'inner' }], rank, chFromEnd: 0 };
   }
   if (c.channels < 1) return { skip: 'it has no output channels' };
-  if (bias) c.slots.push({ node, index: 2, layout: op === 'Gemm' ? 'inner' : 'outer' });
+  if (via) c.via = via;
+  if (bias) c.slots.push(biasVia ? { node: biasVia, index: 0, layout: 'outer' } : { node, index: 2, layout: op === 'Gemm' ? 'inner' : 'outer' });
   return c;
 }
 
@@ -281,7 +331,7 @@ function candidate(model: OnnxModel, scope: Scope, node: NodeProto): Candidate |
  */
 function privateTensor(model: OnnxModel, slot: Slot, scope: Scope, report: (l: string) => void): Found {
   const name = slot.node.input[slot.index]!;
-  const f = lookup(model, scope, name);
+  const f = lookup(model, scope, name, [1, 10, 16, 3, 6]);
   if ('why' in f) throw new UnsupportedModelError(`signflip: tensor "${name}" ${f.why} (checked before locking)`);
   if (useCount(model, name) === 1) return f;
   const raw = tensorRawBytes(f.t, `initializer "${f.key}"`).slice();
@@ -296,7 +346,7 @@ function privateTensor(model: OnnxModel, slot: Slot, scope: Scope, report: (l: s
 /** Negates the keyed channels of a float32 initializer with the runtime's own routine, so lock and unlock cannot drift apart. */
 function negate(f: Found, layout: Layout, channels: number, bits: Uint8Array): void {
   const bytes = tensorRawBytes(f.t, `initializer "${f.key}"`).slice();
-  negateChannels(bytes, { name: f.key, offset: 0, length: bytes.byteLength, dtype: 'float32', layout }, channels, bits);
+  negateChannels(bytes, { name: f.key, offset: 0, length: bytes.byteLength, dtype: NEGATABLE_TYPES[f.t.data_type ?? 0]!, layout }, channels, bits);
   f.t.raw_data = bytes;
   f.t.float_data = [];
 }
@@ -408,7 +458,7 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
     for (const scope of allScopes(model)) {
       for (const node of scope.graph.node) {
         const cs = (node.domain ?? '') === '' && RECURRENT_GATES[node.op_type ?? ''] !== undefined
-          ? recurrentCandidates(model, scope, node, mode) : [candidate(model, scope, node)];
+          ? recurrentCandidates(model, scope, node, mode) : [candidate(model, scope, node, mode)];
         for (const c of cs) {
           if (!c) continue;
           if ('skip' in c) skipped.push(`${label(node, scope)}: ${c.skip}`);
@@ -467,7 +517,7 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
           // A bias (or any constant along the chain) keeps such sums away from zero.
           if (p.ranges.length === 1 && keyed > 0) where += '; no bias: an output whose inputs are all zero comes back as -0 instead of +0 in keyed channels (equal as numbers, not as bits)';
         }
-        ctx.report(`signflip: ${label(c.node, c.scope)} weight "${c.weight}": ${c.channels} channels, ${keyed} keyed; ${where}`);
+        ctx.report(`signflip: ${label(c.node, c.scope)} weight "${c.weight}"${c.via ? ` (through ${label(c.via)})` : ''}: ${c.channels} channels, ${keyed} keyed; ${where}`);
         planned.push(p);
       }
     } finally {
@@ -481,8 +531,8 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
       layers: planned.map((p): SignflipLayer => {
         const ranges = p.ranges.map((r): ChannelRange => {
           const info = inits.get(r.name);
-          if (!info || !info.inRawData || info.dtype !== 'float32') {
-            throw new UnsupportedModelError(`signflip: tensor "${r.name}" has no float32 raw_data range in the encoded model (expected one after locking)`);
+          if (!info || !info.inRawData || !Object.values(NEGATABLE_TYPES).includes(info.dtype)) {
+            throw new UnsupportedModelError(`signflip: tensor "${r.name}" has no float32/float16/bfloat16/int8 raw_data range in the encoded model (expected one after locking)`);
           }
           return { ...rangeOf(info), layout: r.layout };
         });
