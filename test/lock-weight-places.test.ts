@@ -215,3 +215,28 @@ test('QDQ int8 weights and int32 bias behind DequantizeLinear: sealed covers the
   // Input mode cannot negate int8 exactly (-128): refused, naming the op.
   await assert.rejects(lockModel(plain, { schemes: ['signflip'], vendorSeed }), (e: unknown) => e instanceof UnsupportedModelError && /DequantizeLinear "dq_w".*fold mode/.test(e.message));
 });
+
+test('a TFLite custom op the backend cannot run is refused before anything is locked, naming the op', async () => {
+  const { writeTflite } = await import('../models/tflite/writer.ts');
+  const { lockModel } = await import('../models/lock/index.ts');
+  const { randomBytes } = await import('../keystore/nacl.ts');
+  const { UnsupportedModelError } = await import('../keystore/errors.ts');
+  const model = (custom: boolean): Uint8Array => writeTflite({
+    tensors: [
+      { name: 'x', dtype: 'float32', shape: [1, 4] },
+      { name: 'w', dtype: 'float32', shape: [3, 4], data: new Uint8Array(Float32Array.from({ length: 12 }, (_, i) => i / 8 - 0.5).buffer) },
+      { name: 'h', dtype: 'float32', shape: [1, 3] },
+      { name: 'y', dtype: 'float32', shape: [1, 3] },
+    ],
+    inputs: [0], outputs: [3],
+    operators: [
+      { op: 'FULLY_CONNECTED', inputs: [0, 1, -1], outputs: [2], options: { kind: 'fully-connected', activation: 'NONE', weightsFormat: 0, keepNumDims: false } },
+      custom ? { op: 'CUSTOM', customCode: 'KeylockNoSuchOp', inputs: [2], outputs: [3] } : { op: 'RELU', inputs: [2], outputs: [3] },
+    ],
+  });
+  await assert.rejects(lockModel(model(true), { schemes: ['sealed'], vendorSeed: randomBytes(32) }),
+    (e: unknown) => e instanceof UnsupportedModelError && /custom op\(s\) KeylockNoSuchOp \(operator #1\)/.test(e.message) && /never load/.test(e.message));
+  // The same model with a builtin op in its place locks.
+  const ok = await lockModel(model(false), { schemes: ['sealed'], vendorSeed: randomBytes(32) });
+  assert.ok(ok.klm.byteLength > 0);
+});

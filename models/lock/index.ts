@@ -294,6 +294,27 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   return { format: 'onnx', locked, inputs, outputs, locks, report };
 }
 
+/**
+ * A custom op runs only where the interpreter has a kernel registered for it:
+ * before anything is locked, the plain model gets a session on keylock's tflite
+ * backend, so a model it cannot run is refused now, naming the op, rather than
+ * after the vendor shipped a `.klm` no device loads.
+ * @throws UnsupportedModelError naming the custom op(s) and what the backend said.
+ */
+async function checkCustomOps(bytes: Uint8Array, model: ReturnType<typeof readTflite>, report: (l: string) => void): Promise<void> {
+  const custom = model.subgraphs.flatMap((g, sg) => g.operators.filter((o) => o.op.startsWith('CUSTOM')).map((o) => `${o.op.slice('CUSTOM:'.length) || '(unnamed)'} (operator #${o.index}${sg ? `, subgraph ${sg}` : ''})`));
+  if (!custom.length) return;
+  const { createTfliteSession } = await import('../../runtime/tflite.ts');
+  try {
+    const s = await createTfliteSession(bytes.slice());
+    await s.release();
+  } catch (e) {
+    throw new UnsupportedModelError(`the TFLite model uses custom op(s) ${custom.join(', ')}, which keylock's tflite backend cannot run (${(e as Error).message}); a locked copy would never load: `
+      + 'replace the op with builtin ones when converting (e.g. without allow_custom_ops), or register a backend that has the kernel (registerBackend)');
+  }
+  report(`custom op(s) ${custom.join(', ')}: keylock's tflite backend runs the plain model, checked before locking`);
+}
+
 function tfliteIO(t: TfliteTensor): IOSpec {
   return { name: t.name, dtype: t.dtype, shape: [...t.shape] };
 }
@@ -318,6 +339,7 @@ async function lockTfliteUnder(modelBytes: Uint8Array, req: LockRequest, modelKe
   const inputs = g.inputs.map((i) => g.tensors[i]);
   checkStaticInputs(inputs.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, signature: t.shapeSignature })));
   if (!inputs.length) throw new UnsupportedModelError('the TFLite model has no inputs');
+  await checkCustomOps(modelBytes, model, (l) => report.push(l));
   const ctx: TfliteLockContext = { modelId, modelKey, opts: req, report: (l) => report.push(l), model, weights: listWeights(model), applied: [] };
 
   const order = inPhaseOrder(req.schemes.map((scheme) => LOCKERS.tflite[scheme]));
