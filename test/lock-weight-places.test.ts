@@ -240,3 +240,67 @@ test('a TFLite custom op the backend cannot run is refused before anything is lo
   const ok = await lockModel(model(false), { schemes: ['sealed'], vendorSeed: randomBytes(32) });
   assert.ok(ok.klm.byteLength > 0);
 });
+
+test('listTensors names Loop-body initializers, unnamed Constant nodes and function Constants', async () => {
+  const { makeGraph, makeModel, makeNode, makeTensor, makeValueInfo } = await import('../models/onnx/builder.ts');
+  const { encodeModel } = await import('../models/onnx/codec.ts');
+  const body = makeGraph({
+    name: 'body',
+    nodes: [makeNode('Add', ['v_in', 'lw'], ['v_out'], {}, 'add_body'), makeNode('Identity', ['cond_in'], ['cond_out'], {}, 'id')],
+    inputs: [makeValueInfo('i', 'int64', []), makeValueInfo('cond_in', 'bool', []), makeValueInfo('v_in', 'float32', [2])],
+    outputs: [makeValueInfo('cond_out', 'bool', []), makeValueInfo('v_out', 'float32', [2])],
+    initializers: [makeTensor('lw', 'float32', [2], [0.5, -0.5])],
+  });
+  const unnamed = makeNode('Constant', [], ['c0'], { value: makeTensor('', 'float32', [2], [1, 2]) });
+  unnamed.name = '';
+  const model = makeModel({
+    nodes: [unnamed, makeNode('Loop', ['n', '', 'c0'], ['v'], { body }, 'loop')],
+    inputs: [makeValueInfo('n', 'int64', [])],
+    outputs: [makeValueInfo('v', 'float32', [2])],
+  });
+  model.functions.push({
+    name: 'f', domain: 'local', input: ['a'], output: ['b'], attribute: [], attribute_proto: [], value_info: [], metadata_props: [],
+    opset_import: [{ domain: '', version: 13n }],
+    node: [makeNode('Constant', [], ['k'], { value: makeTensor('', 'float16', [1], Uint8Array.of(0, 0x3c)) }, 'c'), makeNode('Mul', ['a', 'k'], ['b'], {}, 'm')],
+  } as unknown as (typeof model.functions)[number]);
+  const names = listTensors(encodeModel(model)).map((t) => `${t.name}:${t.place}:${t.dtype}`);
+  assert.deepEqual(names, ['#0.value:attribute:float32', 'loop.body/lw:initializer:float32', 'function:f/c.value:attribute:float16']);
+});
+
+test('GRU and RNN: signflip fold keys their gate rows and restores them exactly; input mode skips them naming sigmoid', async () => {
+  const { makeModel, makeNode, makeTensor, makeValueInfo } = await import('../models/onnx/builder.ts');
+  const { encodeModel } = await import('../models/onnx/codec.ts');
+  const { lockModel } = await import('../models/lock/index.ts');
+  const { loadModel } = await import('../runtime/load.ts');
+  const { randomBytes } = await import('../keystore/nacl.ts');
+  const { UnsupportedModelError } = await import('../keystore/errors.ts');
+  const vals = (n: number, k: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 1.7 + k) / 2);
+  const plain = encodeModel(makeModel({
+    nodes: [
+      makeNode('GRU', ['x', 'gw', 'gr', 'gb'], ['', 'gh'], { hidden_size: 2 }, 'gru'),
+      makeNode('RNN', ['x', 'rw', 'rr', 'rb'], ['', 'rh'], { hidden_size: 2 }, 'rnn'),
+    ],
+    inputs: [makeValueInfo('x', 'float32', [2, 1, 3])],
+    outputs: [makeValueInfo('gh', 'float32', [1, 1, 2]), makeValueInfo('rh', 'float32', [1, 1, 2])],
+    initializers: [
+      makeTensor('gw', 'float32', [1, 6, 3], vals(18, 1)), makeTensor('gr', 'float32', [1, 6, 2], vals(12, 2)), makeTensor('gb', 'float32', [1, 12], vals(12, 3)),
+      makeTensor('rw', 'float32', [1, 2, 3], vals(6, 4)), makeTensor('rr', 'float32', [1, 2, 2], vals(4, 5)), makeTensor('rb', 'float32', [1, 4], vals(4, 6)),
+    ],
+  }));
+  const samples: Sample[] = [{ inputs: { x: { dtype: 'float32', dims: [2, 1, 3], data: Float32Array.from([0.5, -1, 2, 0.25, 0.75, -0.5]) } } }];
+  const want = await plainOutputs(plain, samples);
+  const r = await lockModel(plain, { schemes: ['signflip'], vendorSeed: randomBytes(32), signflipMode: 'fold' });
+  const text = r.report.join('\n');
+  assert.match(text, /GRU "gru" W and R "gw": 6 gate rows/);
+  assert.match(text, /GRU "gru" bias B "gb": 12 gate rows/);
+  assert.match(text, /RNN "rnn" W and R "rw": 2 gate rows/);
+  const m = await loadModel(r.klm, { modelKey: r.modelKey, backend: 'wasm' });
+  assert.equal(m.state, 'ready', String(m.error));
+  try {
+    assertBitIdentical([await m.run(samples[0]!.inputs!)], want, 'GRU/RNN fold');
+  } finally {
+    await m.release();
+  }
+  await assert.rejects(lockModel(plain, { schemes: ['signflip'], vendorSeed: randomBytes(32) }),
+    (e: unknown) => e instanceof UnsupportedModelError && /GRU "gru": GRU passes its gate sums through sigmoid/.test(e.message));
+});
