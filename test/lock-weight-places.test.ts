@@ -304,3 +304,40 @@ test('GRU and RNN: signflip fold keys their gate rows and restores them exactly;
   await assert.rejects(lockModel(plain, { schemes: ['signflip'], vendorSeed: randomBytes(32) }),
     (e: unknown) => e instanceof UnsupportedModelError && /GRU "gru": GRU passes its gate sums through sigmoid/.test(e.message));
 });
+
+test('QLinearMatMul: signflip fold keys its int8 weight rows and restores them exactly; input mode names the requantization', async () => {
+  const { makeModel, makeNode, makeTensor, makeValueInfo } = await import('../models/onnx/builder.ts');
+  const { encodeModel } = await import('../models/onnx/codec.ts');
+  const { lockModel } = await import('../models/lock/index.ts');
+  const { loadModel } = await import('../runtime/load.ts');
+  const { randomBytes } = await import('../keystore/nacl.ts');
+  const { UnsupportedModelError } = await import('../keystore/errors.ts');
+  const plain = encodeModel(makeModel({
+    nodes: [
+      makeNode('QuantizeLinear', ['x', 'xs', 'xz'], ['xq'], {}, 'q_x'),
+      makeNode('QLinearMatMul', ['xq', 'xs', 'xz', 'wq', 'ws', 'wz', 'ys', 'yz'], ['yq'], {}, 'qmm'),
+      makeNode('DequantizeLinear', ['yq', 'ys', 'yz'], ['y'], {}, 'dq_y'),
+    ],
+    inputs: [makeValueInfo('x', 'float32', [1, 4])],
+    outputs: [makeValueInfo('y', 'float32', [1, 3])],
+    initializers: [
+      makeTensor('xs', 'float32', [], [0.02]), makeTensor('xz', 'uint8', [], [128]),
+      makeTensor('wq', 'int8', [4, 3], Int8Array.from({ length: 12 }, (_, i) => (i * 29) % 200 - 100)),
+      makeTensor('ws', 'float32', [], [0.01]), makeTensor('wz', 'int8', [], [0]),
+      makeTensor('ys', 'float32', [], [0.05]), makeTensor('yz', 'uint8', [], [128]),
+    ],
+  }));
+  const samples: Sample[] = [{ inputs: { x: { dtype: 'float32', dims: [1, 4], data: Float32Array.from([0.5, -1.25, 2, 0.75]) } } }];
+  const want = await plainOutputs(plain, samples);
+  const r = await lockModel(plain, { schemes: ['signflip'], vendorSeed: randomBytes(32), signflipMode: 'fold' });
+  assert.match(r.report.join('\n'), /QLinearMatMul "qmm" int8 weight "wq": 3 channels/);
+  const m = await loadModel(r.klm, { modelKey: r.modelKey, backend: 'wasm' });
+  assert.equal(m.state, 'ready', String(m.error));
+  try {
+    assertBitIdentical([await m.run(samples[0]!.inputs!)], want, 'QLinearMatMul fold');
+  } finally {
+    await m.release();
+  }
+  await assert.rejects(lockModel(plain, { schemes: ['signflip'], vendorSeed: randomBytes(32) }),
+    (e: unknown) => e instanceof UnsupportedModelError && /QLinearMatMul "qmm": QLinearMatMul requantizes its output/.test(e.message));
+});

@@ -71,7 +71,7 @@ interface Candidate {
   weight: string;
   /** The Cast / DequantizeLinear the weight is computed by, when its range is that node's constant input. */
   via?: NodeProto;
-  /** Recurrent weights (LSTM, GRU, RNN): fold mode only, no sign-odd chain after them. */
+  /** Recurrent weights (LSTM, GRU, RNN) and integer layers: fold mode only, no sign-odd chain after them. */
   recurrent?: boolean;
   channels: number;
   /** Weight, then bias. */
@@ -269,6 +269,41 @@ function dequantized(model: OnnxModel, scope: Scope, name: string, mode: 'input'
   return { node, found: f };
 }
 
+/**
+ * Integer layers: where their weight, its zero point and their int32 bias are
+ * (input slots), and the weight's channel layout. Their output is requantized
+ * (QLinearConv, QLinearMatMul: y_scale, y_zero_point, saturation) or an int32
+ * sum that the next op requantizes, so no ±1 after them undoes a negated row:
+ * fold mode only, where restore negates the rows back exactly.
+ */
+const INTEGER_LAYERS: Readonly<Record<string, { w: number; zp: number; bias?: number; layout: Layout }>> = {
+  QLinearConv: { w: 3, zp: 5, bias: 8, layout: 'outer' },
+  ConvInteger: { w: 1, zp: 3, layout: 'outer' },
+  QLinearMatMul: { w: 3, zp: 5, layout: 'inner' },
+  MatMulInteger: { w: 1, zp: 3, layout: 'inner' },
+};
+
+function integerCandidate(model: OnnxModel, scope: Scope, node: NodeProto, mode: 'input' | 'fold'): Candidate | { skip: string } {
+  const op = node.op_type ?? '';
+  const spec = INTEGER_LAYERS[op]!;
+  if (mode === 'input') return { skip: `${op} ${op.startsWith('QLinear') ? 'requantizes its output (zero point, saturation)' : 'gives an int32 sum that the next op requantizes'}, which is not odd, so a ±1 key after it cannot undo negated rows; --mode fold keys its int8 weight rows` };
+  const name = node.input[spec.w];
+  const w = lookup(model, scope, name, [3]);
+  if ('why' in w) return { skip: `its weight ${w.why} (fold mode negates int8 weights; uint8 ones stay plain)` };
+  const uses = useCount(model, name!);
+  if (uses !== 1) return { skip: `its weight "${name}" has ${uses} readers (shared weights stay plain)` };
+  const wd = tensorDims(w.t);
+  if (wd.length < 2) return { skip: `its weight has rank ${wd.length}, expected at least 2` };
+  const channels = spec.layout === 'outer' ? wd[0]! : wd[wd.length - 1]!;
+  const c: Candidate = { scope, node, weight: w.key, recurrent: true, channels, slots: [{ node, index: spec.w, layout: spec.layout }], rank: undefined, chFromEnd: 0 };
+  const b = spec.bias !== undefined ? node.input[spec.bias] : undefined;
+  if (b) {
+    const f = lookup(model, scope, b, [6]);
+    if (!('why' in f) && useCount(model, b) === 1 && countOf(tensorDims(f.t)) === channels) c.slots.push({ node, index: spec.bias!, layout: 'outer' });
+  }
+  return c;
+}
+
 function candidate(model: OnnxModel, scope: Scope, node: NodeProto, mode: 'input' | 'fold'): Candidate | { skip: string } | undefined {
   const op = node.op_type;
   if ((node.domain ?? '') !== '' || (op !== 'Conv' && op !== 'Gemm' && op !== 'MatMul')) return undefined;
@@ -457,8 +492,10 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
     const skipped: string[] = [];
     for (const scope of allScopes(model)) {
       for (const node of scope.graph.node) {
-        const cs = (node.domain ?? '') === '' && RECURRENT_GATES[node.op_type ?? ''] !== undefined
-          ? recurrentCandidates(model, scope, node, mode) : [candidate(model, scope, node, mode)];
+        const std = (node.domain ?? '') === '';
+        const cs = std && RECURRENT_GATES[node.op_type ?? ''] !== undefined ? recurrentCandidates(model, scope, node, mode)
+          : std && INTEGER_LAYERS[node.op_type ?? ''] ? [integerCandidate(model, scope, node, mode)]
+            : [candidate(model, scope, node, mode)];
         for (const c of cs) {
           if (!c) continue;
           if ('skip' in c) skipped.push(`${label(node, scope)}: ${c.skip}`);
@@ -468,7 +505,7 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
     }
     if (!found.length) {
       const why = skipped.length ? `; skipped ${skipped.slice(0, 3).join('; ')}${skipped.length > 3 ? `; and ${skipped.length - 3} more` : ''}` : '';
-      throw new UnsupportedModelError(`signflip: the model has no Conv, Gemm or MatMul${mode === 'fold' ? ', LSTM, GRU or RNN' : ''} with an unshared float32 weight initializer to lock${why}`);
+      throw new UnsupportedModelError(`signflip: the model has no Conv, Gemm or MatMul${mode === 'fold' ? ', LSTM, GRU, RNN, QLinearConv, ConvInteger, QLinearMatMul or MatMulInteger' : ''} with an unshared float32 weight initializer to lock${why}`);
     }
     for (const s of skipped) ctx.report(`signflip: skipped ${s}`);
 
@@ -493,7 +530,8 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
         let stop = `more than ${MAX_CHAIN} sign-odd ops`;
         if (c.recurrent) {
           bits.fill(0);
-          ctx.report(`signflip: ${label(c.node, c.scope)} ${c.slots.length === 2 ? 'W and R' : 'bias B'} "${c.weight}": ${c.channels} gate rows, ${keyed} keyed; fold mode, restored at load`);
+          const what = INTEGER_LAYERS[c.node.op_type ?? ''] ? `int8 weight${c.slots.length === 2 ? ' and int32 bias' : ''}` : c.slots.length === 2 ? 'W and R' : 'bias B';
+          ctx.report(`signflip: ${label(c.node, c.scope)} ${what} "${c.weight}": ${c.channels} ${INTEGER_LAYERS[c.node.op_type ?? ''] ? 'channels' : 'gate rows'}, ${keyed} keyed; fold mode, restored at load`);
           planned.push(p);
           continue;
         }
