@@ -341,3 +341,33 @@ test('QLinearMatMul: signflip fold keys its int8 weight rows and restores them e
   await assert.rejects(lockModel(plain, { schemes: ['signflip'], vendorSeed: randomBytes(32) }),
     (e: unknown) => e instanceof UnsupportedModelError && /QLinearMatMul "qmm": QLinearMatMul requantizes its output/.test(e.message));
 });
+
+test('an unnamed If gets a name before locking, so its bodies keep their tensor names while signflip adds nodes', async () => {
+  const { placesOnnx } = await import('../eval/fixtures/weight-places.ts');
+  const { decodeModel, encodeModel } = await import('../models/onnx/codec.ts');
+  const { makeNode } = await import('../models/onnx/builder.ts');
+  const { lockModel } = await import('../models/lock/index.ts');
+  const { loadModel } = await import('../runtime/load.ts');
+  const { randomBytes } = await import('../keystore/nacl.ts');
+  const m = decodeModel(placesOnnx());
+  m.graph.node[0]!.name = '';
+  m.graph.node[0]!.input[0] = 'flag2';
+  m.graph.node.unshift(makeNode('Identity', ['flag'], ['flag2'], {}, 'idf'));
+  const plain = encodeModel(m);
+  assert.ok(listTensors(plain).some((t) => t.name === '#1.then_branch/wt'));
+  const samples: Sample[] = [true, false].map((flag) => ({
+    inputs: { x: { dtype: 'float32', dims: [1, 4], data: Float32Array.from([0.5, -1.25, 2, 0.75]) }, flag: { dtype: 'bool', dims: [], data: Uint8Array.of(flag ? 1 : 0) } },
+  }));
+  const want = await plainOutputs(plain, samples);
+  const r = await lockModel(plain, { schemes: ['signflip', 'sealed'], vendorSeed: randomBytes(32) });
+  assert.match(r.report.join('\n'), /named 1 unnamed If\/Loop\/Scan node/);
+  const x = await loadModel(r.klm, { modelKey: r.modelKey, backend: 'wasm' });
+  assert.equal(x.state, 'ready', String(x.error));
+  try {
+    const got: TensorMap[] = [];
+    for (const s of samples) got.push(await x.run(s.inputs!));
+    assertBitIdentical(got, want, 'unnamed If');
+  } finally {
+    await x.release();
+  }
+});

@@ -20,6 +20,7 @@ import { dataTypeName } from '../onnx/dtypes.ts';
 import { listTensors, subgraphScope, type InitializerInfo } from '../onnx/layout.ts';
 import { makeAttribute } from '../onnx/attributes.ts';
 import { makeTensor } from '../onnx/builder.ts';
+import { uniqueName } from '../onnx/graph.ts';
 import type { GraphProto, OnnxModel, ValueInfoProto } from '../onnx/types.ts';
 import { isTflite, readTflite, type TfliteTensor } from '../tflite/codec.ts';
 import { listWeights } from '../tflite/weights.ts';
@@ -134,6 +135,26 @@ function floatConstantsToTensors(g: GraphProto): number {
     n++;
   }
   return n;
+}
+
+/**
+ * Names every unnamed node that holds a body (If, Loop, Scan): a body's tensors
+ * are named after the node that holds it, `#<index>` when it has no name, and
+ * a lock that adds nodes to a graph (signflip's key multiplies) would shift
+ * that index between the plan and the final file.
+ */
+function nameBodyHolders(model: OnnxModel): number {
+  let named = 0;
+  const visit = (g: GraphProto): void => {
+    for (const n of g.node) {
+      const bodies = n.attribute.flatMap((a) => [...(a.g ? [a.g] : []), ...a.graphs]);
+      if (!bodies.length) continue;
+      if (!n.name) { n.name = uniqueName(model, `keylock_${n.op_type ?? 'node'}`); named++; }
+      bodies.forEach(visit);
+    }
+  };
+  visit(model.graph);
+  return named;
 }
 
 /**
@@ -263,6 +284,8 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   const model = decodeModel(normalizeModel(modelBytes));
   const floats = floatConstantsToTensors(model.graph);
   if (floats) report.push(`stored ${floats} Constant value_float(s) attribute(s) as float32 tensors so locks can reach them`);
+  const named = nameBodyHolders(model);
+  if (named) report.push(`named ${named} unnamed If/Loop/Scan node(s), whose bodies' tensors are named after them`);
   const moved = constantsToInitializers(model.graph);
   if (moved) report.push(`moved ${moved} Constant node tensor(s) into initializers of their graph so locks can reach them`);
   const plainInputs = new Set(modelIO(model, new Set()).inputs.map((i) => i.name));
