@@ -3,7 +3,10 @@
  * channels of every CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED are negated
  * in place (weights and bias); the runtime negates them back at load. float32
  * by sign bit; int8 weights (zero point 0) and int32 biases by two's complement
- * (runtime/keys/signflip.ts explains the -128 edge case). Input mode would need
+ * (runtime/keys/signflip.ts explains the -128 edge case). Weights (and biases)
+ * computed by a DEQUANTIZE of a constant, as float16 exports and int8
+ * weight-only quantization write them, are negated in that constant: float16
+ * by sign bit, int8 (zero point 0) by two's complement. Input mode would need
  * a key input and a MUL in the graph, which in-place editing cannot add: refused.
  */
 import { UnsupportedModelError } from '../../../keystore/errors.ts';
