@@ -371,3 +371,39 @@ test('an unnamed If gets a name before locking, so its bodies keep their tensor 
     await x.release();
   }
 });
+
+test('TFLite int8 weight-only quantization (per-channel, behind DEQUANTIZE): signflip fold keys the int8 rows, bit-identical', async () => {
+  const { writeTflite } = await import('../models/tflite/writer.ts');
+  const { lockModel } = await import('../models/lock/index.ts');
+  const { loadModel } = await import('../runtime/load.ts');
+  const { createTfliteSession } = await import('../runtime/tflite.ts');
+  const { randomBytes } = await import('../keystore/nacl.ts');
+  const wq = Int8Array.from({ length: 12 }, (_, i) => ((i * 41) % 251) - 125);
+  const model = writeTflite({
+    tensors: [
+      { name: 'x', dtype: 'float32', shape: [1, 4] },
+      { name: 'wq', dtype: 'int8', shape: [3, 4], data: new Uint8Array(wq.buffer), quantization: { scale: [0.01, 0.02, 0.03], zeroPoint: [0, 0, 0], quantizedDimension: 0 } },
+      { name: 'w', dtype: 'float32', shape: [3, 4] },
+      { name: 'b', dtype: 'float32', shape: [3], data: new Uint8Array(Float32Array.from([0.5, -1, 0.25]).buffer) },
+      { name: 'y', dtype: 'float32', shape: [1, 3] },
+    ],
+    inputs: [0], outputs: [4],
+    operators: [
+      { op: 'DEQUANTIZE', inputs: [1], outputs: [2] },
+      { op: 'FULLY_CONNECTED', inputs: [0, 2, 3], outputs: [4], options: { kind: 'fully-connected', activation: 'NONE', weightsFormat: 0, keepNumDims: false } },
+    ],
+  });
+  const x = { x: { dtype: 'float32' as const, dims: [1, 4], data: Float32Array.from([0.5, -1.25, 2, 0.75]) } };
+  const s = await createTfliteSession(model);
+  const want = [await s.run(x)];
+  await s.release();
+  const r = await lockModel(model, { schemes: ['signflip'], vendorSeed: randomBytes(32) });
+  assert.match(r.report.join('\n'), /FULLY_CONNECTED #1 weights "wq" \(int8 behind DEQUANTIZE #0, bias float32\): 3 channels/);
+  const m = await loadModel(r.klm, { modelKey: r.modelKey, backend: 'tflite' });
+  assert.equal(m.state, 'ready', String(m.error));
+  try {
+    assertBitIdentical([await m.run(x)], want, 'int8 behind DEQUANTIZE');
+  } finally {
+    await m.release();
+  }
+});
