@@ -102,7 +102,9 @@ function constantsToInitializers(graph: GraphProto): number {
       for (const b of a.graphs) moved += constantsToInitializers(b);
     }
     const value = n.op_type === 'Constant' && (n.domain ?? '') === '' && n.attribute.length === 1 && n.attribute[0].name === 'value' ? n.attribute[0].t : undefined;
-    if (value && n.output.length === 1) {
+    // A Constant that is itself a graph output stays: an output must be computed by a node. Its tensor still
+    // has a byte range (listTensors lists attribute tensors), so byte locks reach it all the same.
+    if (value && n.output.length === 1 && !graph.output.some((o) => o.name === n.output[0])) {
       graph.initializer.push({ ...value, name: n.output[0] });
       moved++;
     } else {
