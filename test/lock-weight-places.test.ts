@@ -407,3 +407,32 @@ test('TFLite int8 weight-only quantization (per-channel, behind DEQUANTIZE): sig
     await m.release();
   }
 });
+
+test('a branch whose output is a Constant keeps the Constant node; sealed reaches its value as an attribute tensor', async () => {
+  const { makeGraph, makeModel, makeNode, makeTensor, makeValueInfo } = await import('../models/onnx/builder.ts');
+  const { encodeModel } = await import('../models/onnx/codec.ts');
+  const { lockModel } = await import('../models/lock/index.ts');
+  const { loadModel } = await import('../runtime/load.ts');
+  const { randomBytes } = await import('../keystore/nacl.ts');
+  const branch = (name: string, v: number[]) => makeGraph({
+    name, nodes: [makeNode('Constant', [], [`out_${name}`], { value: makeTensor('', 'float32', [3], v) }, `c_${name}`)], inputs: [], outputs: [makeValueInfo(`out_${name}`, 'float32', [3])],
+  });
+  const plain = encodeModel(makeModel({
+    nodes: [makeNode('If', ['flag'], ['y'], { then_branch: branch('t', [1.5, -2, 0.25]), else_branch: branch('e', [4, 5, -6]) }, 'if')],
+    inputs: [makeValueInfo('flag', 'bool', [])],
+    outputs: [makeValueInfo('y', 'float32', [3])],
+  }));
+  const samples: Sample[] = [true, false].map((f) => ({ inputs: { flag: { dtype: 'bool', dims: [], data: Uint8Array.of(f ? 1 : 0) } } }));
+  const want = await plainOutputs(plain, samples);
+  const r = await lockModel(plain, { schemes: ['sealed'], vendorSeed: randomBytes(32) });
+  assert.match(r.report.join('\n'), /sealed: encrypted 2 tensor\(s\), 24 bytes .*2 Constant\/attribute value/);
+  const m = await loadModel(r.klm, { modelKey: r.modelKey, backend: 'wasm' });
+  assert.equal(m.state, 'ready', String(m.error));
+  try {
+    const got: TensorMap[] = [];
+    for (const s of samples) got.push(await m.run(s.inputs!));
+    assertBitIdentical(got, want, 'Constant branch outputs');
+  } finally {
+    await m.release();
+  }
+});
