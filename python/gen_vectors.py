@@ -172,6 +172,14 @@ def main() -> int:
         assert kk.deeplock_unlock(locked, start, sched) == plain
         v["deeplock_lock"].append({"model_key": "K0", "start_param": start,
                                    "plain_f32le": plain.hex(), "locked": locked.hex()})
+    # float16 (width 2): parameter i uses bytes 0 and 1 of word i; across word 816 as above.
+    v["deeplock_lock_f16"] = []
+    for start in [0, 812]:
+        plain = struct.pack("<8e", *values)
+        locked = kk.deeplock_lock(plain, start, sched, 2)
+        assert kk.deeplock_unlock(locked, start, sched, 2) == plain
+        v["deeplock_lock_f16"].append({"model_key": "K0", "start_param": start, "width": 2,
+                                       "plain_f16le": plain.hex(), "locked": locked.hex()})
 
     # --- sealed, advparams, kcv ---------------------------------------------------------------
     v["sealed_key"] = [{"model_key": k, "secretbox_key": kk.sealed_secretbox_key(KEYS[k]).hex()} for k in ["K0", "K1"]]

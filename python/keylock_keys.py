@@ -342,27 +342,35 @@ def deeplock_schedule(model_key: bytes, count: int) -> List[bytes]:
     return out
 
 
-def deeplock_lock(data: bytes, start_param: int, schedule: Sequence[bytes]) -> bytes:
-    """Lock little-endian float32 bytes: b' = S(b xor w_i[j])."""
-    if len(data) % 4:
-        raise ValueError("float32 data length must be a multiple of 4")
+def deeplock_lock(data: bytes, start_param: int, schedule: Sequence[bytes], width: int = 4) -> bytes:
+    """Lock little-endian float bytes: b' = S(b xor w_i[j]).
+
+    width 4: float32 (the published construction); width 2: float16/bfloat16,
+    parameter i uses bytes 0 and 1 of word w_i (keylock's extension).
+    """
+    if width not in (2, 4):
+        raise ValueError("width must be 2 or 4")
+    if len(data) % width:
+        raise ValueError(f"data length must be a multiple of {width}")
     out = bytearray(len(data))
-    for p in range(len(data) // 4):
+    for p in range(len(data) // width):
         word = schedule[start_param + p]
-        for j in range(4):
-            out[4 * p + j] = SBOX[data[4 * p + j] ^ word[j]]
+        for j in range(width):
+            out[width * p + j] = SBOX[data[width * p + j] ^ word[j]]
     return bytes(out)
 
 
-def deeplock_unlock(data: bytes, start_param: int, schedule: Sequence[bytes]) -> bytes:
+def deeplock_unlock(data: bytes, start_param: int, schedule: Sequence[bytes], width: int = 4) -> bytes:
     """Unlock: b = InvS(b') xor w_i[j]."""
-    if len(data) % 4:
-        raise ValueError("float32 data length must be a multiple of 4")
+    if width not in (2, 4):
+        raise ValueError("width must be 2 or 4")
+    if len(data) % width:
+        raise ValueError(f"data length must be a multiple of {width}")
     out = bytearray(len(data))
-    for p in range(len(data) // 4):
+    for p in range(len(data) // width):
         word = schedule[start_param + p]
-        for j in range(4):
-            out[4 * p + j] = INV_SBOX[data[4 * p + j]] ^ word[j]
+        for j in range(width):
+            out[width * p + j] = INV_SBOX[data[width * p + j]] ^ word[j]
     return bytes(out)
 
 
@@ -450,9 +458,10 @@ def _run_op(op: dict):
         sched = deeplock_schedule(key, op["start"] + op["count"])
         return [w.hex() for w in sched[op["start"]:]]
     if kind == "deeplock_lock":
-        sched = deeplock_schedule(key, op["start"] + len(op["data"]) // 8)
+        width = op.get("width", 4)
+        sched = deeplock_schedule(key, op["start"] + len(op["data"]) // (2 * width))
         fn = deeplock_unlock if op.get("inverse") else deeplock_lock
-        return fn(bytes.fromhex(op["data"]), op["start"], sched).hex()
+        return fn(bytes.fromhex(op["data"]), op["start"], sched, width).hex()
     if kind == "kcv":
         return key_check_value(key).hex()
     if kind == "sealed":

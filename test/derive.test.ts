@@ -158,6 +158,21 @@ test('vectors: deeplock master key, schedule words, lock', () => {
     ks.lock(data2);
     assert.equal(hex(data2), c.locked);
   }
+  // float16 (width 2): the first two bytes of each parameter's word, the counter shared with float32.
+  assert.equal(V.deeplock_lock_f16.length, 2);
+  for (const c of V.deeplock_lock_f16) {
+    const ks = new DeeplockKeystream(key(c.model_key));
+    ks.skip(c.start_param);
+    const data = unhex(c.plain_f16le);
+    ks.lock(data, c.width);
+    assert.equal(hex(data), c.locked, `float16 lock from ${c.start_param}`);
+    const back = new DeeplockKeystream(key(c.model_key));
+    back.skip(c.start_param);
+    back.unlock(data, c.width);
+    assert.equal(hex(data), c.plain_f16le);
+    assert.equal(ks.paramIndex, c.start_param + c.plain_f16le.length / 4, 'one word per 2-byte parameter');
+  }
+  assert.throws(() => new DeeplockKeystream(key('K0')).lock(new Uint8Array(3), 2), RangeError);
 });
 
 test('vectors: sealed, advparams, kcv', () => {

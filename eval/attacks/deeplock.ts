@@ -35,6 +35,10 @@ export interface DeeplockCiphertext {
 
 /** Concatenates the locked float32 ranges of a deeplock manifest entry (the attacker reads the public manifest). */
 export function deeplockCiphertext(model: Uint8Array, lock: DeeplockLock): DeeplockCiphertext {
+  // The attack reads each parameter's float32 exponent byte (b_3, word byte 3); 2-byte float16 ranges
+  // put theirs in b_1 and use word bytes 0-1 only, which this attack does not model.
+  const half = lock.tensors.find((t) => t.width === 2);
+  if (half) throw new RangeError(`deeplock attack: range "${half.name}" holds 2-byte (float16/bfloat16) parameters; the attack models float32 parameters only`);
   const total = lock.tensors.reduce((a, t) => a + t.length, 0);
   const bytes = new Uint8Array(total);
   let at = 0;

@@ -21,9 +21,15 @@ import { decodeAttempts, encodeAttempts } from '../../keystore/attempts.ts';
 import { openKlm } from '../../runtime/klm.ts';
 import { loadModel } from '../../runtime/load.ts';
 import { decodeRecorded, encodeRecorded } from '../../runtime/recorded.ts';
-import { KeylockError } from '../../keystore/errors.ts';
+import { FormatError, KeylockError } from '../../keystore/errors.ts';
 import { lockOnnx } from '../../models/lock/index.ts';
 import { openImageManifest, sealImageManifest } from '../../targets/cli/image-manifest.ts';
+import { listTensors } from '../../models/onnx/layout.ts';
+import { readTflite } from '../../models/tflite/codec.ts';
+import { listWeights } from '../../models/tflite/weights.ts';
+import { tfliteToFloat16 } from '../../models/tflite/float16.ts';
+import { writeTflite } from '../../models/tflite/writer.ts';
+import { placesOnnx } from '../fixtures/weight-places.ts';
 import { encodeRaw } from './raw.ts';
 import { makeTiny, seed, T0, tinyOnnx, type Tiny, type TinyFiles } from '../fixtures/tiny.ts';
 
@@ -119,6 +125,37 @@ export async function makeTargets(files?: TinyFiles): Promise<Target[]> {
     ],
     models: [{ path: 'models/m.klm', modelId: 'm' }],
   }, t.vendorSeed);
+
+  // Vendor-side model codecs: the weight places of ONNX files (If/Loop/Scan bodies, Constant values,
+  // float16) and float16 TFLite files behind DEQUANTIZE, wrapped in a CBOR map so the byte mutations of
+  // the harness reach the model and the outer checks stay the same as every other target's.
+  const wrapped = (name: string, model: Uint8Array, parse: (model: Uint8Array) => unknown): Target => {
+    // `model` third: the boundary test replaces the third field with hostile CBOR.
+    const wrap = (m: unknown): Uint8Array => encodeCbor({ format: name, version: 1, model: m instanceof Uint8Array ? m : new Uint8Array(0) });
+    return {
+      name,
+      sample: wrap(model),
+      parse: async (b) => {
+        const outer = decodeCbor(b, name, 1 << 26);
+        const m = (outer as Record<string, unknown> | null)?.model;
+        if (!(m instanceof Uint8Array)) throw new FormatError(`${name}: expected a map with the model bytes in "model"`);
+        parse(m);
+      },
+      layers: [{ name: 'outer', tree: dec(wrap(model)), rebuild: (x) => encodeRaw(x) }, { name: 'model', tree: model, rebuild: wrap }],
+    };
+  };
+  // A manifest with a deeplock entry of width-2 (float16) ranges, for the entry decoder.
+  const deeplock16 = await lockOnnx(placesOnnx(), { schemes: ['deeplock'], vendorSeed: t.vendorSeed, modelId: 'd16' });
+  const halfTflite = tfliteToFloat16(writeTflite({
+    tensors: [
+      { name: 'x', dtype: 'float32', shape: [1, 4] },
+      { name: 'w', dtype: 'float32', shape: [3, 4], data: new Uint8Array(Float32Array.from({ length: 12 }, (_, i) => i / 8 - 0.5).buffer) },
+      { name: 'b', dtype: 'float32', shape: [3], data: new Uint8Array(Float32Array.from([0.5, -1, 0.25]).buffer) },
+      { name: 'y', dtype: 'float32', shape: [1, 3] },
+    ],
+    inputs: [0], outputs: [3],
+    operators: [{ op: 'FULLY_CONNECTED', inputs: [0, 1, 2], outputs: [3], options: { kind: 'fully-connected', activation: 'NONE', weightsFormat: 0, keepNumDims: false } }],
+  }));
 
   const keyfile = (name: string, sample: Uint8Array, parse: (b: Uint8Array) => unknown): Target => ({
     name, sample, parse: async (b) => { parse(b); }, layers: [{ name: 'file', tree: dec(sample), rebuild: (x) => encodeRaw(x) }],
@@ -237,6 +274,14 @@ export async function makeTargets(files?: TinyFiles): Promise<Target[]> {
       parse: async (b) => { openImageManifest(b, [t.vendorPub]); },
       layers: envelopeLayers(klim, vendor),
     },
+    wrapped('onnx-places', placesOnnx(), (m) => listTensors(m)),
+    {
+      name: 'klm-deeplock16',
+      sample: deeplock16.klm,
+      parse: async (b) => { openKlm(b, [t.vendorPub]); },
+      layers: envelopeLayers(deeplock16.klm, vendor),
+    },
+    wrapped('tflite-float16', halfTflite, (m) => listWeights(readTflite(m))),
     keyfile('vendor-pub', encodeVendorPub(t.vendorPub), decodeVendorPub),
     keyfile('vendor-key', encodeVendorSecret(seed(9)), decodeVendorSecret),
     keyfile('device-pub', encodeDevicePub('d', t.keystore.devicePub), decodeDevicePub),

@@ -17,8 +17,11 @@ import { encodeRecorded, type Sample } from '../../runtime/recorded.ts';
 import { packKlm, type ManifestDraft } from '../klm.ts';
 import { decodeModel, encodeModel, normalizeModel } from '../onnx/codec.ts';
 import { dataTypeName } from '../onnx/dtypes.ts';
-import { listInitializers, type InitializerInfo } from '../onnx/layout.ts';
-import type { OnnxModel, ValueInfoProto } from '../onnx/types.ts';
+import { listTensors, subgraphScope, type InitializerInfo } from '../onnx/layout.ts';
+import { makeAttribute } from '../onnx/attributes.ts';
+import { makeTensor } from '../onnx/builder.ts';
+import { uniqueName } from '../onnx/graph.ts';
+import type { GraphProto, OnnxModel, ValueInfoProto } from '../onnx/types.ts';
 import { isTflite, readTflite, type TfliteTensor } from '../tflite/codec.ts';
 import { listWeights } from '../tflite/weights.ts';
 import { checkStaticInputs } from '../../runtime/tflite-inputs.ts';
@@ -85,24 +88,107 @@ function modelIO(model: OnnxModel, keyInputs: ReadonlySet<string>): { inputs: IO
 }
 
 /**
- * Moves float tensors held in `Constant` nodes into initializers, so that every
- * weight has a byte range a lock can reach (a weight left in a Constant node
- * would stay in the clear).
+ * Moves tensors held in `Constant` nodes into initializers of the same graph
+ * (the main graph or an If/Loop/Scan body, at any depth; same name, same
+ * scope), so that every weight is an initializer: a lock that follows the
+ * graph (signflip) finds it, and every lock reaches its byte range.
  */
-function constantsToInitializers(model: OnnxModel): number {
+function constantsToInitializers(graph: GraphProto): number {
   let moved = 0;
   const keep = [];
-  for (const n of model.graph.node) {
+  for (const n of graph.node) {
+    for (const a of n.attribute) {
+      if (a.g) moved += constantsToInitializers(a.g);
+      for (const b of a.graphs) moved += constantsToInitializers(b);
+    }
     const value = n.op_type === 'Constant' && (n.domain ?? '') === '' && n.attribute.length === 1 && n.attribute[0].name === 'value' ? n.attribute[0].t : undefined;
-    if (value && n.output.length === 1) {
-      model.graph.initializer.push({ ...value, name: n.output[0] });
+    // A Constant that is itself a graph output stays: an output must be computed by a node. Its tensor still
+    // has a byte range (listTensors lists attribute tensors), so byte locks reach it all the same.
+    if (value && n.output.length === 1 && !graph.output.some((o) => o.name === n.output[0])) {
+      graph.initializer.push({ ...value, name: n.output[0] });
       moved++;
     } else {
       keep.push(n);
     }
   }
-  model.graph.node = keep;
+  graph.node = keep;
   return moved;
+}
+
+/**
+ * Rewrites `Constant` nodes that hold floats as `value_float` / `value_floats`
+ * (proto2 repeated floats, one tag per element: no contiguous byte range) into
+ * the same values as a float32 `value` tensor, in every graph at any depth, so
+ * each is one byte range a lock can reach. Integer constants (`value_int(s)`)
+ * are shapes and axes, not weights, and stay as they are.
+ */
+function floatConstantsToTensors(g: GraphProto): number {
+  let n = 0;
+  for (const node of g.node) {
+    for (const a of node.attribute) {
+      if (a.g) n += floatConstantsToTensors(a.g);
+      for (const b of a.graphs) n += floatConstantsToTensors(b);
+    }
+    if (node.op_type !== 'Constant' || (node.domain ?? '') !== '' || node.attribute.length !== 1) continue;
+    const a = node.attribute[0]!;
+    if (a.name !== 'value_float' && a.name !== 'value_floats') continue;
+    const values = a.name === 'value_float' ? [a.f ?? 0] : a.floats;
+    node.attribute[0] = makeAttribute('value', makeTensor('', 'float32', a.name === 'value_float' ? [] : [values.length], Float32Array.from(values)));
+    n++;
+  }
+  return n;
+}
+
+/**
+ * Names every unnamed node that holds a body (If, Loop, Scan): a body's tensors
+ * are named after the node that holds it, `#<index>` when it has no name, and
+ * a lock that adds nodes to a graph (signflip's key multiplies) would shift
+ * that index between the plan and the final file.
+ */
+function nameBodyHolders(model: OnnxModel): number {
+  let named = 0;
+  const visit = (g: GraphProto): void => {
+    for (const n of g.node) {
+      const bodies = n.attribute.flatMap((a) => [...(a.g ? [a.g] : []), ...a.graphs]);
+      if (!bodies.length) continue;
+      if (!n.name) { n.name = uniqueName(model, `keylock_${n.op_type ?? 'node'}`); named++; }
+      bodies.forEach(visit);
+    }
+  };
+  visit(model.graph);
+  return named;
+}
+
+/**
+ * `listTensors` names of the int32 initializers the graph reads as learned
+ * biases: input 0 of a DequantizeLinear (QDQ biases) and input 8 of a
+ * QLinearConv, in any graph; each name resolves to the innermost graph that
+ * defines it. Other integer tensors (shapes, axes, indices) stay plain.
+ */
+function int32Biases(model: OnnxModel): Set<string> {
+  const out = new Set<string>();
+  const visit = (g: GraphProto, prefix: string, outer: { g: GraphProto; prefix: string }[]): void => {
+    const scopes = [...outer, { g, prefix }];
+    const resolve = (name: string | undefined): void => {
+      if (!name) return;
+      for (let k = scopes.length - 1; k >= 0; k--) {
+        const s = scopes[k]!;
+        const t = s.g.initializer.find((x) => x.name === name);
+        if (t) { if (t.data_type === 6) out.add(`${s.prefix}${name}`); return; }
+        if (s.g.node.some((n) => n.output.includes(name)) || s.g.input.some((v) => v.name === name)) return;
+      }
+    };
+    g.node.forEach((n, i) => {
+      if ((n.domain ?? '') === '' && n.op_type === 'DequantizeLinear') resolve(n.input[0]);
+      if ((n.domain ?? '') === '' && n.op_type === 'QLinearConv') resolve(n.input[8]);
+      for (const a of n.attribute) {
+        if (a.g) visit(a.g, subgraphScope(prefix, n.name, i, a.name ?? ''), scopes);
+        a.graphs.forEach((b, j) => visit(b, subgraphScope(prefix, n.name, i, a.name ?? '', j), scopes));
+      }
+    });
+  };
+  visit(model.graph, '', []);
+  return out;
 }
 
 /**
@@ -198,8 +284,12 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   const report: string[] = [];
   const ctx: LockContext = { modelId, modelKey, opts: req, report: (l) => report.push(l) };
   const model = decodeModel(normalizeModel(modelBytes));
-  const moved = constantsToInitializers(model);
-  if (moved) report.push(`moved ${moved} Constant node tensor(s) into initializers so locks can reach them`);
+  const floats = floatConstantsToTensors(model.graph);
+  if (floats) report.push(`stored ${floats} Constant value_float(s) attribute(s) as float32 tensors so locks can reach them`);
+  const named = nameBodyHolders(model);
+  if (named) report.push(`named ${named} unnamed If/Loop/Scan node(s), whose bodies' tensors are named after them`);
+  const moved = constantsToInitializers(model.graph);
+  if (moved) report.push(`moved ${moved} Constant node tensor(s) into initializers of their graph so locks can reach them`);
   const plainInputs = new Set(modelIO(model, new Set()).inputs.map((i) => i.name));
 
   const lockers = req.schemes.map((scheme) => LOCKERS.onnx[scheme]);
@@ -208,7 +298,10 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   const finishes: FinishEntry[] = [];
   for (const l of graphStage) finishes.push(await l.graph!(model, ctx));
   const locked = encodeModel(model);
-  const inits = listInitializers(locked);
+  // Every tensor: main-graph initializers, those of If/Loop/Scan bodies, Constant values (listTensors names them).
+  const inits = listTensors(locked);
+  const biases = int32Biases(model);
+  for (const t of inits) if (biases.has(t.name)) t.learnedInteger = true;
   const byName = new Map<string, InitializerInfo>(inits.map((i) => [i.name, i]));
   // Graph-stage entries are finished before any byte-stage lock changes the bytes they check.
   const locks: LockEntry[] = finishes.map((finish) => finish(byName, locked));
@@ -224,6 +317,27 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   const { inputs, outputs } = modelIO(model, keyInputs);
   if (!inputs.length) throw new UnsupportedModelError('the model has no inputs');
   return { format: 'onnx', locked, inputs, outputs, locks, report };
+}
+
+/**
+ * A custom op runs only where the interpreter has a kernel registered for it:
+ * before anything is locked, the plain model gets a session on keylock's tflite
+ * backend, so a model it cannot run is refused now, naming the op, rather than
+ * after the vendor shipped a `.klm` no device loads.
+ * @throws UnsupportedModelError naming the custom op(s) and what the backend said.
+ */
+async function checkCustomOps(bytes: Uint8Array, model: ReturnType<typeof readTflite>, report: (l: string) => void): Promise<void> {
+  const custom = model.subgraphs.flatMap((g, sg) => g.operators.filter((o) => o.op.startsWith('CUSTOM')).map((o) => `${o.op.slice('CUSTOM:'.length) || '(unnamed)'} (operator #${o.index}${sg ? `, subgraph ${sg}` : ''})`));
+  if (!custom.length) return;
+  const { createTfliteSession } = await import('../../runtime/tflite.ts');
+  try {
+    const s = await createTfliteSession(bytes.slice());
+    await s.release();
+  } catch (e) {
+    throw new UnsupportedModelError(`the TFLite model uses custom op(s) ${custom.join(', ')}, which keylock's tflite backend cannot run (${(e as Error).message}); a locked copy would never load: `
+      + 'replace the op with builtin ones when converting (e.g. without allow_custom_ops), or register a backend that has the kernel (registerBackend)');
+  }
+  report(`custom op(s) ${custom.join(', ')}: keylock's tflite backend runs the plain model, checked before locking`);
 }
 
 function tfliteIO(t: TfliteTensor): IOSpec {
@@ -250,6 +364,7 @@ async function lockTfliteUnder(modelBytes: Uint8Array, req: LockRequest, modelKe
   const inputs = g.inputs.map((i) => g.tensors[i]);
   checkStaticInputs(inputs.map((t) => ({ name: t.name, dtype: t.dtype, shape: t.shape, signature: t.shapeSignature })));
   if (!inputs.length) throw new UnsupportedModelError('the TFLite model has no inputs');
+  await checkCustomOps(modelBytes, model, (l) => report.push(l));
   const ctx: TfliteLockContext = { modelId, modelKey, opts: req, report: (l) => report.push(l), model, weights: listWeights(model), applied: [] };
 
   const order = inPhaseOrder(req.schemes.map((scheme) => LOCKERS.tflite[scheme]));

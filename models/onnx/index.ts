@@ -5,7 +5,9 @@
  * and not exported: a vendor works with the decoded types below.
  */
 export { decodeModel, encodeModel, normalizeModel, checkModelSize, MAX_MODEL_BYTES, type CodecOptions } from './codec.ts';
-export { listInitializers, type InitializerInfo } from './layout.ts';
+export {
+  listInitializers, listTensors, nodeLabel, subgraphScope, attributeTensorName, type InitializerInfo, type TensorPlace, type TensorPlaceKind,
+} from './layout.ts';
 export {
   findInitializer, getInitializer, getInitializerBytes, setInitializer, setInitializerBytes, addInitializer,
 } from './initializers.ts';

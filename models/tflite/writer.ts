@@ -33,8 +33,10 @@ export interface TfliteTensorSpec {
 }
 
 export interface TfliteOperatorSpec {
-  /** A BUILTIN name, e.g. `CONV_2D`. */
+  /** A BUILTIN name, e.g. `CONV_2D`; `CUSTOM` with `customCode` for a custom op. */
   op: keyof typeof BUILTIN;
+  /** The custom op's name (`op: 'CUSTOM'` only), e.g. `TFLite_Detection_PostProcess`. */
+  customCode?: string;
   inputs: number[];
   outputs: number[];
   options?: OperatorOptions;
@@ -251,9 +253,12 @@ export function writeTflite(spec: TfliteModelSpec): Uint8Array {
   };
   spec.inputs.forEach((i) => check(i, 'subgraph input'));
   spec.outputs.forEach((i) => check(i, 'subgraph output'));
-  const ops = [...new Set(spec.operators.map((o) => o.op))];
+  // One operator code per builtin, one per custom op name.
+  const codeOf = (o: TfliteOperatorSpec): string => (o.op === 'CUSTOM' ? `CUSTOM:${o.customCode ?? ''}` : o.op);
+  const ops = [...new Set(spec.operators.map(codeOf))];
   for (const o of spec.operators) {
     if (BUILTIN[o.op] === undefined) throw new RangeError(`unknown operator ${o.op}`);
+    if ((o.op === 'CUSTOM') !== (o.customCode !== undefined)) throw new RangeError(`customCode goes with op CUSTOM, and CUSTOM needs one (got op ${o.op})`);
     o.inputs.forEach((i) => check(i, o.op, true));
     o.outputs.forEach((i) => check(i, o.op));
   }
@@ -284,7 +289,7 @@ export function writeTflite(spec: TfliteModelSpec): Uint8Array {
   const operator = (o: TfliteOperatorSpec): Fields => {
     const { type, fields } = optionsOf(o);
     return {
-      [OPERATOR.opcodeIndex]: { kind: 'u32', value: ops.indexOf(o.op) },
+      [OPERATOR.opcodeIndex]: { kind: 'u32', value: ops.indexOf(codeOf(o)) },
       [OPERATOR.inputs]: child((w) => w.scalars('i32', o.inputs)),
       [OPERATOR.outputs]: child((w) => w.scalars('i32', o.outputs)),
       [OPERATOR.builtinOptionsType]: { kind: 'u8', value: type },
@@ -296,9 +301,11 @@ export function writeTflite(spec: TfliteModelSpec): Uint8Array {
   w.bytes(new TextEncoder().encode(TFLITE_IDENTIFIER));
   const root = w.table({
     [MODEL.version]: { kind: 'u32', value: 3 },
-    [MODEL.operatorCodes]: child((x) => x.tables(ops.map((op) => {
-      const code = BUILTIN[op];
+    [MODEL.operatorCodes]: child((x) => x.tables(ops.map((name) => {
+      const custom = name.startsWith('CUSTOM:') ? name.slice('CUSTOM:'.length) : undefined;
+      const code = BUILTIN[(custom === undefined ? name : 'CUSTOM') as keyof typeof BUILTIN];
       return {
+        [OPERATOR_CODE.customCode]: custom === undefined ? undefined : child((y) => y.string(custom)),
         [OPERATOR_CODE.deprecatedBuiltinCode]: i8(Math.min(code, BUILTIN.PLACEHOLDER_FOR_GREATER_OP_CODES)),
         [OPERATOR_CODE.version]: i32(1),
         [OPERATOR_CODE.builtinCode]: i32(code),

@@ -8,11 +8,32 @@
  * b'_j = S(b_j xor w_i[j]), w_i[j] being byte j of the word in AES order; unlock
  * is b_j = InvS(b'_j) xor w_i[j].
  *
+ * 2-byte elements (float16, bfloat16; an entry's `width: 2`) follow the same
+ * count: parameter i uses the first two bytes of word w[i] in AES order,
+ * b'_j = S(b_j xor w_i[j]) for j = 0, 1, and bytes 2 and 3 of the word go
+ * unused. The published construction covers float32 only; this is keylock's
+ * extension to float16 models (docs/SPEC.md, §6.3).
+ *
  * This construction is weak by design (see docs/SPEC.md); keylock ships it only to
  * reproduce the paper. Use `sealed` to protect a model.
  */
 import { AesExtendedKeySchedule, INV_SBOX, SBOX } from './aes.ts';
 import { deeplockMasterKey } from './derive.ts';
+
+/** Bytes per parameter a deeplock range may have: 4 (float32, the published construction) or 2 (float16, bfloat16). */
+export type DeeplockWidth = 2 | 4;
+
+/** The deeplock width of a dtype, or undefined when deeplock does not lock it. */
+export function deeplockWidthOf(dtype: string): DeeplockWidth | undefined {
+  return dtype === 'float32' ? 4 : dtype === 'float16' || dtype === 'bfloat16' ? 2 : undefined;
+}
+
+function assertWidth(bytes: Uint8Array, width: number): void {
+  if (width === 4) return assertFloatBytes(bytes);
+  if (!(bytes instanceof Uint8Array)) throw new TypeError('float16 data: expected a Uint8Array view');
+  if (width !== 2) throw new RangeError(`deeplock element width: expected 2 or 4, got ${width}`);
+  if (bytes.length % 2 !== 0) throw new RangeError(`float16 data: expected a multiple of 2 bytes, got ${bytes.length}`);
+}
 
 function assertFloatBytes(bytes: Uint8Array): void {
   if (!(bytes instanceof Uint8Array)) throw new TypeError('float32 data: expected a Uint8Array view');
@@ -98,9 +119,18 @@ export class DeeplockKeystream {
     for (let i = 0; i < count; i++) this.ks.next();
   }
 
-  /** Locks the next bytes.length / 4 parameters in place. */
-  lock(bytes: Uint8Array): void {
-    assertFloatBytes(bytes);
+  /** Locks the next bytes.length / width parameters in place (width 4: float32; 2: float16, bfloat16). */
+  lock(bytes: Uint8Array, width: DeeplockWidth = 4): void {
+    if (width === 2) {
+      assertWidth(bytes, 2);
+      for (let o = 0; o < bytes.length; o += 2) {
+        const w = this.ks.next();
+        bytes[o] = SBOX[bytes[o] ^ (w >>> 24)];
+        bytes[o + 1] = SBOX[bytes[o + 1] ^ ((w >>> 16) & 0xff)];
+      }
+      return;
+    }
+    assertWidth(bytes, width);
     for (let o = 0; o < bytes.length; o += 4) {
       const w = this.ks.next();
       bytes[o] = SBOX[bytes[o] ^ (w >>> 24)];
@@ -110,9 +140,18 @@ export class DeeplockKeystream {
     }
   }
 
-  /** Unlocks the next bytes.length / 4 parameters in place. */
-  unlock(bytes: Uint8Array): void {
-    assertFloatBytes(bytes);
+  /** Unlocks the next bytes.length / width parameters in place. */
+  unlock(bytes: Uint8Array, width: DeeplockWidth = 4): void {
+    if (width === 2) {
+      assertWidth(bytes, 2);
+      for (let o = 0; o < bytes.length; o += 2) {
+        const w = this.ks.next();
+        bytes[o] = INV_SBOX[bytes[o]] ^ (w >>> 24);
+        bytes[o + 1] = INV_SBOX[bytes[o + 1]] ^ ((w >>> 16) & 0xff);
+      }
+      return;
+    }
+    assertWidth(bytes, width);
     for (let o = 0; o < bytes.length; o += 4) {
       const w = this.ks.next();
       bytes[o] = INV_SBOX[bytes[o]] ^ (w >>> 24);

@@ -42,11 +42,12 @@ export function layerBits(lock: SignflipLock, layer: SignflipLayer, modelKey: Ui
 }
 
 /** Bytes per element of the dtypes a signflip range may have. */
-const NEGATABLE: Readonly<Record<string, number>> = { float32: 4, int8: 1, int32: 4 };
+const NEGATABLE: Readonly<Record<string, number>> = { float32: 4, float16: 2, bfloat16: 2, int8: 1, int32: 4 };
 
 /**
  * Negates the elements of keyed channels in a range, in place:
- * - float32: flips the sign bit. IEEE negation is exact.
+ * - float32, float16, bfloat16: flips the sign bit (the top bit of the
+ *   element's last byte, little-endian). IEEE negation is exact.
  * - int8 (quantized weights with zero point 0): two's complement, q -> -q.
  *   -128 has no positive counterpart in int8 and maps to itself (-(-128)
  *   wraps to -128), so such an element stays unnegated in the locked file.
@@ -57,7 +58,7 @@ const NEGATABLE: Readonly<Record<string, number>> = { float32: 4, int8: 1, int32
  */
 export function negateChannels(model: Uint8Array, r: ChannelRange, channels: number, bits: Uint8Array): void {
   const size = NEGATABLE[r.dtype];
-  if (!size) throw new FormatError(`signflip: range "${r.name}" is ${r.dtype}; expected float32, int8 or int32`);
+  if (!size) throw new FormatError(`signflip: range "${r.name}" is ${r.dtype}; expected float32, float16, bfloat16, int8 or int32`);
   if (r.length % size !== 0) throw new FormatError(`signflip: range "${r.name}" is ${r.length} bytes, not a whole number of ${r.dtype} elements`);
   const n = r.length / size;
   if (n % channels !== 0) throw new FormatError(`signflip: "${r.name}" has ${n} elements, not a multiple of ${channels} channels`);
@@ -65,9 +66,12 @@ export function negateChannels(model: Uint8Array, r: ChannelRange, channels: num
   const negate = r.dtype === 'float32'
     // Little-endian float32: the sign bit is the top bit of the 4th byte.
     ? (i: number): void => { model[r.offset + 4 * i + 3] ^= 0x80; }
-    : r.dtype === 'int8'
-      ? (i: number): void => { model[r.offset + i] = (256 - model[r.offset + i]) & 0xff; }
-      : int32Negator(model, r.offset);
+    : size === 2
+      // float16 and bfloat16: the top bit of the 2nd byte.
+      ? (i: number): void => { model[r.offset + 2 * i + 1] ^= 0x80; }
+      : r.dtype === 'int8'
+        ? (i: number): void => { model[r.offset + i] = (256 - model[r.offset + i]) & 0xff; }
+        : int32Negator(model, r.offset);
   if (r.layout === 'outer') {
     for (let c = 0; c < channels; c++) {
       if (!bits[c]) continue;

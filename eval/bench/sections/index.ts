@@ -9,10 +9,11 @@ import * as signatures from './signatures.ts';
 import * as fleet from './fleet.ts';
 import * as defaultBackend from './default-backend.ts';
 import * as stream from './stream.ts';
+import * as weightPlaces from './weight-places.ts';
 
 /** One section: its id (for `--only`), its heading, and its module. */
 export interface ExtraSection {
-  id: 'signatures' | 'aead' | 'fleet' | 'default-backend' | 'stream';
+  id: 'signatures' | 'aead' | 'fleet' | 'default-backend' | 'stream' | 'weight-places';
   title: string;
   measure(quick: boolean): Promise<unknown>;
   render(r: never): string[];
@@ -24,4 +25,5 @@ export const EXTRA_SECTIONS: readonly ExtraSection[] = [
   { id: 'fleet', title: 'Fleet scale: grants and revocation lists', measure: (q) => fleet.measure(q), render: fleet.render as ExtraSection['render'] },
   { id: 'default-backend', title: 'keylock by default on Node vs plain onnxruntime-node', measure: defaultBackend.measure, render: defaultBackend.render as ExtraSection['render'] },
   { id: 'stream', title: 'Jitter of a locked pipeline on a streaming workload', measure: stream.measure, render: stream.render as ExtraSection['render'] },
+  { id: 'weight-places', title: 'Loading models locked where exports keep their weights', measure: weightPlaces.measure, render: weightPlaces.render as ExtraSection['render'] },
 ];

@@ -11,6 +11,7 @@ import { UnsupportedModelError } from '../../../keystore/errors.ts';
 import { sealedNonce, sealedSecretboxKey, sealedXchachaKey, sealedXchachaNonce } from '../../../runtime/keys/derive.ts';
 import { DEFAULT_SEALED_CIPHER, SEALED_CIPHERS, type SealedCipher } from '../../../runtime/keys/sealed.ts';
 import type { SealedLock, TensorRange } from '../../../runtime/klm.ts';
+import type { InitializerInfo, TensorPlace } from '../../onnx/layout.ts';
 import { LockOptionError, PARAMETER_DTYPES, rangeOf, type OnnxLocker } from '../types.ts';
 
 /** The `sealed` locker for ONNX (byte stage). */
@@ -19,15 +20,25 @@ export const onnxSealed: OnnxLocker<'sealed'> = {
   // Byte stage, after every graph-stage lock; no order among byte locks.
   phase: 0,
   bytes(bytes, inits, ctx): SealedLock {
-    const targets = inits.filter((i) => PARAMETER_DTYPES.has(i.dtype) && i.byteLength > 0);
-    if (!targets.length) throw new UnsupportedModelError('sealed: the model has no parameter tensors (float or int8/uint8 initializers) to encrypt');
+    // Learned parameters of every float and 8-bit type, and the int32 biases of quantized layers.
+    const targets = inits.filter((i) => (PARAMETER_DTYPES.has(i.dtype) || (i as Partial<TensorPlace>).learnedInteger === true) && i.byteLength > 0);
+    if (!targets.length) throw new UnsupportedModelError('sealed: the model has no parameter tensors (float or int8/uint8 initializers or Constant values, in the main graph or any If/Loop/Scan body) to encrypt');
     const unaddressable = targets.filter((i) => !i.inRawData);
     if (unaddressable.length) throw new UnsupportedModelError(`sealed: tensor "${unaddressable[0].name}" has no contiguous raw_data range`);
     const lock = sealRanges(bytes, targets.map(rangeOf), ctx);
-    ctx.report(`sealed: encrypted ${lock.tensors.length} tensor(s), ${lock.tensors.reduce((n, t) => n + t.length, 0)} bytes with ${lock.cipher ?? 'xsalsa20-poly1305'}`);
+    ctx.report(`sealed: encrypted ${lock.tensors.length} tensor(s), ${lock.tensors.reduce((n, t) => n + t.length, 0)} bytes with ${lock.cipher ?? 'xsalsa20-poly1305'}${placesNote(targets)}`);
     return lock;
   },
 };
+
+/** ' (12 in If/Loop/Scan bodies, 3 Constant values)', or '' when every tensor is a main-graph initializer. */
+export function placesNote(targets: readonly InitializerInfo[]): string {
+  const places = targets as readonly Partial<TensorPlace>[];
+  const bodies = places.filter((t) => t.scope).length;
+  const attrs = places.filter((t) => t.place === 'attribute').length;
+  const parts = [bodies ? `${bodies} in If/Loop/Scan bodies or functions` : '', attrs ? `${attrs} Constant/attribute value(s)` : ''].filter(Boolean);
+  return parts.length ? ` (${parts.join(', ')})` : '';
+}
 
 /**
  * Encrypts each range of `bytes` in place (ciphertext has the plaintext's

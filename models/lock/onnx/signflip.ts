@@ -24,13 +24,15 @@ import { signflipUnitBits } from '../../../runtime/keys/derive.ts';
 import { layerBits, negateChannels } from '../../../runtime/keys/signflip.ts';
 import type { ChannelRange, SignflipLayer, SignflipLock } from '../../../runtime/klm.ts';
 import {
-  addInitializer, addInput, getInitializerBytes, intAttribute, makeNode, nodeUses, setInitializerBytes, tensorDims, uniqueName,
+  addInput, intAttribute, makeNode, nodeUses, subgraphScope, tensorDims, tensorRawBytes, uniqueName,
 } from '../../onnx/index.ts';
 import type { GraphProto, NodeProto, OnnxModel, TensorProto } from '../../onnx/types.ts';
 import { LockOptionError, rangeOf, type EntryOf, type FinishEntry, type OnnxLocker } from '../types.ts';
 
 /** TensorProto.DataType FLOAT. */
 const FLOAT = 1;
+/** Element types a signflip range may have, by TensorProto.DataType (runtime/keys/signflip.ts negates each exactly). */
+const NEGATABLE_TYPES: Readonly<Record<number, string>> = { 1: 'float32', 10: 'float16', 16: 'bfloat16', 3: 'int8', 6: 'int32' };
 /** Longest chain of sign-odd ops followed after a layer; real graphs have one or two. */
 const MAX_CHAIN = 16;
 
@@ -46,8 +48,12 @@ interface Scope {
   graph: GraphProto;
   /** Enclosing graphs, the main graph first. */
   outer: GraphProto[];
+  /** Their prefixes, as `prefix` below. */
+  outerPrefixes: string[];
   /** ' (in then_branch of If "x")' for a body, '' for the main graph. */
   where: string;
+  /** The `listTensors` scope of this graph: '' for the main graph, `If_25.then_branch/` for a body. */
+  prefix: string;
 }
 
 /** A tensor slot whose keyed channels get negated. */
@@ -61,7 +67,12 @@ interface Slot {
 interface Candidate {
   scope: Scope;
   node: NodeProto;
+  /** The weight's range name (its own name for a main-graph initializer, scope + name in a body): it labels the key bits. */
   weight: string;
+  /** The Cast / DequantizeLinear the weight is computed by, when its range is that node's constant input. */
+  via?: NodeProto;
+  /** Recurrent weights (LSTM, GRU, RNN) and integer layers: fold mode only, no sign-odd chain after them. */
+  recurrent?: boolean;
   channels: number;
   /** Weight, then bias. */
   slots: Slot[];
@@ -84,11 +95,11 @@ function label(node: NodeProto, scope?: Scope): string {
   return `${node.op_type ?? '?'} "${node.name || node.output[0] || ''}"${scope?.where ?? ''}`;
 }
 
-function bodiesOf(node: NodeProto): { name: string; graph: GraphProto }[] {
-  const out: { name: string; graph: GraphProto }[] = [];
+function bodiesOf(node: NodeProto): { name: string; attr: string; i?: number; graph: GraphProto }[] {
+  const out: { name: string; attr: string; i?: number; graph: GraphProto }[] = [];
   for (const a of node.attribute) {
-    if (a.g) out.push({ name: a.name ?? '', graph: a.g });
-    a.graphs.forEach((graph, i) => out.push({ name: `${a.name ?? ''}[${i}]`, graph }));
+    if (a.g) out.push({ name: a.name ?? '', attr: a.name ?? '', graph: a.g });
+    a.graphs.forEach((graph, i) => out.push({ name: `${a.name ?? ''}[${i}]`, attr: a.name ?? '', i, graph }));
   }
   return out;
 }
@@ -98,11 +109,16 @@ function allScopes(model: OnnxModel): Scope[] {
   const out: Scope[] = [];
   const visit = (s: Scope): void => {
     out.push(s);
-    for (const n of s.graph.node) {
-      for (const b of bodiesOf(n)) visit({ graph: b.graph, outer: [...s.outer, s.graph], where: ` (in ${b.name} of ${label(n)}${s.where})` });
-    }
+    s.graph.node.forEach((n, index) => {
+      for (const b of bodiesOf(n)) {
+        visit({
+          graph: b.graph, outer: [...s.outer, s.graph], outerPrefixes: [...s.outerPrefixes, s.prefix],
+          where: ` (in ${b.name} of ${label(n)}${s.where})`, prefix: subgraphScope(s.prefix, n.name, index, b.attr, b.i),
+        });
+      }
+    });
   };
-  visit({ graph: model.graph, outer: [], where: '' });
+  visit({ graph: model.graph, outer: [], outerPrefixes: [], where: '', prefix: '' });
   return out;
 }
 
@@ -111,20 +127,33 @@ function definesLocally(g: GraphProto, name: string): boolean {
   return g.input.some((v) => v.name === name) || g.initializer.some((t) => t.name === name) || g.node.some((n) => n.output.includes(name));
 }
 
+/** A float32 initializer as seen from a scope: the tensor, the graph that holds it, and its range name. */
+interface Found {
+  t: TensorProto;
+  graph: GraphProto;
+  /** Its `listTensors` name: its own for a main-graph initializer, the body's prefix + its own in a body. */
+  key: string;
+}
+
 /**
- * The float32 main-graph initializer that `name` means inside `scope`, or why
- * there is none. Only main-graph initializers have a byte range the manifest
- * can name, so a tensor a body defines for itself cannot be locked.
+ * The float32 initializer that `name` means inside `scope` (the innermost graph
+ * that defines it: a body's own initializer, or an enclosing graph's), or why
+ * there is none. A value a body computes (a node output, a body input) cannot
+ * be locked: it has no bytes in the file.
  */
-function lookup(model: OnnxModel, scope: Scope, name: string | undefined): { t: TensorProto } | { why: string } {
+function lookup(model: OnnxModel, scope: Scope, name: string | undefined, types: readonly number[] = [FLOAT]): Found | { why: string } {
   if (!name) return { why: 'is missing' };
-  for (const g of [...scope.outer.slice(1), scope.graph]) {
-    if (g !== model.graph && definesLocally(g, name)) return { why: `"${name}" is defined inside a subgraph` };
+  const graphs = [...scope.outer, scope.graph];
+  const prefixes = [...scope.outerPrefixes, scope.prefix];
+  for (let k = graphs.length - 1; k >= 0; k--) {
+    const g = graphs[k]!;
+    if (!definesLocally(g, name)) continue;
+    const t = g.initializer.find((x) => x.name === name);
+    if (!t) return { why: g === model.graph ? `"${name}" is not an initializer` : `"${name}" is computed inside a subgraph` };
+    if (!types.includes(t.data_type ?? 0)) return { why: `"${name}" is not ${types.map((x) => NEGATABLE_TYPES[x]).join(' or ')}` };
+    return { t, graph: g, key: `${prefixes[k]}${name}` };
   }
-  const t = model.graph.initializer.find((x) => x.name === name);
-  if (!t) return { why: `"${name}" is not an initializer` };
-  if (t.data_type !== FLOAT) return { why: `"${name}" is not float32` };
-  return { t };
+  return { why: `"${name}" is not an initializer` };
 }
 
 function countOf(dims: readonly number[]): number {
@@ -168,27 +197,149 @@ function perChannel(dims: readonly number[], channels: number, chFromEnd: number
 }
 
 /** The layer `node` locks, a reason it cannot be locked, or undefined when it is not a Conv/Gemm/MatMul. */
-function candidate(model: OnnxModel, scope: Scope, node: NodeProto): Candidate | { skip: string } | undefined {
+/** Gates per hidden unit of the recurrent ops: W is [D, G·H, I], R [D, G·H, H], B [D, 2·G·H]. */
+const RECURRENT_GATES: Readonly<Record<string, number>> = { LSTM: 4, GRU: 3, RNN: 1 };
+
+/**
+ * The layers a recurrent op (LSTM, GRU, RNN) locks in fold mode: W and R share
+ * one key bit per gate row (D·G·H rows), the bias B has its own (D·2·G·H
+ * values, one per row of Wb and Rb). Input mode cannot reach them: the gates
+ * pass W·x + R·h + b through sigmoid, which is not odd, so no ±1 after the op
+ * undoes a negated row.
+ */
+function recurrentCandidates(model: OnnxModel, scope: Scope, node: NodeProto, mode: 'input' | 'fold'): (Candidate | { skip: string })[] {
+  const op = node.op_type ?? '';
+  if (mode === 'input') {
+    return [{ skip: `${op} passes its gate sums through sigmoid${op === 'RNN' ? '/tanh' : ''}, which is not odd, so a ±1 key after it cannot undo negated rows; --mode fold locks its W, R and B rows` }];
+  }
+  const out: (Candidate | { skip: string })[] = [];
+  const gates = RECURRENT_GATES[op]!;
+  const found: Found[] = [];
+  for (const [i, what] of [[1, 'W'], [2, 'R']] as const) {
+    const f = lookup(model, scope, node.input[i]);
+    if ('why' in f) return [{ skip: `its ${what} ${f.why}` }];
+    const uses = useCount(model, node.input[i]!);
+    if (uses !== 1) return [{ skip: `its ${what} "${node.input[i]}" has ${uses} readers (shared weights stay plain)` }];
+    const d = tensorDims(f.t);
+    if (d.length !== 3 || d[1]! % gates !== 0) return [{ skip: `its ${what} has dims [${d.join(',')}], expected [directions, ${gates}·hidden, n]` }];
+    found.push(f);
+  }
+  const [w, r] = found as [Found, Found];
+  const rows = tensorDims(w.t)[0]! * tensorDims(w.t)[1]!;
+  if (tensorDims(r.t)[0]! * tensorDims(r.t)[1]! !== rows) return [{ skip: `its W and R have different row counts` }];
+  out.push({ scope, node, weight: w.key, recurrent: true, channels: rows, slots: [{ node, index: 1, layout: 'outer' }, { node, index: 2, layout: 'outer' }], rank: undefined, chFromEnd: 0 });
+  if (node.input[3]) {
+    const b = lookup(model, scope, node.input[3]);
+    const uses = useCount(model, node.input[3]);
+    if ('why' in b) out.push({ skip: `its bias B ${b.why}` });
+    else if (uses !== 1) out.push({ skip: `its bias B "${node.input[3]}" has ${uses} readers (shared weights stay plain)` });
+    else out.push({ scope, node, weight: b.key, recurrent: true, channels: countOf(tensorDims(b.t)), slots: [{ node, index: 3, layout: 'outer' }], rank: undefined, chFromEnd: 0 });
+  }
+  return out;
+}
+
+/**
+ * The constant behind a weight computed by one node from a constant, when that
+ * node is linear and odd, so negating rows of its input negates the same rows
+ * of its output exactly: `Cast` to float of a float16/bfloat16 initializer
+ * (weights exported in half precision), or `DequantizeLinear` of an int8
+ * initializer with zero points 0 or absent (QDQ models; the scale multiplies,
+ * per tensor or per axis). int8 only in fold mode: −128 has no positive
+ * counterpart, so input mode would not be bit-exact. `why: ''` when the weight
+ * is not computed by such a node at all.
+ */
+function dequantized(model: OnnxModel, scope: Scope, name: string, mode: 'input' | 'fold', quantTypes: readonly number[] = [3]): { node: NodeProto; found: Found } | { why: string } {
+  const node = scope.graph.node.find((n) => n.output.includes(name));
+  if (!node || (node.domain ?? '') !== '' || (node.op_type !== 'Cast' && node.op_type !== 'DequantizeLinear')) return { why: '' };
+  const l = label(node, scope);
+  if (useCount(model, name) !== 1) return { why: `the output of ${l} has other readers` };
+  if (node.op_type === 'Cast') {
+    if (intAttribute(node, 'to', 0) !== FLOAT) return { why: `${l} does not cast to float32` };
+    const f = lookup(model, scope, node.input[0], [10, 16]);
+    return 'why' in f ? { why: `the input of ${l} ${f.why}` } : { node, found: f };
+  }
+  if (mode === 'input') return { why: `${l} dequantizes integers, which only fold mode negates exactly (-128 has no positive counterpart)` };
+  const f = lookup(model, scope, node.input[0], quantTypes);
+  if ('why' in f) return { why: `the input of ${l} ${f.why}` };
+  if (node.input[2]) {
+    const zp = lookup(model, scope, node.input[2], [3, 2, 6]);
+    if ('why' in zp) return { why: `the zero point of ${l} ${zp.why}` };
+    if (tensorRawBytes(zp.t).some((b) => b !== 0)) return { why: `${l} has a non-zero zero point: -q would not be the negated value` };
+  }
+  return { node, found: f };
+}
+
+/**
+ * Integer layers: where their weight, its zero point and their int32 bias are
+ * (input slots), and the weight's channel layout. Their output is requantized
+ * (QLinearConv, QLinearMatMul: y_scale, y_zero_point, saturation) or an int32
+ * sum that the next op requantizes, so no ±1 after them undoes a negated row:
+ * fold mode only, where restore negates the rows back exactly.
+ */
+const INTEGER_LAYERS: Readonly<Record<string, { w: number; zp: number; bias?: number; layout: Layout }>> = {
+  QLinearConv: { w: 3, zp: 5, bias: 8, layout: 'outer' },
+  ConvInteger: { w: 1, zp: 3, layout: 'outer' },
+  QLinearMatMul: { w: 3, zp: 5, layout: 'inner' },
+  MatMulInteger: { w: 1, zp: 3, layout: 'inner' },
+};
+
+function integerCandidate(model: OnnxModel, scope: Scope, node: NodeProto, mode: 'input' | 'fold'): Candidate | { skip: string } {
+  const op = node.op_type ?? '';
+  const spec = INTEGER_LAYERS[op]!;
+  if (mode === 'input') return { skip: `${op} ${op.startsWith('QLinear') ? 'requantizes its output (zero point, saturation)' : 'gives an int32 sum that the next op requantizes'}, which is not odd, so a ±1 key after it cannot undo negated rows; --mode fold keys its int8 weight rows` };
+  const name = node.input[spec.w];
+  const w = lookup(model, scope, name, [3]);
+  if ('why' in w) return { skip: `its weight ${w.why} (fold mode negates int8 weights; uint8 ones stay plain)` };
+  const uses = useCount(model, name!);
+  if (uses !== 1) return { skip: `its weight "${name}" has ${uses} readers (shared weights stay plain)` };
+  const wd = tensorDims(w.t);
+  if (wd.length < 2) return { skip: `its weight has rank ${wd.length}, expected at least 2` };
+  const channels = spec.layout === 'outer' ? wd[0]! : wd[wd.length - 1]!;
+  const c: Candidate = { scope, node, weight: w.key, recurrent: true, channels, slots: [{ node, index: spec.w, layout: spec.layout }], rank: undefined, chFromEnd: 0 };
+  const b = spec.bias !== undefined ? node.input[spec.bias] : undefined;
+  if (b) {
+    const f = lookup(model, scope, b, [6]);
+    if (!('why' in f) && useCount(model, b) === 1 && countOf(tensorDims(f.t)) === channels) c.slots.push({ node, index: spec.bias!, layout: 'outer' });
+  }
+  return c;
+}
+
+function candidate(model: OnnxModel, scope: Scope, node: NodeProto, mode: 'input' | 'fold'): Candidate | { skip: string } | undefined {
   const op = node.op_type;
   if ((node.domain ?? '') !== '' || (op !== 'Conv' && op !== 'Gemm' && op !== 'MatMul')) return undefined;
-  const weight = node.input[1] ?? '';
-  const w = lookup(model, scope, weight);
-  if ('why' in w) return { skip: `its weight ${w.why}` };
-  const uses = useCount(model, weight);
-  if (uses !== 1) return { skip: `its weight "${weight}" has ${uses} readers (shared weights stay plain)` };
+  let weightName = node.input[1] ?? '';
+  let w = lookup(model, scope, weightName);
+  /** The Cast / DequantizeLinear the weight comes through, when it does: its input 0 is the locked range. */
+  let via: NodeProto | undefined;
+  if ('why' in w) {
+    const d = dequantized(model, scope, weightName, mode);
+    if ('why' in d) return { skip: `its weight ${w.why}${d.why ? `; ${d.why}` : ''}` };
+    via = d.node;
+    weightName = d.node.input[0]!;
+    w = d.found;
+  }
+  const weight = w.key;
+  const uses = useCount(model, weightName);
+  if (uses !== 1) return { skip: `its weight "${weightName}" has ${uses} readers (shared weights stay plain)` };
   const wd = tensorDims(w.t);
   const bias = node.input[2] ?? '';
-  const b = bias ? lookup(model, scope, bias) : undefined;
+  let b = bias ? lookup(model, scope, bias) : undefined;
+  /** The DequantizeLinear an int32 (or int8) bias comes through (QDQ models), fold mode only. */
+  let biasVia: NodeProto | undefined;
+  if (b && 'why' in b && via) {
+    const d = dequantized(model, scope, bias, mode, [6, 3]);
+    if (!('why' in d)) { biasVia = d.node; b = d.found; }
+  }
 
   let c: Candidate;
   if (op === 'Conv') {
     if (wd.length < 3) return { skip: `its weight has rank ${wd.length}, expected at least 3` };
-    c = { scope, node, weight, channels: wd[0]!, slots: [{ node, index: 1, layout: 'outer' }], rank: wd.length, chFromEnd: wd.length - 2 };
+    c = { scope, node, weight, channels: wd[0]!, slots: [{ node: via ?? node, index: via ? 0 : 1, layout: 'outer' }], rank: wd.length, chFromEnd: wd.length - 2 };
     if (b && ('why' in b || countOf(tensorDims(b.t)) !== c.channels)) return { skip: `its bias is not a float32 initializer of ${c.channels} values` };
   } else if (op === 'Gemm') {
     if (wd.length !== 2) return { skip: `its weight has rank ${wd.length}, expected 2` };
     const transB = intAttribute(node, 'transB', 0) !== 0;
-    c = { scope, node, weight, channels: transB ? wd[0]! : wd[1]!, slots: [{ node, index: 1, layout: transB ? 'outer' : 'inner' }], rank: 2, chFromEnd: 0 };
+    c = { scope, node, weight, channels: transB ? wd[0]! : wd[1]!, slots: [{ node: via ?? node, index: via ? 0 : 1, layout: transB ? 'outer' : 'inner' }], rank: 2, chFromEnd: 0 };
     if (b) {
       // C broadcasts to [M, N]; it is per output channel when its last axis is N.
       const bd = 't' in b ? tensorDims(b.t) : [];
@@ -199,10 +350,11 @@ function candidate(model: OnnxModel, scope: Scope, node: NodeProto): Candidate |
     if (wd.length < 2) return { skip: `its weight has rank ${wd.length}, expected at least 2` };
     const rankA = declaredRank(scope, node.input[0] ?? '');
     const rank = rankA === undefined ? undefined : rankA === 1 ? wd.length - 1 : Math.max(rankA, wd.length);
-    c = { scope, node, weight, channels: wd[wd.length - 1]!, slots: [{ node, index: 1, layout: 'inner' }], rank, chFromEnd: 0 };
+    c = { scope, node, weight, channels: wd[wd.length - 1]!, slots: [{ node: via ?? node, index: via ? 0 : 1, layout: 'inner' }], rank, chFromEnd: 0 };
   }
   if (c.channels < 1) return { skip: 'it has no output channels' };
-  if (bias) c.slots.push({ node, index: 2, layout: op === 'Gemm' ? 'inner' : 'outer' });
+  if (via) c.via = via;
+  if (bias) c.slots.push(biasVia ? { node: biasVia, index: 0, layout: 'outer' } : { node, index: 2, layout: op === 'Gemm' ? 'inner' : 'outer' });
   return c;
 }
 
@@ -212,23 +364,26 @@ function candidate(model: OnnxModel, scope: Scope, node: NodeProto): Candidate |
  * e.g. batch-norm statistics): negating a shared tensor would change the other
  * readers. Per-channel vectors are small, so the copy costs little.
  */
-function privateTensor(model: OnnxModel, slot: Slot, scope: Scope, report: (l: string) => void): string {
+function privateTensor(model: OnnxModel, slot: Slot, scope: Scope, report: (l: string) => void): Found {
   const name = slot.node.input[slot.index]!;
-  if (useCount(model, name) === 1) return name;
-  const raw = getInitializerBytes(model, name);
-  const t = model.graph.initializer.find((x) => x.name === name)!;
-  const copy: TensorProto = { ...t, name: uniqueName(model, `${name}/keylock_signflip`), dims: [...t.dims], raw_data: raw, float_data: [] };
-  addInitializer(model, copy);
-  slot.node.input[slot.index] = copy.name!;
+  const f = lookup(model, scope, name, [1, 10, 16, 3, 6]);
+  if ('why' in f) throw new UnsupportedModelError(`signflip: tensor "${name}" ${f.why} (checked before locking)`);
+  if (useCount(model, name) === 1) return f;
+  const raw = tensorRawBytes(f.t, `initializer "${f.key}"`).slice();
+  const copyName = uniqueName(model, `${name}/keylock_signflip`);
+  const copy: TensorProto = { ...f.t, name: copyName, dims: [...f.t.dims], raw_data: raw, float_data: [] };
+  f.graph.initializer.push(copy);
+  slot.node.input[slot.index] = copyName;
   report(`signflip: gave ${label(slot.node, scope)} a private copy of shared constant "${name}" (${raw.byteLength} bytes)`);
-  return copy.name!;
+  return { t: copy, graph: f.graph, key: f.key.slice(0, f.key.length - name.length) + copyName };
 }
 
 /** Negates the keyed channels of a float32 initializer with the runtime's own routine, so lock and unlock cannot drift apart. */
-function negate(model: OnnxModel, name: string, layout: Layout, channels: number, bits: Uint8Array): void {
-  const bytes = getInitializerBytes(model, name);
-  negateChannels(bytes, { name, offset: 0, length: bytes.byteLength, dtype: 'float32', layout }, channels, bits);
-  setInitializerBytes(model, name, bytes);
+function negate(f: Found, layout: Layout, channels: number, bits: Uint8Array): void {
+  const bytes = tensorRawBytes(f.t, `initializer "${f.key}"`).slice();
+  negateChannels(bytes, { name: f.key, offset: 0, length: bytes.byteLength, dtype: NEGATABLE_TYPES[f.t.data_type ?? 0]!, layout }, channels, bits);
+  f.t.raw_data = bytes;
+  f.t.float_data = [];
 }
 
 type Step = { node: NodeProto; slots: Slot[]; rank: number | undefined } | { stop: string };
@@ -337,15 +492,20 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
     const skipped: string[] = [];
     for (const scope of allScopes(model)) {
       for (const node of scope.graph.node) {
-        const c = candidate(model, scope, node);
-        if (!c) continue;
-        if ('skip' in c) skipped.push(`${label(node, scope)}: ${c.skip}`);
-        else found.push(c);
+        const std = (node.domain ?? '') === '';
+        const cs = std && RECURRENT_GATES[node.op_type ?? ''] !== undefined ? recurrentCandidates(model, scope, node, mode)
+          : std && INTEGER_LAYERS[node.op_type ?? ''] ? [integerCandidate(model, scope, node, mode)]
+            : [candidate(model, scope, node, mode)];
+        for (const c of cs) {
+          if (!c) continue;
+          if ('skip' in c) skipped.push(`${label(node, scope)}: ${c.skip}`);
+          else found.push(c);
+        }
       }
     }
     if (!found.length) {
       const why = skipped.length ? `; skipped ${skipped.slice(0, 3).join('; ')}${skipped.length > 3 ? `; and ${skipped.length - 3} more` : ''}` : '';
-      throw new UnsupportedModelError(`signflip: the model has no Conv, Gemm or MatMul with an unshared float32 weight initializer to lock${why}`);
+      throw new UnsupportedModelError(`signflip: the model has no Conv, Gemm or MatMul${mode === 'fold' ? ', LSTM, GRU, RNN, QLinearConv, ConvInteger, QLinearMatMul or MatMulInteger' : ''} with an unshared float32 weight initializer to lock${why}`);
     }
     for (const s of skipped) ctx.report(`signflip: skipped ${s}`);
 
@@ -359,15 +519,22 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
         const keyed = bits.reduce((a, b) => a + b, 0);
         const p: Planned = { weight: c.weight, channels: c.channels, ranges: [] };
         const flip = (s: Slot): void => {
-          const name = privateTensor(model, s, c.scope, ctx.report);
-          negate(model, name, s.layout, c.channels, bits);
-          p.ranges.push({ name, layout: s.layout });
+          const f = privateTensor(model, s, c.scope, ctx.report);
+          negate(f, s.layout, c.channels, bits);
+          p.ranges.push({ name: f.key, layout: s.layout });
         };
         c.slots.forEach(flip);
         const chain = [c.node.op_type ?? '?'];
         let cur = c.node.output[0]!;
         let rank = c.rank;
         let stop = `more than ${MAX_CHAIN} sign-odd ops`;
+        if (c.recurrent) {
+          bits.fill(0);
+          const what = INTEGER_LAYERS[c.node.op_type ?? ''] ? `int8 weight${c.slots.length === 2 ? ' and int32 bias' : ''}` : c.slots.length === 2 ? 'W and R' : 'bias B';
+          ctx.report(`signflip: ${label(c.node, c.scope)} ${what} "${c.weight}": ${c.channels} ${INTEGER_LAYERS[c.node.op_type ?? ''] ? 'channels' : 'gate rows'}, ${keyed} keyed; fold mode, restored at load`);
+          planned.push(p);
+          continue;
+        }
         for (let i = 0; i < MAX_CHAIN; i++) {
           const step = chainStep(model, cur, c, rank);
           if ('stop' in step) { stop = step.stop; break; }
@@ -388,7 +555,7 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
           // A bias (or any constant along the chain) keeps such sums away from zero.
           if (p.ranges.length === 1 && keyed > 0) where += '; no bias: an output whose inputs are all zero comes back as -0 instead of +0 in keyed channels (equal as numbers, not as bits)';
         }
-        ctx.report(`signflip: ${label(c.node, c.scope)} weight "${c.weight}": ${c.channels} channels, ${keyed} keyed; ${where}`);
+        ctx.report(`signflip: ${label(c.node, c.scope)} weight "${c.weight}"${c.via ? ` (through ${label(c.via)})` : ''}: ${c.channels} channels, ${keyed} keyed; ${where}`);
         planned.push(p);
       }
     } finally {
@@ -402,8 +569,8 @@ export const onnxSignflip: OnnxLocker<'signflip'> = {
       layers: planned.map((p): SignflipLayer => {
         const ranges = p.ranges.map((r): ChannelRange => {
           const info = inits.get(r.name);
-          if (!info || !info.inRawData || info.dtype !== 'float32') {
-            throw new UnsupportedModelError(`signflip: tensor "${r.name}" has no float32 raw_data range in the encoded model (expected one after locking)`);
+          if (!info || !info.inRawData || !Object.values(NEGATABLE_TYPES).includes(info.dtype)) {
+            throw new UnsupportedModelError(`signflip: tensor "${r.name}" has no float32/float16/bfloat16/int8 raw_data range in the encoded model (expected one after locking)`);
           }
           return { ...rangeOf(info), layout: r.layout };
         });

@@ -3,7 +3,10 @@
  * channels of every CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED are negated
  * in place (weights and bias); the runtime negates them back at load. float32
  * by sign bit; int8 weights (zero point 0) and int32 biases by two's complement
- * (runtime/keys/signflip.ts explains the -128 edge case). Input mode would need
+ * (runtime/keys/signflip.ts explains the -128 edge case). Weights (and biases)
+ * computed by a DEQUANTIZE of a constant, as float16 exports and int8
+ * weight-only quantization write them, are negated in that constant: float16
+ * by sign bit, int8 (zero point 0) by two's complement. Input mode would need
  * a key input and a MUL in the graph, which in-place editing cannot add: refused.
  */
 import { UnsupportedModelError } from '../../../keystore/errors.ts';
@@ -26,18 +29,45 @@ interface SignflipCandidate {
   bias?: WeightInfo;
   channels: number;
   layout: ChannelRange['layout'];
+  /** The DEQUANTIZE the weights pass through, when they do. */
+  via?: string;
 }
 
 function opLabel(op: TfliteOperator, sg: number): string {
   return `${op.op} #${op.index}${sg ? ` (subgraph ${sg})` : ''}`;
 }
 
+/**
+ * The constant buffer behind input `ti` of `op`: the tensor's own buffer, or,
+ * when the tensor is computed by a DEQUANTIZE of a constant (float16 weights
+ * exported the mobile way, int8 weight-only quantization), that constant's
+ * buffer. DEQUANTIZE is linear with zero point 0 (float16 always; int8 when
+ * its zero points are 0), so negating rows of its input negates the same rows
+ * of its output. Undefined with the reason when neither applies or either
+ * tensor has another reader.
+ */
+function constantBehind(model: TfliteModel, weights: readonly WeightInfo[], sg: number, op: TfliteOperator, ti: number): { w: WeightInfo; via?: string } | { why: string } {
+  const own = weights.find((x) => x.tensors.some((t) => t.subgraph === sg && t.tensor === ti));
+  if (own) return { w: own };
+  const g = model.subgraphs[sg];
+  const producer = g.operators.find((o) => o.outputs.includes(ti));
+  if (!producer) return { why: `tensor "${g.tensors[ti]?.name}" is neither a constant nor computed` };
+  if (producer.op !== 'DEQUANTIZE') return { why: `it is computed at run time by ${opLabel(producer, sg)}, not read from a constant (only a DEQUANTIZE of a constant is followed)` };
+  const readers = g.operators.reduce((n, o) => n + o.inputs.filter((x) => x === ti).length, 0) + (g.outputs.includes(ti) ? 1 : 0);
+  if (readers !== 1) return { why: `the output of ${opLabel(producer, sg)} has ${readers} readers; shared weights stay plain` };
+  const src = weights.find((x) => x.tensors.some((t) => t.subgraph === sg && t.tensor === producer.inputs[0]));
+  if (!src) return { why: `the input of ${opLabel(producer, sg)} is not a constant buffer` };
+  return { w: src, via: opLabel(producer, sg) };
+}
+
 function signflipCandidate(model: TfliteModel, weights: readonly WeightInfo[], sg: number, op: TfliteOperator): SignflipCandidate | { skip: string } | undefined {
   if (!BIASED.has(op.builtin)) return undefined;
   const g = model.subgraphs[sg];
   const wi = op.inputs[1] ?? -1;
-  const w = wi >= 0 ? weights.find((x) => x.tensors.some((t) => t.subgraph === sg && t.tensor === wi)) : undefined;
-  if (!w) return { skip: 'its weights are not a constant buffer (computed at run time, e.g. dequantized float16)' };
+  const found = wi >= 0 ? constantBehind(model, weights, sg, op, wi) : { why: 'it has no weights input' };
+  if ('why' in found) return { skip: `its weights: ${found.why}` };
+  const w = found.w;
+  const dequantized = found.via !== undefined;
   if (w.uses.length !== 1 || w.tensors.length !== 1) return { skip: `its weight buffer "${w.name}" is shared (${w.uses.length} reader(s)); shared weights stay plain` };
   if (!w.dense) return { skip: `its weights "${w.name}" are sparse` };
   const shape = g.tensors[wi].shape;
@@ -57,21 +87,24 @@ function signflipCandidate(model: TfliteModel, weights: readonly WeightInfo[], s
   if (w.dtype === 'int8') {
     const zp = w.quantization?.zeroPoint ?? [];
     if (zp.some((z) => z !== 0)) return { skip: `its int8 weights have a non-zero zero point (${zp.find((z) => z !== 0)}); -q would not be the negated value` };
-  } else if (w.dtype !== 'float32') {
-    return { skip: `its weights are ${w.dtype}; signflip negates float32 and int8 (zero point 0) weights` };
+  } else if (w.dtype !== 'float32' && !(dequantized && (w.dtype === 'float16' || w.dtype === 'bfloat16'))) {
+    return { skip: `its weights are ${w.dtype}; signflip negates float32, int8 (zero point 0) and, behind a DEQUANTIZE, float16 weights` };
   }
   const bi = op.inputs[2] ?? -1;
   let bias: WeightInfo | undefined;
   if (bi >= 0) {
-    bias = weights.find((x) => x.tensors.some((t) => t.subgraph === sg && t.tensor === bi));
-    if (!bias) return { skip: 'its bias is not a constant buffer' };
+    const b = constantBehind(model, weights, sg, op, bi);
+    if ('why' in b) return { skip: `its bias: ${b.why}` };
+    bias = b.w;
     if (bias.uses.length !== 1 || bias.tensors.length !== 1) return { skip: `its bias buffer "${bias.name}" is shared` };
-    const want = w.dtype === 'float32' ? 'float32' : 'int32';
-    if (bias.dtype !== want) return { skip: `its bias is ${bias.dtype}; expected ${want} with ${w.dtype} weights` };
+    // The layer's arithmetic decides the bias type: float when the weights are float or dequantized, int32 with int8 kernels.
+    const want = w.dtype === 'int8' && !dequantized ? ['int32'] : b.via ? ['float16', 'bfloat16', 'int8'] : ['float32'];
+    if (!want.includes(bias.dtype)) return { skip: `its bias is ${bias.dtype}${b.via ? ` behind ${b.via}` : ''}; expected ${want.join(' or ')} with ${w.dtype} weights${dequantized ? ` behind ${found.via}` : ''}` };
+    if (bias.dtype === 'int8' && (bias.quantization?.zeroPoint ?? []).some((z) => z !== 0)) return { skip: 'its dequantized int8 bias has a non-zero zero point' };
     if (bias.elementCount !== channels) return { skip: `its bias has ${bias.elementCount} values, expected ${channels}` };
   }
   if (channels < 1 || w.elementCount % channels !== 0) return { skip: `its weights (${w.elementCount} values) do not split into ${channels} channels` };
-  return { op, subgraph: sg, weight: w, bias, channels, layout };
+  return { op, subgraph: sg, weight: w, bias, channels, layout, via: found.via };
 }
 
 /** int8 elements equal to -128 in keyed channels: they map to themselves under two's complement negation. */
@@ -110,7 +143,7 @@ export const tfliteSignflip: TfliteLocker<'signflip'> = {
       }
     });
     if (!found.length) {
-      throw new UnsupportedModelError(`signflip: the TFLite model has no CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED with unshared float32 or int8 weights to lock`
+      throw new UnsupportedModelError(`signflip: the TFLite model has no CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED with unshared float32, int8 or (behind a DEQUANTIZE) float16 weights to lock`
         + (skipped.length ? `; skipped ${skipped.slice(0, 3).join('; ')}${skipped.length > 3 ? `; and ${skipped.length - 3} more` : ''}` : ''));
     }
     for (const s of skipped) ctx.report(`signflip: skipped ${s}`);
@@ -128,7 +161,7 @@ export const tfliteSignflip: TfliteLocker<'signflip'> = {
         stuck += min;
         for (const r of layer.ranges) negateChannels(bytes, r, c.channels, bits);
         bits.fill(0);
-        ctx.report(`signflip: ${opLabel(c.op, c.subgraph)} weights "${c.weight.name}" (${c.weight.dtype}${c.bias ? `, bias ${c.bias.dtype}` : ', no bias'}): ${c.channels} channels, ${keyed} keyed`
+        ctx.report(`signflip: ${opLabel(c.op, c.subgraph)} weights "${c.weight.name}" (${c.weight.dtype}${c.via ? ` behind ${c.via}` : ''}${c.bias ? `, bias ${c.bias.dtype}` : ', no bias'}): ${c.channels} channels, ${keyed} keyed`
           + (min ? `; ${min} weight(s) of -128 in keyed channels stay -128 (128 does not fit int8): while locked, such a channel differs from the exact negation by 256·scale·x per such weight (x its input); unlocking is exact` : ''));
         layers.push(layer);
       }
