@@ -309,7 +309,8 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
   const clip = o.clip ?? 1;
   let ema = NaN;
   let emaAcc = NaN;
-  const report = Math.max(1, Math.floor(o.steps / 50));
+  const block = Math.min(o.steps, 100);
+  const report = Math.max(1, Math.floor(block / 25));
   for (let step = 0; step < o.steps; step++) {
     for (let i = 0; i < o.batch; i++) {
       const s = Math.floor(rand() * (data.length - t - 1));
@@ -340,13 +341,16 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
     hits!.dispose();
     ema = Number.isNaN(ema) ? l : 0.95 * ema + 0.05 * l;
     emaAcc = Number.isNaN(emaAcc) ? acc : 0.95 * emaAcc + 0.05 * acc;
-    if (o.progress && ((step + 1) % report === 0 || step + 1 === o.steps)) {
+    // One progress line per block of steps, so a log (not a terminal) shows the run as it goes.
+    if (o.progress && ((step + 1) % report === 0 || (step + 1) % block === 0 || step + 1 === o.steps)) {
+      const epoch = Math.floor(step / block) + 1;
+      const inBlock = Math.min(block, o.steps - (epoch - 1) * block);
       const state = {
-        model: o.label ?? 'lm', epoch: 1, epochs: 1, batch: step + 1, batches: o.steps,
+        model: o.label ?? 'lm', epoch, epochs: Math.ceil(o.steps / block), batch: step - (epoch - 1) * block + 1, batches: inBlock,
         loss: ema / Math.LN2, acc: emaAcc, seconds: (performance.now() - t0) / 1000,
       };
-      if (step + 1 < o.steps) o.progress.update(state);
-      else o.progress.epochEnd(state, o.heldOut ? `held-out ${bitsPerChar(m, o.heldOut, 256).toFixed(3)} bits/char` : undefined);
+      if (state.batch < inBlock) o.progress.update(state);
+      else o.progress.epochEnd(state, step + 1 === o.steps && o.heldOut ? `held-out ${bitsPerChar(m, o.heldOut, 256).toFixed(3)} bits/char` : 'train loss in bits/char');
     }
   }
   optimizer.dispose();
