@@ -398,7 +398,7 @@ export const lmSection: Section = async (ctx) => {
   md.push('![held-out bits/char after fine-tuning](img/lm-finetune.svg)', '');
   if (search) {
     md.push('### Sign-flip key search', '');
-    md.push(`Greedy coordinate search over the ${search.bits} key bits of a fold-mode copy (ONNX), layers last to first, up to ${z.search.sweeps} sweeps, ` +
+    md.push(`Greedy coordinate search over the ${search.bits} key bits of a fold-mode copy (ONNX), layers last to first, ${z.search.sweeps === 1 ? 'one sweep' : `up to ${z.search.sweeps} sweeps`}, ` +
       `loss on ${z.search.windows} stolen windows from 1 % of the training words: ${search.queries} queries (forward passes), ${search.seconds.toFixed(0)} s. ` +
       `Held-out bits/char: copy as is ${f3(search.before)}, after the search ${f3(search.after)}, the key holder ${f3(locks.plainBpc.onnx)}. ` +
       `Bits equal to the key: ${search.agree}/${search.bits} (${(100 * search.agree / search.bits).toFixed(1)}%); ` +
