@@ -31,7 +31,8 @@ import {
   bitsPerChar, disposeLm, fitLm, lmForward, initLmWeights, LM_CONFIG, LM_RECIPE, LM_TINY, lmShapes, lmWeights, loadLmCorpus, makeLm, trainLm, trainSubset,
   VOCAB_SIZE, type Lm, type LmConfig, type LmCorpus,
 } from '../models/train/lm.ts';
-import { LM_INPUT, LM_OUTPUT, lmToOnnx, lmToTflite, lmWeightsFromOnnx } from '../models/train/lm-export.ts';
+import { LM_INPUT, LM_NEXT_OUTPUT, LM_OUTPUT, lmToOnnx, lmToTflite, lmWeightsFromOnnx } from '../models/train/lm-export.ts';
+import { robustStats } from './attacks/advparams.ts';
 import { bitsFromLogits, checkLmExports, LM_DIR, LM_FILES, windowsOf } from '../models/train/lm-train.ts';
 import { mulberry32 } from '../models/prng.ts';
 import { generateText, type TextModel } from '../runtime/generate.ts';
@@ -422,4 +423,130 @@ export const lmSection: Section = async (ctx) => {
   });
   for (const r of tune.rows) checks.push(check(`lm fine-tune ${r.start} ${r.fraction * 100}%: finite held-out bits/char`, Number.isFinite(r.bpc), f3(r.bpc)));
   return { id: 'lm', title: 'Transformer language model', markdown: md.join('\n'), svgs: { 'lm-finetune.svg': svg }, checks };
+};
+
+/**
+ * Section "lm-advparams": AdvParams on the language model's next-character
+ * head (the same weights exported as a classifier: float32 ids [N, T] →
+ * logits of the last position [N, vocab], models/train/lm-export.ts), the only
+ * form keylock's advparams locker takes. Locked with the default knobs and an
+ * encryption set of training windows labelled with their next character; then
+ * the outlier reset (eval/attacks/advparams.ts): the attacker flags the weights
+ * of every candidate layer (all weight matrices: which ones were chosen is not
+ * in the file) farthest from their layer's median in robust standard
+ * deviations, and resets them to the median.
+ */
+export const lmAdvparamsSection: Section = async (ctx) => {
+  const z: Sizes = ctx.quick ? { ...FULL, ...QUICK } : FULL;
+  await initTfjsWasm();
+  const corpus = loadLmCorpus();
+  const c = z.config;
+  const t = c.context;
+  ctx.progress.plan(4);
+  const model = await theModel(ctx, corpus);
+  ctx.progress.tick('lm-advparams: model ready');
+  const w = lmWeightsFromOnnx(c, model.onnx);
+  const next = lmToOnnx(c, w, 'keylock reference language model, next-character head', { nextChar: true });
+  const samples = ctx.quick ? 32 : 256;
+  const rand = mulberry32(ctx.seed + 17);
+  const data = [];
+  for (let i = 0; i < samples; i++) {
+    const s = Math.floor(rand() * (corpus.train.length - t - 1));
+    data.push({ inputs: { [LM_INPUT]: { dtype: 'float32' as const, dims: [1, t], data: Float32Array.from(corpus.train.subarray(s, s + t)) } }, label: corpus.train[s + t] });
+  }
+  // Held-out full windows, each scored on the character after it.
+  const windows = z.evalWindows;
+  const hx = new Float32Array(windows * t);
+  const hy = new Int32Array(windows);
+  for (let i = 0; i < windows; i++) {
+    hx.set(corpus.heldOut.subarray(i * (t + 1), i * (t + 1) + t), i * t);
+    hy[i] = corpus.heldOut[i * (t + 1) + t];
+  }
+  const feeds = { [LM_INPUT]: { dtype: 'float32' as const, dims: [windows, t], data: hx } };
+  const nextBits = (logits: Float32Array): number => {
+    let nats = 0;
+    for (let i = 0; i < windows; i++) {
+      const row = logits.subarray(i * VOCAB_SIZE, (i + 1) * VOCAB_SIZE);
+      let max = -Infinity;
+      for (const v of row) max = Math.max(max, v);
+      let sum = 0;
+      for (const v of row) sum += Math.exp(v - max);
+      nats += Math.log(sum) + max - row[hy[i]];
+    }
+    const b = nats / windows / Math.LN2;
+    return Number.isFinite(b) ? b : Infinity;
+  };
+  const run = async (bytes: Uint8Array): Promise<Float32Array> => {
+    const s = await createOrtSession(bytes);
+    try {
+      return Float32Array.from((await s.run(feeds))[LM_NEXT_OUTPUT].data as Float32Array);
+    } finally {
+      await s.release();
+    }
+  };
+  const plain = await run(next);
+  const t0 = performance.now();
+  const res = await lockModel(next, { schemes: ['advparams'], data, seed: 1, vendorSeed, modelKey: labelKey('lm/onnx/advparams-next'), modelId: 'lm-next-eval' });
+  const lockSeconds = (performance.now() - t0) / 1000;
+  ctx.progress.tick('lm-advparams: locked');
+  const m = await loadModel(res.klm, { modelKey: res.modelKey, backend: 'wasm' });
+  if (m.state !== 'ready') throw m.error!;
+  const withKey = Float32Array.from((await m.run(feeds))[LM_NEXT_OUTPUT].data as Float32Array);
+  await m.release();
+  const wrong = await loadModel(res.klm, { modelKey: randomBytes(32), backend: 'wasm' });
+  const wrongStopped = wrong.error instanceof KeyMismatchError && wrong.stats.runs === 0;
+  await wrong.release();
+  const copy = await run(res.locked);
+
+  // The truth, for scoring only: which elements differ between the plain and locked weights.
+  const lockedW = lmWeightsFromOnnx(c, res.locked);
+  const truth = new Set<string>();
+  for (const [name, a] of w) {
+    const b = lockedW.get(name)!;
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) truth.add(`${name}#${i}`);
+  }
+  // The attacker: every weight matrix of a MatMul is a candidate layer.
+  const candidates = lmShapes(c).filter(([name, s]) => s.length === 2 && !name.startsWith('tok.') && !name.startsWith('pos.')).map(([name]) => name);
+  const scored: { key: string; name: string; i: number; z: number; median: number }[] = [];
+  for (const name of candidates) {
+    const a = lockedW.get(name)!;
+    const { median, sigma } = robustStats(a);
+    for (let i = 0; i < a.length; i++) scored.push({ key: `${name}#${i}`, name, i, z: Math.abs(a[i] - median) / sigma, median });
+  }
+  scored.sort((p, q) => q.z - p.z);
+  const budgets = [truth.size, 2 * truth.size, 5 * truth.size];
+  const resets: { budget: number; found: number; bpc: number }[] = [];
+  for (const budget of budgets) {
+    const fixed = new Map([...lockedW].map(([k, v]) => [k, Float32Array.from(v)]));
+    let found = 0;
+    for (const s of scored.slice(0, budget)) {
+      fixed.get(s.name)![s.i] = s.median;
+      if (truth.has(s.key)) found++;
+    }
+    resets.push({ budget, found, bpc: nextBits(await run(lmToOnnx(c, fixed, 'reset', { nextChar: true }))) });
+  }
+  ctx.progress.tick('lm-advparams: reset');
+  const checks: Check[] = [
+    check('lm advparams (next-character head): with the key, logits bit-identical to the plain file', sameBits(withKey, plain), `${windows} held-out windows on wasm`),
+    check('lm advparams (next-character head): wrong key stopped', wrongStopped, wrongStopped ? 'stopped before inference' : 'NOT stopped'),
+    check('lm advparams: the lock changed weights and the copy scores worse than plain', truth.size > 0 && nextBits(copy) > nextBits(plain), `${truth.size} weights; ${f3(nextBits(copy))} vs ${f3(nextBits(plain))} bits/char`),
+  ];
+  const modified = res.report.find((l) => l.startsWith('advparams: modified')) ?? '';
+  const enc = res.report.find((l) => l.startsWith('advparams: encryption set')) ?? '';
+  const md = [
+    '## Transformer language model: AdvParams on the next-character head', '',
+    `Command: \`npm run eval -- --lm\` (section \`lm-advparams\`). The language model's weights exported as a next-character classifier ` +
+    `(float32 ids [N, ${t}] → logits of the last position [N, ${VOCAB_SIZE}]), locked with \`advparams\` at its default knobs, seed 1, ` +
+    `encryption set ${samples} training windows labelled with their next character (${lockSeconds.toFixed(0)} s to lock, machine loaded). ` +
+    `Bits/char of the next character after ${windows} held-out windows (onnxruntime-web wasm).`, '',
+    `- Lock report: ${modified.replace(/^advparams: /, '')}; ${enc.replace(/^advparams: /, '')}.`,
+    `- With the key: ${sameBits(withKey, plain) ? 'bit-identical to the plain head' : 'DIFFERENT from the plain head'}; a wrong key ${wrongStopped ? 'is stopped before inference' : 'is NOT stopped'}.`,
+    `- Plain ${f3(nextBits(plain))} bits/char; the copy without the key ${f3(nextBits(copy))}.`, '',
+    `Outlier reset without the key (flag the weights farthest from their layer median in robust standard deviations, over all ${candidates.length} weight matrices; reset them to the median):`, '',
+    '| weights reset | of them perturbed | bits/char after the reset |', '| --- | --- | --- |',
+    ...resets.map((r) => `| ${r.budget} | ${r.found}/${truth.size} | ${f3(r.bpc)} |`), '',
+    'AdvParams on the full-sequence model (int32 ids, logits at every position) is refused by the lockers; see "Where each scheme applies" above.',
+  ];
+  ctx.progress.tick('lm-advparams: done');
+  return { id: 'lm-advparams', title: 'Transformer language model: AdvParams', markdown: md.join('\n'), checks };
 };

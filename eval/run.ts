@@ -6,7 +6,7 @@
  *   npm run eval                          # everything (about 30 min the first time on 2 cores; shuffle models are cached)
  *   npm run eval -- --quick               # the small CI version (< 2 min): checks only, docs untouched
  *   npm run eval -- --only published,finetune [--no-write] [--write] [--seed N] [--cache DIR] [--out FILE]
- *   npm run eval -- --lm                  # = --only lm: the transformer language model (eval/lm.ts)
+ *   npm run eval -- --lm                  # = --only lm,lm-advparams: the transformer language model (eval/lm.ts)
  *
  * Writing: the full run writes docs/ unless --no-write; the quick run writes
  * nothing unless --write (its small numbers must never replace the full ones).
@@ -24,7 +24,7 @@ import { publishedSection } from './published.ts';
 import { finetuneSection } from './finetune.ts';
 import { fidelitySection } from './fidelity.ts';
 import { locksSection } from './locks.ts';
-import { lmSection } from './lm.ts';
+import { lmAdvparamsSection, lmSection } from './lm.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const RESULTS = join(root, 'docs', 'RESULTS.md');
@@ -57,6 +57,7 @@ export async function sections(): Promise<(Entry | string)[]> {
     await optionalSection('adversarial.ts', 'adversarialSection', 'adversarial'),
     { id: 'fidelity', run: fidelitySection, quick: true },
     { id: 'lm', run: lmSection, quick: true },
+    { id: 'lm-advparams', run: lmAdvparamsSection, quick: true },
   ];
 }
 
@@ -88,7 +89,7 @@ async function main(): Promise<number> {
   const all = await sections();
   const known = all.map((e) => (typeof e === 'string' ? e.split(':')[0] : e.id));
   if (values.lm && values.only !== undefined) { console.error('--lm is --only lm; give one of them'); return 2; }
-  const only = (values.lm ? 'lm' : values.only)?.split(',').map((s) => s.trim()).filter(Boolean);
+  const only = (values.lm ? 'lm,lm-advparams' : values.only)?.split(',').map((s) => s.trim()).filter(Boolean);
   for (const o of only ?? []) if (!known.includes(o)) { console.error(`--only: unknown section "${o}"; known: ${known.join(', ')}`); return 2; }
   const chosen = all.filter((e) => {
     const id = typeof e === 'string' ? e.split(':')[0] : e.id;

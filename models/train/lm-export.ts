@@ -29,8 +29,20 @@ function need(w: Map<string, Float32Array>, name: string): Float32Array {
   return a;
 }
 
+/** Output name of the next-character head (see {@link LmOnnxOptions}). */
+export const LM_NEXT_OUTPUT = 'next_logits';
+
+/**
+ * Variants of the ONNX graph. `nextChar`: a next-character classifier over full
+ * windows, the form a classifier's tooling expects: input `tokens` float32
+ * [N, T] holding the ids (Cast to int32 before the embedding), output
+ * `next_logits` float32 [N, vocab], the logits of the last position. Same
+ * weights, same initializer names.
+ */
+export interface LmOnnxOptions { nextChar?: boolean }
+
 /** The ONNX model of `config` with weights `w` (names of lmShapes). */
-export function lmToOnnx(config: LmConfig, w: Map<string, Float32Array>, docString: string): Uint8Array {
+export function lmToOnnx(config: LmConfig, w: Map<string, Float32Array>, docString: string, opts: LmOnnxOptions = {}): Uint8Array {
   const { context: t, width: d, heads, layers } = config;
   const dh = d / heads;
   const nodes: NodeProto[] = [];
@@ -71,7 +83,8 @@ export function lmToOnnx(config: LmConfig, w: Map<string, Float32Array>, docStri
     const th = op('Tanh', [inner], `${p}/tanh`);
     return op('Mul', [op('Mul', [x, half], `${p}/halfx`), op('Add', [th, one], `${p}/onep`)], `${p}/out`);
   };
-  let h = op('Add', [op('Gather', ['tok.weight', LM_INPUT], 'embed/tok', { axis: 0 }), 'pos.weight'], 'embed/out');
+  const ids = opts.nextChar ? op('Cast', [LM_INPUT], 'embed/ids', { to: 6 }) : LM_INPUT;
+  let h = op('Add', [op('Gather', ['tok.weight', ids], 'embed/tok', { axis: 0 }), 'pos.weight'], 'embed/out');
   for (let l = 0; l < layers; l++) {
     const p = `h${l}`;
     const a = ln(h, `${p}.ln1`);
@@ -88,11 +101,22 @@ export function lmToOnnx(config: LmConfig, w: Map<string, Float32Array>, docStri
   }
   const f = ln(h, 'lnf');
   nodes.push(makeNode('MatMul', [f, 'head.weight'], ['head/matmul'], {}, 'head/matmul'));
-  nodes.push(makeNode('Add', ['head/matmul', 'head.bias'], [LM_OUTPUT], {}, 'head/out'));
+  if (opts.nextChar) {
+    // Slice + Reshape rather than Gather: tfjs differentiates them on wasm (advparams takes gradients through this graph).
+    shape('head.last_start', [t - 1]);
+    shape('head.last_end', [t]);
+    shape('head.last_axis', [1]);
+    shape('head.next_shape', [-1, VOCAB_SIZE]);
+    nodes.push(makeNode('Add', ['head/matmul', 'head.bias'], ['head/out'], {}, 'head/out'));
+    nodes.push(makeNode('Slice', ['head/out', 'head.last_start', 'head.last_end', 'head.last_axis'], ['head/last'], {}, 'head/last'));
+    nodes.push(makeNode('Reshape', ['head/last', 'head.next_shape'], [LM_NEXT_OUTPUT], {}, 'head/next'));
+  } else {
+    nodes.push(makeNode('Add', ['head/matmul', 'head.bias'], [LM_OUTPUT], {}, 'head/out'));
+  }
   return encodeModel(makeModel({
-    name: 'char_transformer', nodes, initializers: inits, opset: 13, docString,
-    inputs: [makeValueInfo(LM_INPUT, 'int32', ['N', t])],
-    outputs: [makeValueInfo(LM_OUTPUT, 'float32', ['N', t, VOCAB_SIZE])],
+    name: opts.nextChar ? 'char_transformer_next' : 'char_transformer', nodes, initializers: inits, opset: 13, docString,
+    inputs: [makeValueInfo(LM_INPUT, opts.nextChar ? 'float32' : 'int32', ['N', t])],
+    outputs: [opts.nextChar ? makeValueInfo(LM_NEXT_OUTPUT, 'float32', ['N', VOCAB_SIZE]) : makeValueInfo(LM_OUTPUT, 'float32', ['N', t, VOCAB_SIZE])],
   }));
 }
 
