@@ -412,7 +412,8 @@ export const lmSection: Section = async (ctx) => {
     'before Reshape, GELU or the residual Add, none of which is sign-odd per channel; fold mode restores the weights at load. Either way the key holder gets the plain logits bit for bit.',
     '- `advparams` needs a classifier: the ONNX locker takes float inputs and logits [N, K] with one label per sample, and refuses the int32 token input; ' +
     'the gradient-free TFLite locker reads the output as one flat [1, K] vector, on which the next-character labels (held-out windows) mean nothing, and finds no perturbation that raises its loss. ' +
-    'So no AdvParams copy of the language model exists, and its reset attack has nothing to act on here; a sequence-aware loss (cross-entropy per position) in the lockers would lift this.',
+    'The same weights exported as a next-character classifier (float ids, logits of the last position) can be locked, and are, with the reset attack, in the next section; ' +
+    'a sequence-aware loss (cross-entropy per position) in the lockers would lift this for the full model.',
     '- `shuffle` permutes image blocks of a float input; token ids have none, so it refuses.');
   const svg = lineChart({
     title: 'Fine-tuning a copied locked language model vs training from scratch',

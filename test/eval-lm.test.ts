@@ -1,7 +1,8 @@
 /**
- * `npm run eval -- --quick --only lm`: the language-model section's invariants on a tiny model (every
+ * `npm run eval -- --quick --only lm,lm-advparams`: the language-model sections' invariants on a tiny model (every
  * lock bit-identical with the key on ONNX and TFLite, wrong keys stopped, the copy worse without the
- * key, shuffle refused with a typed error), and docs/ left alone.
+ * key, shuffle refused with a typed error; advparams on the next-character head exact with the key), and
+ * docs/ left alone.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -13,13 +14,13 @@ import { root } from './helpers.ts';
 
 interface Report { failures: string[]; sections: { id: string; markdown: string; checks?: { name: string; ok: boolean; detail: string }[] }[] }
 
-test('npm run eval -- --quick --only lm passes its invariants', { timeout: 240_000 }, async () => {
+test('npm run eval -- --quick --only lm,lm-advparams passes its invariants', { timeout: 240_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'keylock-eval-lm-'));
   const results = readFileSync(join(root, 'docs/RESULTS.md'), 'utf8');
   try {
     const out = join(dir, 'report.json');
     const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      execFile(process.execPath, ['--import', 'tsx', 'eval/run.ts', '--quick', '--only', 'lm', '--cache', join(dir, 'cache'), '--out', out],
+      execFile(process.execPath, ['--import', 'tsx', 'eval/run.ts', '--quick', '--only', 'lm,lm-advparams', '--cache', join(dir, 'cache'), '--out', out],
         { cwd: root, maxBuffer: 16 << 20, timeout: 230_000 },
         (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }));
     });
@@ -38,6 +39,10 @@ test('npm run eval -- --quick --only lm passes its invariants', { timeout: 240_0
     }
     assert.ok((lm.checks ?? []).every((c) => c.ok));
     assert.match(lm.markdown, /## Transformer language model/);
+    const adv = report.sections.find((s) => s.id === 'lm-advparams');
+    assert.ok(adv, 'the lm-advparams section ran');
+    assert.ok((adv.checks ?? []).some((c) => c.name === 'lm advparams (next-character head): with the key, logits bit-identical to the plain file'));
+    assert.ok((adv.checks ?? []).every((c) => c.ok));
     assert.equal(readFileSync(join(root, 'docs/RESULTS.md'), 'utf8'), results, 'quick mode must not write docs/RESULTS.md');
   } finally {
     rmSync(dir, { recursive: true, force: true });
