@@ -6,6 +6,7 @@
  *   npm run eval                          # everything (about 30 min the first time on 2 cores; shuffle models are cached)
  *   npm run eval -- --quick               # the small CI version (< 2 min): checks only, docs untouched
  *   npm run eval -- --only published,finetune [--no-write] [--write] [--seed N] [--cache DIR] [--out FILE]
+ *   npm run eval -- --lm                  # = --only lm,lm-advparams: the transformer language model (eval/lm.ts)
  *
  * Writing: the full run writes docs/ unless --no-write; the quick run writes
  * nothing unless --write (its small numbers must never replace the full ones).
@@ -23,6 +24,7 @@ import { publishedSection } from './published.ts';
 import { finetuneSection } from './finetune.ts';
 import { fidelitySection } from './fidelity.ts';
 import { locksSection } from './locks.ts';
+import { lmAdvparamsSection, lmSection } from './lm.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const RESULTS = join(root, 'docs', 'RESULTS.md');
@@ -54,6 +56,8 @@ export async function sections(): Promise<(Entry | string)[]> {
     await optionalSection('recovery.ts', 'recoverySection', 'recovery'),
     await optionalSection('adversarial.ts', 'adversarialSection', 'adversarial'),
     { id: 'fidelity', run: fidelitySection, quick: true },
+    { id: 'lm', run: lmSection, quick: true },
+    { id: 'lm-advparams', run: lmAdvparamsSection, quick: true },
   ];
 }
 
@@ -71,11 +75,11 @@ async function main(): Promise<number> {
       options: {
         quick: { type: 'boolean', default: false }, write: { type: 'boolean', default: false }, 'no-write': { type: 'boolean', default: false },
         only: { type: 'string' }, seed: { type: 'string', default: '1' }, cache: { type: 'string', default: join(root, 'eval', '.cache') },
-        out: { type: 'string' },
+        out: { type: 'string' }, lm: { type: 'boolean', default: false },
       },
     }));
   } catch (e) {
-    console.error(`${(e as Error).message}\nusage: npm run eval -- [--quick] [--only id,id] [--write|--no-write] [--seed N] [--cache DIR] [--out FILE]`);
+    console.error(`${(e as Error).message}\nusage: npm run eval -- [--quick] [--only id,id | --lm] [--write|--no-write] [--seed N] [--cache DIR] [--out FILE]`);
     return 2;
   }
   const quick = values.quick === true;
@@ -84,7 +88,8 @@ async function main(): Promise<number> {
   if (!Number.isSafeInteger(seed) || seed < 0) { console.error(`--seed must be a non-negative integer, got "${values.seed}"`); return 2; }
   const all = await sections();
   const known = all.map((e) => (typeof e === 'string' ? e.split(':')[0] : e.id));
-  const only = values.only?.split(',').map((s) => s.trim()).filter(Boolean);
+  if (values.lm && values.only !== undefined) { console.error('--lm is --only lm; give one of them'); return 2; }
+  const only = (values.lm ? 'lm,lm-advparams' : values.only)?.split(',').map((s) => s.trim()).filter(Boolean);
   for (const o of only ?? []) if (!known.includes(o)) { console.error(`--only: unknown section "${o}"; known: ${known.join(', ')}`); return 2; }
   const chosen = all.filter((e) => {
     const id = typeof e === 'string' ? e.split(':')[0] : e.id;

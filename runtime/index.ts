@@ -27,6 +27,7 @@ export const loadModel: (klm: Uint8Array, opts: LoadOptions) => Promise<LockedMo
 export type { LoadOptions, ModelKeySource } from './load.ts';
 export type { LockedModel, ModelState, RunStats, SkippedBackend } from './model.ts';
 export { env } from './env.ts';
+export { generateText, DEFAULT_VOCAB, type GenerateOptions, type GenerateResult, type TextModel } from './generate.ts';
 export { registerBackend } from './backends.ts';
 export type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
 export type { DType, TensorData, TensorMap } from './tensor.ts';

@@ -1,7 +1,7 @@
 /**
  * A small TFLite writer: one subgraph of tensors and builtin operators
  * (CONV_2D, DEPTHWISE_CONV_2D, MAX_POOL_2D, AVERAGE_POOL_2D, RESHAPE,
- * FULLY_CONNECTED, and option-less ops), serialized as a schema-3 flatbuffer
+ * FULLY_CONNECTED, SOFTMAX, GATHER, MEAN/SUM/REDUCE_MAX, and option-less ops), serialized as a schema-3 flatbuffer
  * with the field ids of runtime/tflite-schema.ts.
  *
  * Layout: FlatBuffers offsets (u32) may only point forward, so the writer
@@ -32,6 +32,23 @@ export interface TfliteTensorSpec {
   quantization?: { scale: number[]; zeroPoint: number[]; quantizedDimension?: number };
 }
 
+/**
+ * Options the writer takes beyond what the codec reads back: SOFTMAX's beta
+ * (TFLite reads a missing SoftmaxOptions as beta 0, a uniform softmax), GATHER's
+ * axis, and the reducers' keep_dims.
+ */
+export type WriterOnlyOptions =
+  | { kind: 'softmax'; beta: number }
+  | { kind: 'gather'; axis: number; batchDims?: number }
+  | { kind: 'reducer'; keepDims: boolean };
+
+/** BuiltinOptions union indices and field ids (schema.fbs) of {@link WriterOnlyOptions}. */
+const EXTRA_OPTIONS = {
+  SoftmaxOptions: { type: 9, beta: 0 },
+  GatherOptions: { type: 23, axis: 0, batchDims: 1 },
+  ReducerOptions: { type: 27, keepDims: 0 },
+} as const;
+
 export interface TfliteOperatorSpec {
   /** A BUILTIN name, e.g. `CONV_2D`; `CUSTOM` with `customCode` for a custom op. */
   op: keyof typeof BUILTIN;
@@ -39,7 +56,7 @@ export interface TfliteOperatorSpec {
   customCode?: string;
   inputs: number[];
   outputs: number[];
-  options?: OperatorOptions;
+  options?: OperatorOptions | WriterOnlyOptions;
 }
 
 /** A single-subgraph model. */
@@ -240,6 +257,19 @@ function optionsOf(op: TfliteOperatorSpec): { type: number; fields?: Fields } {
   if (code === BUILTIN.RESHAPE) {
     const shape = o?.kind === 'reshape' ? o.newShape : undefined;
     return { type: OPTIONS_TYPE.ReshapeOptions, fields: shape ? { [RESHAPE_OPTIONS.newShape]: child((w) => w.scalars('i32', shape)) } : {} };
+  }
+  if (code === BUILTIN.SOFTMAX) {
+    if (o?.kind !== 'softmax') throw new RangeError(`${op.op} needs softmax options (beta)`);
+    return { type: EXTRA_OPTIONS.SoftmaxOptions.type, fields: { [EXTRA_OPTIONS.SoftmaxOptions.beta]: { kind: 'f32', value: o.beta } } };
+  }
+  if (code === BUILTIN.GATHER && o) {
+    if (o.kind !== 'gather') throw new RangeError(`${op.op} takes gather options, got ${o.kind}`);
+    const g = EXTRA_OPTIONS.GatherOptions;
+    return { type: g.type, fields: { [g.axis]: i32(o.axis), [g.batchDims]: i32(o.batchDims ?? 0) } };
+  }
+  if ((code === BUILTIN.MEAN || code === BUILTIN.SUM || code === BUILTIN.REDUCE_MAX) && o) {
+    if (o.kind !== 'reducer') throw new RangeError(`${op.op} takes reducer options, got ${o.kind}`);
+    return { type: EXTRA_OPTIONS.ReducerOptions.type, fields: { [EXTRA_OPTIONS.ReducerOptions.keepDims]: { kind: 'bool', value: o.keepDims ? 1 : 0 } } };
   }
   if (o) throw new RangeError(`the writer has no options for ${op.op}`);
   return { type: OPTIONS_TYPE.NONE };

@@ -4,6 +4,7 @@
  *
  *   npm run train            # = node --import tsx models/train/train.ts
  *   npm run train -- --only cnn --out /tmp/models --epochs 2
+ *   npm run train -- --lm [--out DIR] [--steps N]   # the character-level transformer (models/train/lm-train.ts)
  *
  * Everything is seeded (weight init, batch order, augmentation), and the wasm
  * backend runs single-threaded, so a rerun gives the same weights on this
@@ -20,6 +21,7 @@ import { countCorrect, onnxLogits } from './accuracy.ts';
 import { initTfjsWasm } from '../tfjs/setup.ts';
 import { readWeights } from './export-onnx.ts';
 import { fit, type FitOptions } from './fit.ts';
+import { lmTrainMain } from './lm-train.ts';
 import { loadMnist, PIXELS, SPLIT_SEED, type MnistSet } from './mnist.ts';
 import { paramCount, type Net } from './nets.ts';
 import { createProgress } from './progress.ts';
@@ -66,6 +68,11 @@ async function trainOne(kind: Kind, outDir: string, epochs: number): Promise<voi
 }
 
 async function main(): Promise<void> {
+  if (process.argv.includes('--lm')) {
+    const { values: lm } = parseArgs({ options: { lm: { type: 'boolean' }, out: { type: 'string' }, steps: { type: 'string' } } });
+    await lmTrainMain(lm);
+    return;
+  }
   const { values } = parseArgs({
     options: {
       only: { type: 'string' },

@@ -7,6 +7,7 @@ import { deviceInit, deviceShow, grant, install, reinstate, revoke } from './dev
 import { image, verifyImageCmd } from './image.ts';
 import { resign, rotate } from './rotate-commands.ts';
 import { record } from './record-command.ts';
+import { generate } from './generate-command.ts';
 
 export const COMMANDS: Record<string, Command> = {
   keygen,
@@ -22,6 +23,7 @@ export const COMMANDS: Record<string, Command> = {
   'device show': deviceShow,
   install,
   run: runCmd,
+  generate,
   record,
   demo,
   image,

@@ -126,7 +126,7 @@ export const EXIT_MISMATCH = 4;
 const BACKEND_NAMES = [...backendNames(), AUTO];
 
 /** How the model is opened: a device keystore, or the vendor's model key. */
-type KeySource = { keystore: string; unlock: UnlockProvider } | { modelKey: string; trust?: string };
+export type KeySource = { keystore: string; unlock: UnlockProvider } | { modelKey: string; trust?: string };
 
 export const runCmd: Command = {
   summary: 'run a .klm (or a .klp pipeline, its inputs pushed as one stream) on recorded inputs, with a device keystore or (vendor check) the model key; --expect compares with golden outputs',
@@ -232,7 +232,7 @@ function expectedOutputs(path: string): Sample[] {
 /** `--record` without `--record-max`: 64 MiB. */
 const DEFAULT_RECORD_MAX = 64 << 20;
 
-async function openModel(klm: Uint8Array, source: KeySource, opts: Pick<LoadOptions, 'threads' | 'backend' | 'record'>): Promise<LockedModel> {
+export async function openModel(klm: Uint8Array, source: KeySource, opts: Pick<LoadOptions, 'threads' | 'backend' | 'record'>): Promise<LockedModel> {
   if ('keystore' in source) {
     const keystore = await Keystore.open(source.keystore, { unlock: source.unlock });
     try {

@@ -1,0 +1,50 @@
+/**
+ * `npm run eval -- --quick --only lm,lm-advparams`: the language-model sections' invariants on a tiny model (every
+ * lock bit-identical with the key on ONNX and TFLite, wrong keys stopped, the copy worse without the
+ * key, shuffle refused with a typed error; advparams on the next-character head exact with the key), and
+ * docs/ left alone.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { root } from './helpers.ts';
+
+interface Report { failures: string[]; sections: { id: string; markdown: string; checks?: { name: string; ok: boolean; detail: string }[] }[] }
+
+test('npm run eval -- --quick --only lm,lm-advparams passes its invariants', { timeout: 240_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-eval-lm-'));
+  const results = readFileSync(join(root, 'docs/RESULTS.md'), 'utf8');
+  try {
+    const out = join(dir, 'report.json');
+    const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      execFile(process.execPath, ['--import', 'tsx', 'eval/run.ts', '--quick', '--only', 'lm,lm-advparams', '--cache', join(dir, 'cache'), '--out', out],
+        { cwd: root, maxBuffer: 16 << 20, timeout: 230_000 },
+        (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stdout, stderr }));
+    });
+    assert.equal(code, 0, `expected exit 0, got ${code}\n${stdout}\n${stderr.slice(-3000)}`);
+    const report = JSON.parse(readFileSync(out, 'utf8')) as Report;
+    assert.deepEqual(report.failures, []);
+    const lm = report.sections.find((s) => s.id === 'lm');
+    assert.ok(lm, 'the lm section ran');
+    const names = (lm.checks ?? []).map((c) => c.name);
+    for (const f of ['onnx', 'tflite']) {
+      for (const lock of ['sealed', 'deeplock', 'signflip (fold)']) {
+        assert.ok(names.includes(`lm ${f} ${lock}: with the key, logits bit-identical to the plain file`), `${f} ${lock} bit-identical check`);
+        assert.ok(names.includes(`lm ${f} ${lock}: wrong key stopped`), `${f} ${lock} wrong-key check`);
+      }
+      assert.ok(names.includes(`lm ${f}: shuffle refuses token inputs with a typed error`));
+    }
+    assert.ok((lm.checks ?? []).every((c) => c.ok));
+    assert.match(lm.markdown, /## Transformer language model/);
+    const adv = report.sections.find((s) => s.id === 'lm-advparams');
+    assert.ok(adv, 'the lm-advparams section ran');
+    assert.ok((adv.checks ?? []).some((c) => c.name === 'lm advparams (next-character head): with the key, logits bit-identical to the plain file'));
+    assert.ok((adv.checks ?? []).every((c) => c.ok));
+    assert.equal(readFileSync(join(root, 'docs/RESULTS.md'), 'utf8'), results, 'quick mode must not write docs/RESULTS.md');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
