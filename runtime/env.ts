@@ -39,6 +39,14 @@ export interface Env {
    */
   wasmPaths?: string;
   /**
+   * Where @tensorflow/tfjs-tflite loads its wasm glue (`tflite_web_api_cc_simd*.js`) and `.wasm` from,
+   * for the `tflite` backend: a folder path or a file:/http: URL ending in `/`. Read by the first TFLite
+   * session of the process. Undefined: in a device bundle (`npm run build`), the bundle's own folder,
+   * where the build stages them; in the sources, the package's `wasm/` folder in node_modules (Node) or
+   * the library's own choice (a page that loaded it with script tags and called `tflite.setWasmPath`).
+   */
+  tfliteWasmPaths?: string;
+  /**
    * The platform's refusals, run first by every `loadModel`, before anything is
    * read: it throws (BackendUnavailableError) to refuse a load the platform cannot
    * run as asked, rather than run it slower or elsewhere. Set by target entries
