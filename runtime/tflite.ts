@@ -198,14 +198,18 @@ export async function createTfliteSession(model: Uint8Array, opts: BackendOption
   if (opts.executionProvider !== undefined && opts.executionProvider !== 'wasm') {
     throw new BackendUnavailableError(`the tflite backend runs on wasm only, got execution provider "${opts.executionProvider}"`);
   }
-  if (isNode && threads !== 1) throw new BackendUnavailableError(`the tflite backend runs one thread in Node (the shim loads the non-threaded build), got threads ${threads}`);
+  // Node runs the non-threaded build. The platform's default count (env.threads, which the rpi target
+  // raises for ORT) means "no preference" here and runs one thread; any other count is refused.
+  if (isNode && threads !== 1 && threads !== env.threads) {
+    throw new BackendUnavailableError(`the tflite backend runs one thread in Node (the shim loads the non-threaded build), got threads ${threads}`);
+  }
   checkStaticInputs(tfliteInputs(model));
   const mod = await tfliteModule();
   // The library takes an ArrayBuffer; a private copy also keeps the caller's buffer out of its hands.
   const buf = model.slice().buffer;
   let m: unknown;
   try {
-    m = await load(mod, buf, threads);
+    m = await load(mod, buf, isNode ? 1 : threads);
   } catch (e) {
     const missing = shimFailure?.();
     if (missing) throw new BackendUnavailableError(`backend tflite: ${missing}`, { cause: e });

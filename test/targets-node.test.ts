@@ -5,7 +5,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { buildTarget } from '../targets/build.mjs';
@@ -163,4 +163,20 @@ test('without the TFLite wasm beside the bundle, a TFLite load halts with Backen
   assert.equal(t.state, 'halted');
   assert.equal(t.error, 'BackendUnavailableError');
   assert.match(t.message ?? '', /expected tfjs-tflite's tflite_web_api_cc_simd\.js and tflite_web_api_cc_simd\.wasm in .*keylock-no-tflite-wasm-.*, got: ENOENT/);
+});
+
+test('the rpi bundle (threads default min(4, cores) for ORT) runs the locked .tflite on its one Node thread; another explicit count is refused', async () => {
+  const rpi = await buildTarget('rpi', { outDir: join(fx.dir, 'dist-rpi') });
+  const url = pathToFileURL(join(rpi.dir, 'keylock.mjs')).href;
+  const rpiThreads = Math.max(1, Math.min(4, availableParallelism()));
+  const r = parseRunner(node(tfliteArgs(url)).stdout);
+  assert.equal(r.state, 'ready', r.message);
+  assert.ok(r.outputs === refT.outputs, 'outputs differ from the source tree\'s');
+  const args = tfliteArgs(url);
+  args[6] = String(rpiThreads + 1);
+  const refused = spawnSync(process.execPath, args, { encoding: 'utf8' });
+  assert.equal(refused.status, 3, refused.stderr);
+  const t = parseRunner(refused.stdout);
+  assert.deepEqual([t.state, t.error], ['halted', 'BackendUnavailableError']);
+  assert.match(t.message ?? '', new RegExp(`runs one thread in Node .*got threads ${rpiThreads + 1}`));
 });
