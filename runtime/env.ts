@@ -17,7 +17,10 @@ export interface LoadPlan {
 
 /** keylock's platform settings; see `env`. */
 export interface Env {
-  /** Intra-op threads of a load that does not give `threads`. Default 1; the rpi target sets min(4, cores). */
+  /**
+   * Intra-op threads of a load that does not give `threads`. Default 1; the rpi target sets min(4, cores).
+   * The tflite backend under Node runs one thread: there, this default means one, and another count is refused.
+   */
   threads: number;
   /**
    * Backend of a load that does not give `backend`. Undefined (the runtime's
