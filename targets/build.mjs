@@ -7,8 +7,9 @@
 //   npm run build                       all targets (node targets/build.mjs)
 //   npm run build -- node browser       some targets
 //
-// ORT's wasm files are copied beside each bundle; nothing is ever fetched from
-// a CDN (the browser bundles point ORT at their own folder).
+// ORT's wasm files are copied beside each bundle, and so is the TFLite runtime
+// (keylock-tflite.mjs and tfjs-tflite's wasm, stageTflite below); nothing is
+// ever fetched from a CDN (the bundles point ORT and tfjs-tflite at their own folder).
 import * as esbuild from 'esbuild';
 import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';

@@ -4,7 +4,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -179,4 +179,36 @@ test('the rpi bundle (threads default min(4, cores) for ORT) runs the locked .tf
   const t = parseRunner(refused.stdout);
   assert.deepEqual([t.state, t.error], ['halted', 'BackendUnavailableError']);
   assert.match(t.message ?? '', new RegExp(`runs one thread in Node .*got threads ${rpiThreads + 1}`));
+});
+
+test('env.tfliteWasmPaths moves the TFLite wasm elsewhere: found there as a file: URL or a path; a value without a trailing slash is refused', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-tflite-wasm-path-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  cpSync(built.dir, join(dir, 'app'), { recursive: true });
+  mkdirSync(join(dir, 'wasm'));
+  for (const f of ['tflite_web_api_cc_simd.js', 'tflite_web_api_cc_simd.wasm']) renameSync(join(dir, 'app', f), join(dir, 'wasm', f));
+  const script = join(dir, 'run.mjs');
+  writeFileSync(script, `import { readFileSync } from 'node:fs';
+const [bundle, where, klm, kls, unlock, rec] = process.argv.slice(2);
+const k = await import(bundle);
+k.env.tfliteWasmPaths = where;
+const ks = await k.openKeystore(kls, { kind: 'file', path: unlock });
+const m = await k.loadModelFile(klm, { keystore: ks });
+if (m.state !== 'ready') { console.log(JSON.stringify({ state: m.state, error: m.error.name, message: m.error.message })); process.exit(3); }
+const s = k.decodeRecorded(new Uint8Array(readFileSync(rec)))[0];
+const o = await m.run(s.inputs);
+console.log(JSON.stringify({ state: 'ready', first: Array.from(Object.values(o)[0].data) }));
+`);
+  const url = pathToFileURL(join(dir, 'app', 'keylock.mjs')).href;
+  const run = (where: string) => spawnSync(process.execPath, [script, url, where, fxT.klmPath, fx.klsPath, fx.unlockPath, fxT.recPath], { encoding: 'utf8' });
+  for (const where of [`${pathToFileURL(join(dir, 'wasm')).href}/`, `${join(dir, 'wasm')}/`]) {
+    const r = run(where);
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    assert.equal(JSON.parse(r.stdout).state, 'ready', where);
+  }
+  const bad = run(join(dir, 'wasm'));
+  assert.equal(bad.status, 3, bad.stderr);
+  const b = JSON.parse(bad.stdout);
+  assert.equal(b.error, 'BackendUnavailableError');
+  assert.match(b.message, /env\.tfliteWasmPaths: expected a folder ending in "\/", got ".*wasm"/);
 });
