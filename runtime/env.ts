@@ -17,7 +17,10 @@ export interface LoadPlan {
 
 /** keylock's platform settings; see `env`. */
 export interface Env {
-  /** Intra-op threads of a load that does not give `threads`. Default 1; the rpi target sets min(4, cores). */
+  /**
+   * Intra-op threads of a load that does not give `threads`. Default 1; the rpi target sets min(4, cores).
+   * The tflite backend under Node runs one thread: there, this default means one, and another count is refused.
+   */
   threads: number;
   /**
    * Backend of a load that does not give `backend`. Undefined (the runtime's
@@ -38,6 +41,14 @@ export interface Env {
    * The browser target sets its bundle's folder, so ORT never reaches a CDN.
    */
   wasmPaths?: string;
+  /**
+   * Where @tensorflow/tfjs-tflite loads its wasm glue (`tflite_web_api_cc_simd*.js`) and `.wasm` from,
+   * for the `tflite` backend: a folder path or a file:/http: URL ending in `/`. Read by the first TFLite
+   * session of the process. Undefined: in a device bundle (`npm run build`), the bundle's own folder,
+   * where the build stages them; in the sources, the package's `wasm/` folder in node_modules (Node) or
+   * the library's own choice (a page that loaded it with script tags and called `tflite.setWasmPath`).
+   */
+  tfliteWasmPaths?: string;
   /**
    * The platform's refusals, run first by every `loadModel`, before anything is
    * read: it throws (BackendUnavailableError) to refuse a load the platform cannot

@@ -26,7 +26,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const require = createRequire(import.meta.url);
@@ -36,9 +36,22 @@ export function defaultTfliteWasmDir(): string {
   return join(dirname(require.resolve('@tensorflow/tfjs-tflite/package.json')), 'wasm') + '/';
 }
 
+/** A folder given as a path or a file: URL, as a path with a trailing slash. */
+export function folderPath(folder: string): string {
+  const p = folder.startsWith('file:') ? fileURLToPath(folder) : folder;
+  return p.endsWith('/') ? p : `${p}/`;
+}
+
 type Factory = (opts: Record<string, unknown>) => Promise<unknown>;
 
 const NAMES = ['self', 'location', 'importScripts', 'tflite_web_api_ModuleFactory'] as const;
+
+let lastFailure: string | undefined;
+
+/** Why the shim could not load the library's glue or `.wasm` (a missing or unreadable file), if it could not. */
+export function tfliteShimFailure(): string | undefined {
+  return lastFailure;
+}
 
 /**
  * Installs the worker globals for the wasm folder `wasmDir` (a path ending in
@@ -53,8 +66,16 @@ export function installTfliteNodeShim(wasmDir: string): () => void {
   g.location = { origin: 'file://', href, protocol: 'file:' };
   g.importScripts = (url: string): void => {
     const path = (url.startsWith('file:') ? fileURLToPath(url) : url).replace(/_threaded\.js$/, '.js');
-    const factory = require(path) as Factory;
-    const wasmBinary = readFileSync(path.replace(/\.js$/, '.wasm'));
+    let factory: Factory;
+    let wasmBinary: Uint8Array;
+    try {
+      factory = require(path) as Factory;
+      wasmBinary = readFileSync(path.replace(/\.js$/, '.wasm'));
+    } catch (e) {
+      // The library swallows this and fails later with an unrelated TypeError: keep the real reason.
+      lastFailure = `expected tfjs-tflite's ${basename(path)} and ${basename(path).replace(/\.js$/, '.wasm')} in ${dirname(path)}/, got: ${(e as Error)?.message ?? String(e)}`;
+      throw e;
+    }
     // The interpreter announces every XNNPACK delegate on stderr with "INFO: "; keep warnings and errors.
     const printErr = (s: string): void => { if (!s.startsWith('INFO: ')) console.warn(s); };
     g.tflite_web_api_ModuleFactory = (opts: Record<string, unknown>) => factory({ ...opts, wasmBinary, printErr });

@@ -8,6 +8,13 @@
  * tf-tflite min.js), its global `tflite` is used; otherwise the package is
  * imported. In Node, runtime/tflite-node-shim.ts gets the library to load.
  *
+ * Device bundles (targets/build.mjs) carry the library as a file of its own,
+ * `keylock-tflite.mjs`, beside the bundle with the wasm glue and `.wasm` it
+ * loads: the bundle's `import('@tensorflow/tfjs-tflite')` becomes an import of
+ * that file, made on the first TFLite session only, and the library is pointed
+ * at the bundle's folder (`env.tfliteWasmPaths` overrides it), so nothing is
+ * fetched from elsewhere.
+ *
  * Tensors go straight into and out of the interpreter's buffers (the
  * library's model runner), not through tfjs tensors: dtypes stay as the model
  * declares them (int8 stays int8) and outputs are exact copies.
@@ -22,6 +29,13 @@ import { BackendUnavailableError, InputMismatchError } from '../keystore/errors.
 import { checkStaticInputs, tfliteInputs } from './tflite-inputs.ts';
 import type { DType, TensorData, TensorMap } from './tensor.ts';
 import { isDType, shapeSize } from './tensor.ts';
+import { env } from './env.ts';
+
+/**
+ * Defined (true) by targets/build.mjs in device bundles, which stage the
+ * library's files beside themselves; undefined in the sources.
+ */
+declare const KEYLOCK_TFLITE_BESIDE_BUNDLE: boolean | undefined;
 
 /** The model runner's view of one input or output (tfjs-tflite's TFLiteWebModelRunnerTensorInfo). */
 interface RunnerTensor {
@@ -49,24 +63,56 @@ interface TfliteModule {
 const isNode = typeof process !== 'undefined' && typeof process.versions?.node === 'string';
 
 let modulePromise: Promise<TfliteModule> | undefined;
+/** Node: the shim's report of a glue or `.wasm` file it could not read. */
+let shimFailure: (() => string | undefined) | undefined;
 /** Node: removes the shim's globals; called once the first model has loaded. */
 let removeShim: (() => void) | undefined;
 /** Node: the first load, which brings up the wasm module under the shim. */
 let firstLoad: Promise<unknown> | undefined;
 
+/**
+ * The folder of the library's wasm files: `env.tfliteWasmPaths`, else, in a
+ * device bundle, the bundle's own folder; undefined in the sources (the
+ * package's folder in Node, the library's choice in a page).
+ */
+export function tfliteWasmBase(): string | undefined {
+  if (env.tfliteWasmPaths !== undefined) {
+    if (!env.tfliteWasmPaths.endsWith('/')) throw new BackendUnavailableError(`env.tfliteWasmPaths: expected a folder ending in "/", got "${env.tfliteWasmPaths}"`);
+    return env.tfliteWasmPaths;
+  }
+  return typeof KEYLOCK_TFLITE_BESIDE_BUNDLE !== 'undefined' && KEYLOCK_TFLITE_BESIDE_BUNDLE ? new URL('./', import.meta.url).href : undefined;
+}
+
 async function tfliteModule(): Promise<TfliteModule> {
   modulePromise ??= (async () => {
     const global = (globalThis as { tflite?: Partial<TfliteModule> }).tflite;
-    if (global?.loadTFLiteModel && global.setWasmPath) return global as TfliteModule;
+    const base = tfliteWasmBase();
+    if (global?.loadTFLiteModel && global.setWasmPath) {
+      if (env.tfliteWasmPaths !== undefined) global.setWasmPath(env.tfliteWasmPaths);
+      return global as TfliteModule;
+    }
     if (isNode) {
       // The library starts loading its wasm as soon as it is imported: the shim must be in place first.
       const shim = await import('./tflite-node-shim.ts');
-      removeShim = shim.installTfliteNodeShim(shim.defaultTfliteWasmDir());
+      removeShim = shim.installTfliteNodeShim(base === undefined ? shim.defaultTfliteWasmDir() : shim.folderPath(base));
+      shimFailure = shim.tfliteShimFailure;
+    }
+    let imported: Partial<TfliteModule> & { default?: TfliteModule };
+    try {
+      imported = (await import('@tensorflow/tfjs-tflite')) as unknown as Partial<TfliteModule> & { default?: TfliteModule };
+    } catch (e) {
+      removeShim?.();
+      removeShim = undefined;
+      throw new BackendUnavailableError(`backend tflite: expected @tensorflow/tfjs-tflite (in a device bundle: keylock-tflite.mjs beside the bundle), got an import error: ${(e as Error)?.message ?? String(e)}`, { cause: e });
     }
     // Node loads the package's CommonJS build, whose exports may come as `default` only.
-    const imported = (await import('@tensorflow/tfjs-tflite')) as unknown as Partial<TfliteModule> & { default?: TfliteModule };
-    return (imported.loadTFLiteModel ? imported : imported.default!) as TfliteModule;
+    const mod = (imported.loadTFLiteModel ? imported : imported.default!) as TfliteModule;
+    // In a page, the glue and .wasm come from the bundle's folder; Node's shim reads them from disk itself.
+    if (!isNode && base !== undefined) mod.setWasmPath(base);
+    return mod;
   })();
+  // A failed import is not kept: the next session tries again (the file may have been put in place).
+  modulePromise.catch(() => { modulePromise = undefined; });
   return modulePromise;
 }
 
@@ -152,15 +198,21 @@ export async function createTfliteSession(model: Uint8Array, opts: BackendOption
   if (opts.executionProvider !== undefined && opts.executionProvider !== 'wasm') {
     throw new BackendUnavailableError(`the tflite backend runs on wasm only, got execution provider "${opts.executionProvider}"`);
   }
-  if (isNode && threads !== 1) throw new BackendUnavailableError(`the tflite backend runs one thread in Node (the shim loads the non-threaded build), got threads ${threads}`);
+  // Node runs the non-threaded build. The platform's default count (env.threads, which the rpi target
+  // raises for ORT) means "no preference" here and runs one thread; any other count is refused.
+  if (isNode && threads !== 1 && threads !== env.threads) {
+    throw new BackendUnavailableError(`the tflite backend runs one thread in Node (the shim loads the non-threaded build), got threads ${threads}`);
+  }
   checkStaticInputs(tfliteInputs(model));
   const mod = await tfliteModule();
   // The library takes an ArrayBuffer; a private copy also keeps the caller's buffer out of its hands.
   const buf = model.slice().buffer;
   let m: unknown;
   try {
-    m = await load(mod, buf, threads);
+    m = await load(mod, buf, isNode ? 1 : threads);
   } catch (e) {
+    const missing = shimFailure?.();
+    if (missing) throw new BackendUnavailableError(`backend tflite: ${missing}`, { cause: e });
     throw new BackendUnavailableError(`@tensorflow/tfjs-tflite could not load the model: ${(e as Error)?.message ?? String(e)}`, { cause: e });
   } finally {
     new Uint8Array(buf).fill(0);

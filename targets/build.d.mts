@@ -11,6 +11,8 @@ export interface Target {
   entries: TargetEntry[];
   options: object;
   ortFiles: string[];
+  /** tfjs-tflite's wasm glue and `.wasm` staged beside the bundle, next to `keylock-tflite.mjs`. */
+  tfliteFiles: string[];
 }
 
 /** What `buildTarget` built. */
@@ -23,7 +25,16 @@ export interface BuiltTarget {
   inputs: string[];
   /** Per output bundle file name, the imports left external (e.g. `node:fs`, `cbor-extract`). */
   externals: Record<string, string[]>;
+  /** Source files in `keylock-tflite.mjs` (the library file beside the bundle), as esbuild names them. */
+  tfliteInputs: string[];
+  /** What `keylock-tflite.mjs` imports (nothing: it is self-contained). */
+  tfliteImports: string[];
 }
+
+/** The file name of the tfjs-tflite library beside every bundle. */
+export declare const TFLITE_LIB: string;
+/** The tfjs-tflite wasm files staged per kind of target. */
+export declare const TFLITE_FILES: { node: string[]; browser: string[] };
 
 export declare const TARGETS: Record<string, Target>;
 export declare function buildTarget(name: string, opts?: { minify?: boolean; outDir?: string }): Promise<BuiltTarget>;

@@ -7,8 +7,9 @@
 //   npm run build                       all targets (node targets/build.mjs)
 //   npm run build -- node browser       some targets
 //
-// ORT's wasm files are copied beside each bundle; nothing is ever fetched from
-// a CDN (the browser bundles point ORT at their own folder).
+// ORT's wasm files are copied beside each bundle, and so is the TFLite runtime
+// (keylock-tflite.mjs and tfjs-tflite's wasm, stageTflite below); nothing is
+// ever fetched from a CDN (the bundles point ORT and tfjs-tflite at their own folder).
 import * as esbuild from 'esbuild';
 import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
@@ -64,22 +65,113 @@ const browserFileStore = stubOut('keystore/filestore.ts', 'KeylockError',
   'expected a file system (Node, Deno, Electron main) for a file keystore or a file: unlock key, got a browser; keep the keystore bytes yourself (Keystore.fromBytes, memoryStorage or an own KeystoreStorage) and unlock with a hook or env provider',
   { code: 'unsupported-platform', namespace: 'keylock-browser-stub' });
 
+// ---------------------------------------------------------------------------
+// TFLite in device bundles
+//
+// The TFLite backend's own code (runtime/tflite.ts, a few KB, imported by
+// runtime/backends.ts on first use) is in every bundle. The library it drives,
+// @tensorflow/tfjs-tflite (1.2 MB of JS, 3.6 MB of wasm), is a file of its own
+// beside the bundle, `keylock-tflite.mjs`, which the bundle imports on its
+// first TFLite session only: a bundle that runs ONNX alone never reads it. The
+// library's wasm glue and `.wasm` are staged beside it (TFLITE_FILES), and the
+// bundle points the library at its own folder (KEYLOCK_TFLITE_BESIDE_BUNDLE,
+// runtime/tflite.ts), so nothing is fetched from a CDN or a page-relative path.
+// ---------------------------------------------------------------------------
+
+/** The library's flat ESM build (its `module` entry, dist/index.js, imports files the package does not ship). */
+const TFLITE_LIB_SRC = 'node_modules/@tensorflow/tfjs-tflite/dist/tf-tflite.fesm.js';
+/** The file name of the library beside each bundle; the bundle's `import('@tensorflow/tfjs-tflite')` points here. */
+export const TFLITE_LIB = 'keylock-tflite.mjs';
+const tfliteWasmDir = join(root, 'node_modules/@tensorflow/tfjs-tflite/wasm');
+
 /**
- * The TFLite backend (runtime/tflite.ts, imported by runtime/backends.ts on first
- * use) pulls in @tensorflow/tfjs-tflite, 1.9 MB of JS plus its own wasm files,
- * and device bundles carry no @tensorflow/* code. It is left out of every
- * target: `backend: 'tflite'` (the default for a TFLite model) fails there
- * with BackendUnavailableError. The TFLite path is tracked in its own issue.
+ * The tfjs-tflite files each kind of target loads. Node, Deno, rpi and the
+ * Electron main process: the SIMD build (runtime/tflite-node-shim.ts loads the
+ * non-threaded glue there; every Node 20 platform has wasm SIMD). Browsers: the
+ * SIMD build, threaded on a cross-origin isolated page (the library picks; its
+ * pthread workers come from a blob, so the `.worker.js` is not needed); like
+ * ORT's browser build, pages without wasm SIMD are not served.
  */
-const noTflite = stubOut('runtime/tflite.ts', 'BackendUnavailableError',
-  'backend tflite: expected it in this bundle, got a device bundle built without it (targets/build.mjs leaves @tensorflow/tfjs-tflite out of device bundles); run TFLite models from the sources for now');
+export const TFLITE_FILES = {
+  node: ['tflite_web_api_cc_simd.js', 'tflite_web_api_cc_simd.wasm'],
+  browser: ['tflite_web_api_cc_simd.js', 'tflite_web_api_cc_simd.wasm', 'tflite_web_api_cc_simd_threaded.js', 'tflite_web_api_cc_simd_threaded.wasm'],
+};
+
+/** In a main bundle: `import('@tensorflow/tfjs-tflite')` stays an import, of the library file beside the bundle. */
+const tfliteBeside = {
+  name: 'keylock-tflite-beside',
+  setup(b) {
+    b.onResolve({ filter: /^@tensorflow\/tfjs-tflite$/ }, () => ({ path: `./${TFLITE_LIB}`, external: true }));
+  },
+};
+
+/** The statement with which tfjs-tflite starts loading its wasm when imported, from a path resolved against the page. */
+const TFLITE_PRELOAD = /(EmscriptenModuleLoader\.getInstance\(""\s*,\s*"tflite_web_api"\s*,\s*'(?:[^'\\]|\\.)*'\))\.load\(!0\)/g;
+
+/**
+ * Two edits to the library file, both checked so a different version of the
+ * package fails the build instead of shipping unedited:
+ * - its import-time preload is removed: it resolves the glue against the
+ *   page's URL (a request to the page's folder, and a second copy of the wasm
+ *   module once keylock sets the bundle's folder); the first session loads it;
+ * - @tensorflow/tfjs-core is replaced by a stub: the library uses it only in
+ *   `TFLiteModel.predict` (tfjs tensors in and out), which keylock does not call
+ *   (it runs the model runner, runtime/tflite.ts); `tensor()` throws there.
+ */
+const tfliteLibEdits = {
+  name: 'keylock-tflite-lib',
+  setup(b) {
+    b.onResolve({ filter: /^@tensorflow\/tfjs-core$/ }, () => ({ path: 'tfjs-core', namespace: 'keylock-tfjs-core-stub' }));
+    b.onLoad({ filter: /.*/, namespace: 'keylock-tfjs-core-stub' }, () => ({
+      loader: 'js',
+      contents: `export class Tensor {}
+export function tensor() { throw new Error('keylock-tflite.mjs: TFLiteModel.predict needs @tensorflow/tfjs-core, which keylock leaves out; keylock runs the model runner'); }`,
+    }));
+    b.onLoad({ filter: /tf-tflite\.fesm\.js$/ }, (args) => {
+      const text = readFileSync(args.path, 'utf8');
+      const n = [...text.matchAll(TFLITE_PRELOAD)].length;
+      if (n !== 1) throw new Error(`${TFLITE_LIB_SRC}: expected one import-time preload statement to remove, found ${n} (a different @tensorflow/tfjs-tflite than 0.0.1-alpha.10?)`);
+      return { loader: 'js', contents: text.replace(TFLITE_PRELOAD, '$1') };
+    });
+  },
+};
+
+/** Builds keylock-tflite.mjs into `out` and copies the wasm files `files` beside it. */
+async function stageTflite(out, { platform, files, minify }) {
+  const result = await esbuild.build({
+    entryPoints: [join(root, TFLITE_LIB_SRC)],
+    bundle: true,
+    format: 'esm',
+    platform,
+    target: platform === 'node' ? 'node20' : ['es2022', 'chrome110', 'firefox115', 'safari16'],
+    minify,
+    legalComments: 'none',
+    metafile: true,
+    outfile: join(out, TFLITE_LIB),
+    absWorkingDir: root,
+    logLevel: 'warning',
+    plugins: [tfliteLibEdits],
+  });
+  for (const f of files) copyFileSync(join(tfliteWasmDir, f), join(out, f));
+  return { inputs: Object.keys(result.metafile.inputs), imports: Object.values(result.metafile.outputs).flatMap((o) => o.imports.map((i) => i.path)) };
+}
+
+/** Main bundles point tfjs-tflite at their own folder (runtime/tflite.ts). */
+const tfliteDefine = { KEYLOCK_TFLITE_BESIDE_BUNDLE: 'true' };
+
+/**
+ * runtime/tflite-node-shim.ts (imported by runtime/tflite.ts under Node only)
+ * reads files with node:fs; browser bundles get a stub instead.
+ */
+const browserTfliteShim = stubOut('runtime/tflite-node-shim.ts', 'BackendUnavailableError',
+  'backend tflite: expected Node or Deno for the tfjs-tflite Node shim, got a browser', { namespace: 'keylock-browser-stub' });
 
 // Node, Deno, rpi and the Electron main process share these options. Deno runs
 // the node-platform bundle: it defines `process`, so ORT takes its Node code
 // path there anyway (docs/TARGETS.md, Deno). cbor-extract stays external:
 // bundled, cbor-x silently loses native decoding; unresolvable (an image
 // folder without node_modules), cbor-x falls back to its pure-JS decoder.
-const nodeOptions = { platform: 'node', target: 'node20', banner: { js: requireBanner }, external: ['cbor-extract'], plugins: [noTflite] };
+const nodeOptions = { platform: 'node', target: 'node20', banner: { js: requireBanner }, external: ['cbor-extract'], plugins: [tfliteBeside], define: tfliteDefine };
 const nodeOrt = ['ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'];
 
 // Browser bundles use ORT's builds without embedded wasm glue (export
@@ -93,7 +185,8 @@ const browserOptions = {
   platform: 'browser',
   target: ['es2022', 'chrome110', 'firefox115', 'safari16'],
   conditions: ['onnxruntime-web-use-extern-wasm'],
-  plugins: [browserFileStore, noTflite],
+  plugins: [browserFileStore, browserTfliteShim, tfliteBeside],
+  define: tfliteDefine,
 };
 
 /**
@@ -118,12 +211,14 @@ export const TARGETS = {
     entries: [{ in: 'targets/node/bundle.ts', out: 'keylock.mjs' }],
     options: nodeOptions,
     ortFiles: nodeOrt,
+    tfliteFiles: TFLITE_FILES.node,
   },
   deno: {
     entry: 'targets/deno/index.ts',
     entries: [{ in: 'targets/deno/index.ts', out: 'keylock.mjs' }],
     options: nodeOptions,
     ortFiles: nodeOrt,
+    tfliteFiles: TFLITE_FILES.node,
   },
   // Same code as node; the entry only sets `env.threads` to min(4, cores): a
   // Pi 4/5 has 4 cores, and ORT fixes the count per process at the first
@@ -133,18 +228,21 @@ export const TARGETS = {
     entries: [{ in: 'targets/rpi/index.ts', out: 'keylock.mjs' }],
     options: nodeOptions,
     ortFiles: nodeOrt,
+    tfliteFiles: TFLITE_FILES.node,
   },
   browser: {
     entry: 'targets/browser/index.ts',
     entries: [{ in: 'targets/browser/index.ts', out: 'keylock.mjs' }],
     options: { ...browserOptions, alias: { 'onnxruntime-web': 'onnxruntime-web/wasm' } },
     ortFiles: ['ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'],
+    tfliteFiles: TFLITE_FILES.browser,
   },
   'browser-webgpu': {
     entry: 'targets/browser/index.ts',
     entries: [{ in: 'targets/browser/index.ts', out: 'keylock.mjs' }],
     options: browserOptions,
     ortFiles: ['ort-wasm-simd-threaded.jsep.mjs', 'ort-wasm-simd-threaded.jsep.wasm'],
+    tfliteFiles: TFLITE_FILES.browser,
   },
   // Electron: the main process is Node (ESM main, Electron >= 28) and runs the
   // model; the preload is a CommonJS file (sandboxed preloads cannot be ESM)
@@ -157,6 +255,7 @@ export const TARGETS = {
     ],
     options: { ...nodeOptions, external: ['cbor-extract', 'electron'] },
     ortFiles: nodeOrt,
+    tfliteFiles: TFLITE_FILES.node,
   },
 };
 
@@ -194,7 +293,8 @@ export async function buildTarget(name, { minify = true, outDir } = {}) {
     for (const o of Object.values(result.metafile.outputs)) externals[e.out] = o.imports.filter((i) => i.external).map((i) => i.path);
   }
   for (const f of t.ortFiles) copyFileSync(join(ortDist, f), join(out, f));
-  return { dir: out, files: readdirSync(out).map((f) => join(out, f)), inputs: [...inputs], externals };
+  const lib = await stageTflite(out, { platform: t.options.platform, files: t.tfliteFiles, minify });
+  return { dir: out, files: readdirSync(out).map((f) => join(out, f)), inputs: [...inputs], externals, tfliteInputs: lib.inputs, tfliteImports: lib.imports };
 }
 
 function table(rows) {

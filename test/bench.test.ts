@@ -46,6 +46,8 @@ test('a quick bench run computes every ratio and writes BENCH.md and bench.json'
   for (const a of r.alloc!.rows) assert.equal(a.heapUsed.length, 4, 'heap sampled at 0, 100, 200, 300 runs');
   assert.equal(r.bundles[0].target, 'node');
   assert.equal(r.bundles[0].nativeInside, false);
+  assert.deepEqual(r.bundles[0].files, ['keylock.mjs'], 'the TFLite library is counted apart from the bundle');
+  assert.ok(r.bundles[0].tflite!.bytes > r.bundles[0].js.bytes, 'the TFLite files (library and wasm) are counted');
 
   const md = readFileSync(join(out, 'BENCH.md'), 'utf8');
   const json = JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8'));

@@ -9,7 +9,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { buildTarget } from '../targets/build.mjs';
-import { accuracy, makeFixture, parseRunner, referenceOutputs } from '../eval/fixtures/targets.ts';
+import { accuracy, addTfliteModel, makeFixture, parseRunner, referenceOutputs } from '../eval/fixtures/targets.ts';
 
 const DENO = fileURLToPath(new URL('../node_modules/.bin/deno', import.meta.url));
 const N = 200;
@@ -18,12 +18,15 @@ after(() => rmSync(fx.dir, { recursive: true, force: true }));
 const built = await buildTarget('deno', { outDir: join(fx.dir, 'dist-deno') });
 const bundleUrl = pathToFileURL(join(built.dir, 'keylock.mjs')).href;
 const ref = await referenceOutputs(fx);
+// The reference CNN exported to TFLite and locked, its grant in the same keystore.
+const fxT = await addTfliteModel(fx);
+const refT = await referenceOutputs(fxT);
 
 // cbor-x reads this one variable to decide on native decoding; nothing else is read.
 const READ_ENV = ['--allow-read=' + fx.dir, '--allow-env=CBOR_NATIVE_ACCELERATION_DISABLED'];
 
-function deno(perms: string[], threads: string, mode: 'ro' | 'rw') {
-  return spawnSync(DENO, ['run', '--no-prompt', ...perms, fx.runner, bundleUrl, fx.klmPath, fx.klsPath, fx.unlockPath, fx.recPath, threads, mode], {
+function deno(perms: string[], threads: string, mode: 'ro' | 'rw', f = fx) {
+  return spawnSync(DENO, ['run', '--no-prompt', ...perms, f.runner, bundleUrl, f.klmPath, f.klsPath, f.unlockPath, f.recPath, threads, mode], {
     encoding: 'utf8', cwd: fx.dir, maxBuffer: 64 << 20, env: { ...process.env, NO_COLOR: '1' },
   });
 }
@@ -64,4 +67,14 @@ test('deno, read-only: a keystore put back without its generation counter is ref
   } finally {
     writeFileSync(counter, saved);
   }
+});
+
+test('deno runs a locked .tflite from the bundle (keylock-tflite.mjs and its wasm beside it), --allow-read + one env var only: same outputs', () => {
+  const r = deno(READ_ENV, 'default', 'ro', fxT);
+  assert.equal(r.status, 0, r.stderr);
+  const out = parseRunner(r.stdout);
+  assert.equal(out.state, 'ready', out.message);
+  assert.ok(out.outputs === refT.outputs, 'outputs differ from the source tree\'s tflite backend');
+  assert.deepEqual(out.predicted, refT.predicted);
+  assert.ok(accuracy(out.predicted, fx.labels) > 0.9);
 });

@@ -27,6 +27,8 @@ import { errorName, type ModelInfo } from '../targets/electron/wire.ts';
 import { prepareDemo, type PreparedDemo } from '../targets/browser/prepare-demo.ts';
 import { demoRoots, serve } from '../targets/browser/serve.ts';
 import { chromiumMissing, launchChromium } from '../targets/browser/chromium.ts';
+import { addTfliteModel, makeFixture, referenceOutputs, outputsHex } from '../eval/fixtures/targets.ts';
+import { decodeRecorded } from '../runtime/recorded.ts';
 
 type Handler = (event: IpcEventLike, ...args: unknown[]) => unknown;
 
@@ -182,6 +184,26 @@ describe('electron target (main process under Node, fake ipcMain)', () => {
     const bridge = window.keylock as KeylockBridge;
     for (let i = 0; i < 5; i++) assert.equal(bits(logitsOf(await bridge.run(demo.digits[i].inputs!))), bits(reference[i]), `bundle, digit ${i}`);
     await main.stop();
+  });
+
+  test('the built main.mjs serves a locked .tflite (keylock-tflite.mjs and its wasm beside it) to the renderer, bit for bit as the sources', async () => {
+    const fx = await addTfliteModel(await makeFixture(10));
+    try {
+      const ref = await referenceOutputs(fx);
+      const bundle = (await import(pathToFileURL(join(built.dir, 'main.mjs')).href)) as typeof import('../targets/electron/main.ts');
+      const ipc = new FakeIpcMain();
+      const main = await bundle.startKeylock({ ipcMain: ipc, klm: fx.klmPath, keystore: fx.klsPath, unlock: { kind: 'file', path: fx.unlockPath } });
+      const bridge = renderer(ipc);
+      const info = await bridge.info();
+      assert.deepEqual([info.state, info.modelId], ['ready', fx.modelId], JSON.stringify(info.error));
+      assert.deepEqual(info.inputs.map((i) => [i.name, i.shape]), [['input', [1, 28, 28, 1]]]);
+      const outs: TensorMap[] = [];
+      for (const s of decodeRecorded(new Uint8Array(readFileSync(fx.recPath)))) outs.push(await bridge.run(s.inputs!));
+      assert.ok(outputsHex(outs) === ref.outputs, 'the renderer got the source tree\'s tflite outputs');
+      await main.stop();
+    } finally {
+      rmSync(fx.dir, { recursive: true, force: true });
+    }
   });
 
   test('the renderer page in Chromium classifies through the emulated bridge', { skip: chromiumMissing }, async () => {

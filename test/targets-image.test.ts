@@ -10,7 +10,7 @@ import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { TARGETS } from '../targets/build.mjs';
+import { TARGETS, TFLITE_LIB } from '../targets/build.mjs';
 import { encodeVendorPub, encodeVendorSecret } from '../keystore/keyfiles.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { lockOnnx } from '../models/lock/index.ts';
@@ -18,7 +18,7 @@ import { FormatError, TamperedError, UntrustedSignerError } from '../keystore/er
 import {
   IMAGE_TARGETS, ImageChangedFileError, ImageExtraFileError, ImageMissingFileError, KLIM_NAME, openImageManifest, verifyImage,
 } from '../targets/cli/image-manifest.ts';
-import { makeFixture, parseRunner, referenceOutputs } from '../eval/fixtures/targets.ts';
+import { addTfliteModel, makeFixture, parseRunner, referenceOutputs } from '../eval/fixtures/targets.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const fx = await makeFixture(100);
@@ -39,14 +39,14 @@ function kl(...args: string[]): { code: number; out: string; err: string } {
 }
 
 /** Changes the image, checks that verification throws `type`, undoes the change, checks it verifies again. */
-function refused(change: () => () => void, type: new (...a: never[]) => Error): void {
+function refused(change: () => () => void, type: new (...a: never[]) => Error, dir = img): void {
   const undo = change();
   try {
-    assert.throws(() => verifyImage(img, [fx.vendorPub]), type);
+    assert.throws(() => verifyImage(dir, [fx.vendorPub]), type);
   } finally {
     undo();
   }
-  verifyImage(img, [fx.vendorPub]);
+  verifyImage(dir, [fx.vendorPub]);
 }
 
 test('image targets are exactly the build targets', () => {
@@ -56,7 +56,7 @@ test('image targets are exactly the build targets', () => {
 test('keylock image stages bundle, ORT files, model and keystore with a signed manifest; verify-image accepts it', () => {
   const r = kl('image', '--target', 'node', '--model', fx.klmPath, '--keystore', fx.klsPath, '--vendor', vendorKey, '--out', img);
   assert.equal(r.code, 0, r.err);
-  assert.match(r.out, /target node, 6 files, \d+ bytes, models mnist-cnn-targets/);
+  assert.match(r.out, /target node, 6 files, \d+ bytes, models mnist-cnn-targets; TFLite runtime left out \(no TFLite model\)/);
   const m = openImageManifest(new Uint8Array(readFileSync(join(img, KLIM_NAME))), [fx.vendorPub]);
   assert.equal(m.target, 'node');
   assert.deepEqual(m.entries, ['keylock.mjs']);
@@ -168,3 +168,46 @@ test('an electron image lists both of its entries (main process and preload)', (
     for (const f of TARGETS[target].ortFiles) assert.ok(v.manifest.files.some((x) => x.path === f && x.role === 'ort'));
   }
 });
+
+test('an image that holds a TFLite model carries the TFLite runtime (role tflite) and runs the model on its own, bit for bit', async () => {
+  const fxT = await addTfliteModel(fx);
+  const refT = await referenceOutputs(fxT);
+  const dir = join(fx.dir, 'image-tflite');
+  const r = kl('image', '--target', 'node', '--model', fxT.klmPath, '--model', fx.klmPath, '--keystore', fx.klsPath, '--vendor', vendorKey, '--out', dir);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /target node, 10 files, .*TFLite runtime included/);
+  const v = verifyImage(dir, [fx.vendorPub]);
+  assert.deepEqual(v.manifest.files.filter((f) => f.role === 'tflite').map((f) => f.path), [TFLITE_LIB, ...TARGETS.node.tfliteFiles].sort());
+  assert.deepEqual(v.manifest.models.map((m) => m.modelId), ['mnist-cnn-tflite-targets', 'mnist-cnn-targets']);
+  // A changed TFLite file is caught like any other.
+  refused(() => {
+    const f = join(dir, 'tflite_web_api_cc_simd.wasm');
+    const saved = readFileSync(f);
+    appendFileSync(f, new Uint8Array([0]));
+    return () => writeFileSync(f, saved);
+  }, ImageChangedFileError, dir);
+
+  const copy = mkdtempSync(join(tmpdir(), 'keylock-image-tflite-'));
+  copies.push(copy);
+  cpSync(dir, copy, { recursive: true });
+  for (let d = copy; d !== dirname(d); d = dirname(d)) assert.equal(existsSync(join(d, 'node_modules')), false, `no node_modules at ${d}`);
+  const runner = `${copy}-run.mjs`;
+  writeFileSync(runner, readFileSync(fx.runner));
+  copies.push(runner);
+  const run = spawnSync(process.execPath, [
+    runner, pathToFileURL(join(copy, 'keylock.mjs')).href, join(copy, 'models/mnist-cnn-tflite.klm'), join(copy, 'keystore/device.kls'),
+    fx.unlockPath, fxT.recPath, 'default', 'rw',
+  ], { encoding: 'utf8', cwd: copy, env: { PATH: process.env.PATH }, maxBuffer: 64 << 20 });
+  assert.equal(run.status, 0, run.stderr);
+  const out = parseRunner(run.stdout);
+  assert.equal(out.state, 'ready', out.message);
+  assert.ok(out.outputs === refT.outputs, 'outputs differ from the source tree\'s tflite backend');
+  verifyImage(copy, [fx.vendorPub]);
+
+  // A browser image with the TFLite model carries the threaded build as well.
+  const b = join(fx.dir, 'image-tflite-browser');
+  const rb = kl('image', '--target', 'browser', '--model', fxT.klmPath, '--vendor', vendorKey, '--out', b);
+  assert.equal(rb.code, 0, rb.err);
+  assert.deepEqual(verifyImage(b, [fx.vendorPub]).manifest.files.filter((f) => f.role === 'tflite').map((f) => f.path), [TFLITE_LIB, ...TARGETS.browser.tfliteFiles].sort());
+});
+

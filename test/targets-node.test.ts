@@ -4,18 +4,21 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { buildTarget } from '../targets/build.mjs';
 import { Keystore } from '../keystore/keystore.ts';
-import { accuracy, makeFixture, parseRunner, referenceOutputs } from '../eval/fixtures/targets.ts';
+import { accuracy, addTfliteModel, makeFixture, parseRunner, referenceOutputs } from '../eval/fixtures/targets.ts';
 
 const N = 200;
 const fx = await makeFixture(N);
 after(() => rmSync(fx.dir, { recursive: true, force: true }));
 const built = await buildTarget('node', { outDir: join(fx.dir, 'dist-node') });
+// The same device also holds the reference CNN exported to TFLite and locked (its own grant).
+const fxT = await addTfliteModel(fx);
+const refT = await referenceOutputs(fxT);
 const bundleUrl = pathToFileURL(join(built.dir, 'keylock.mjs')).href;
 const ref = await referenceOutputs(fx);
 
@@ -63,6 +66,7 @@ function node(args: string[]): { stdout: string; stderr: string } {
 }
 
 const runnerArgs = [fx.runner, bundleUrl, fx.klmPath, fx.klsPath, fx.unlockPath, fx.recPath, 'default', 'rw'];
+const tfliteArgs = (bundle = bundleUrl): string[] => [fx.runner, bundle, fxT.klmPath, fx.klsPath, fx.unlockPath, fxT.recPath, 'default', 'rw'];
 
 function reported(stderr: string): string[] {
   const line = stderr.split('\n').find((l) => l.startsWith('NETWORK-CALLS '));
@@ -114,4 +118,97 @@ try { new WebSocket('ws://127.0.0.1:9/'); } catch {}
   assert.equal(r.state, 'ready', r.message);
   assert.ok(r.outputs === ref.outputs, 'the trapped run gives the same outputs');
   assert.deepEqual(reported(stderr), []);
+});
+
+test('a locked .tflite from the node bundle (keylock-tflite.mjs and its wasm beside it): the source tree\'s outputs bit for bit, no network call', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-trap-tflite-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const trap = join(dir, 'trap.mjs');
+  writeFileSync(trap, TRAP);
+  const { stdout, stderr } = node(['--import', pathToFileURL(trap).href, ...tfliteArgs()]);
+  const r = parseRunner(stdout);
+  assert.equal(r.state, 'ready', r.message);
+  assert.equal(r.predicted.length, N);
+  assert.ok(r.outputs === refT.outputs, 'outputs differ from the source tree\'s tflite backend');
+  assert.deepEqual(r.predicted, refT.predicted);
+  assert.ok(accuracy(r.predicted, fx.labels) > 0.9, `accuracy ${accuracy(r.predicted, fx.labels)}`);
+  assert.deepEqual(reported(stderr), [], 'no network call');
+});
+
+test('the TFLite library is read on the first TFLite load only: without keylock-tflite.mjs, ONNX runs and TFLite halts with a typed error naming the file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-no-tflite-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  cpSync(built.dir, dir, { recursive: true });
+  rmSync(join(dir, 'keylock-tflite.mjs'));
+  const url = pathToFileURL(join(dir, 'keylock.mjs')).href;
+  const onnx = parseRunner(node([fx.runner, url, fx.klmPath, fx.klsPath, fx.unlockPath, fx.recPath, 'default', 'rw']).stdout);
+  assert.equal(onnx.state, 'ready', onnx.message);
+  assert.ok(onnx.outputs === ref.outputs, 'the ONNX model runs as with the full folder');
+  const r = spawnSync(process.execPath, tfliteArgs(url), { encoding: 'utf8' });
+  assert.equal(r.status, 3, r.stderr);
+  const t = parseRunner(r.stdout);
+  assert.equal(t.state, 'halted');
+  assert.equal(t.error, 'BackendUnavailableError');
+  assert.match(t.message ?? '', /keylock-tflite\.mjs beside the bundle/);
+});
+
+test('without the TFLite wasm beside the bundle, a TFLite load halts with BackendUnavailableError naming the missing file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-no-tflite-wasm-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  cpSync(built.dir, dir, { recursive: true });
+  rmSync(join(dir, 'tflite_web_api_cc_simd.wasm'));
+  const r = spawnSync(process.execPath, tfliteArgs(pathToFileURL(join(dir, 'keylock.mjs')).href), { encoding: 'utf8' });
+  assert.equal(r.status, 3, r.stderr);
+  const t = parseRunner(r.stdout);
+  assert.equal(t.state, 'halted');
+  assert.equal(t.error, 'BackendUnavailableError');
+  assert.match(t.message ?? '', /expected tfjs-tflite's tflite_web_api_cc_simd\.js and tflite_web_api_cc_simd\.wasm in .*keylock-no-tflite-wasm-.*, got: ENOENT/);
+});
+
+test('the rpi bundle (threads default min(4, cores) for ORT) runs the locked .tflite on its one Node thread; another explicit count is refused', async () => {
+  const rpi = await buildTarget('rpi', { outDir: join(fx.dir, 'dist-rpi') });
+  const url = pathToFileURL(join(rpi.dir, 'keylock.mjs')).href;
+  const rpiThreads = Math.max(1, Math.min(4, availableParallelism()));
+  const r = parseRunner(node(tfliteArgs(url)).stdout);
+  assert.equal(r.state, 'ready', r.message);
+  assert.ok(r.outputs === refT.outputs, 'outputs differ from the source tree\'s');
+  const args = tfliteArgs(url);
+  args[6] = String(rpiThreads + 1);
+  const refused = spawnSync(process.execPath, args, { encoding: 'utf8' });
+  assert.equal(refused.status, 3, refused.stderr);
+  const t = parseRunner(refused.stdout);
+  assert.deepEqual([t.state, t.error], ['halted', 'BackendUnavailableError']);
+  assert.match(t.message ?? '', new RegExp(`runs one thread in Node .*got threads ${rpiThreads + 1}`));
+});
+
+test('env.tfliteWasmPaths moves the TFLite wasm elsewhere: found there as a file: URL or a path; a value without a trailing slash is refused', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-tflite-wasm-path-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  cpSync(built.dir, join(dir, 'app'), { recursive: true });
+  mkdirSync(join(dir, 'wasm'));
+  for (const f of ['tflite_web_api_cc_simd.js', 'tflite_web_api_cc_simd.wasm']) renameSync(join(dir, 'app', f), join(dir, 'wasm', f));
+  const script = join(dir, 'run.mjs');
+  writeFileSync(script, `import { readFileSync } from 'node:fs';
+const [bundle, where, klm, kls, unlock, rec] = process.argv.slice(2);
+const k = await import(bundle);
+k.env.tfliteWasmPaths = where;
+const ks = await k.openKeystore(kls, { kind: 'file', path: unlock });
+const m = await k.loadModelFile(klm, { keystore: ks });
+if (m.state !== 'ready') { console.log(JSON.stringify({ state: m.state, error: m.error.name, message: m.error.message })); process.exit(3); }
+const s = k.decodeRecorded(new Uint8Array(readFileSync(rec)))[0];
+const o = await m.run(s.inputs);
+console.log(JSON.stringify({ state: 'ready', first: Array.from(Object.values(o)[0].data) }));
+`);
+  const url = pathToFileURL(join(dir, 'app', 'keylock.mjs')).href;
+  const run = (where: string) => spawnSync(process.execPath, [script, url, where, fxT.klmPath, fx.klsPath, fx.unlockPath, fxT.recPath], { encoding: 'utf8' });
+  for (const where of [`${pathToFileURL(join(dir, 'wasm')).href}/`, `${join(dir, 'wasm')}/`]) {
+    const r = run(where);
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    assert.equal(JSON.parse(r.stdout).state, 'ready', where);
+  }
+  const bad = run(join(dir, 'wasm'));
+  assert.equal(bad.status, 3, bad.stderr);
+  const b = JSON.parse(bad.stdout);
+  assert.equal(b.error, 'BackendUnavailableError');
+  assert.match(b.message, /env\.tfliteWasmPaths: expected a folder ending in "\/", got ".*wasm"/);
 });

@@ -30,7 +30,12 @@ export interface ColdRun { backend: string; threads: number; rows: ColdRow[] }
 export interface Throughput { bytes: number; tensors: number; sealed: Summary; sealedJs: Summary; sealedLegacy: Summary; sealedPinned?: Summary; sealedSpeedup: Summary; deeplock: Summary; sha256js: Summary; sha256webcrypto: Summary; aesGcmWebcrypto?: Summary }
 export interface MemRow { variant: 'plain' | 'locked'; case: string; modelBytes: number; fileBytes: number; peakReset: boolean; base: number; baseRss: number; afterLoad: number; afterRuns: number; arrayBuffersAfterGc: number; externalAfterGc: number }
 export interface AllocRow { case: string; model: string; at: number[]; heapUsed: number[]; arrayBuffers: number[]; rss: number[]; msPerRun: Summary }
-export interface BundleRow { target: string; files: string[]; js: { bytes: number; gzip: number }; ort: { bytes: number; gzip: number }; nativeInside: boolean }
+export interface BundleRow {
+  target: string; files: string[]; js: { bytes: number; gzip: number }; ort: { bytes: number; gzip: number };
+  /** keylock-tflite.mjs and tfjs-tflite's glue and wasm beside the bundle (absent in results from before they were staged). */
+  tflite?: { bytes: number; gzip: number };
+  nativeInside: boolean;
+}
 
 export interface BenchResults {
   date: string;
@@ -188,9 +193,10 @@ function allocSection(r: BenchResults): string[] {
 function bundleSection(r: BenchResults): string[] {
   if (!r.bundles.length) return [];
   const L = ['## 6. Bundle sizes per target', ''];
-  L.push('Command: `npm run bench` (`buildTarget` from targets/build.mjs for every target in its `TARGETS`, minified; gzip -9). "ORT files" are the onnxruntime-web glue and wasm copied beside each bundle. No bundle contains onnxruntime-node: the `native` backend imports it at run time by a name the bundler does not follow.', '');
-  L.push('| target | bundle files | JS bytes | JS gzip | ORT files bytes | ORT gzip | onnxruntime-node inside |', '| --- | --- | --- | --- | --- | --- | --- |');
-  for (const b of r.bundles) L.push(`| ${b.target} | ${b.files.join(', ')} | ${b.js.bytes.toLocaleString('en')} | ${b.js.gzip.toLocaleString('en')} | ${b.ort.bytes.toLocaleString('en')} | ${b.ort.gzip.toLocaleString('en')} | ${b.nativeInside ? 'yes' : 'no'} |`);
+  L.push('Command: `npm run bench` (`buildTarget` from targets/build.mjs for every target in its `TARGETS`, minified; gzip -9). "ORT files" are the onnxruntime-web glue and wasm copied beside each bundle; "TFLite files" are `keylock-tflite.mjs` (tfjs-tflite) and its glue and wasm, which the bundle reads on its first TFLite session only (docs/TARGETS.md). No bundle contains onnxruntime-node: the `native` backend imports it at run time by a name the bundler does not follow.', '');
+  L.push('| target | bundle files | JS bytes | JS gzip | ORT files bytes | ORT gzip | TFLite files bytes | TFLite gzip | onnxruntime-node inside |', '| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  const n = (v: number | undefined): string => (v === undefined ? '–' : v.toLocaleString('en'));
+  for (const b of r.bundles) L.push(`| ${b.target} | ${b.files.join(', ')} | ${n(b.js.bytes)} | ${n(b.js.gzip)} | ${n(b.ort.bytes)} | ${n(b.ort.gzip)} | ${n(b.tflite?.bytes)} | ${n(b.tflite?.gzip)} | ${b.nativeInside ? 'yes' : 'no'} |`);
   L.push('');
   return L;
 }

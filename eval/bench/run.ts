@@ -66,7 +66,7 @@ export interface BenchOptions {
 export type Section = 'latency' | 'cold' | 'throughput' | 'memory' | 'alloc' | 'bundles' | ExtraSection['id'];
 
 async function bundleSizes(quick: boolean, progress: (s: string) => void): Promise<BenchResults['bundles']> {
-  const { TARGETS, buildTarget } = await import('../../targets/build.mjs');
+  const { TARGETS, TFLITE_LIB, buildTarget } = await import('../../targets/build.mjs');
   const names = quick ? ['node'] : Object.keys(TARGETS);
   const dir = mkdtempSync(join(tmpdir(), 'keylock-bench-build-'));
   const rows: BenchResults['bundles'] = [];
@@ -75,13 +75,15 @@ async function bundleSizes(quick: boolean, progress: (s: string) => void): Promi
       progress(`bundle ${n}`);
       const { files, inputs } = await buildTarget(n, { outDir: join(dir, n) });
       const ort = new Set(TARGETS[n].ortFiles);
+      const tflite = new Set([TFLITE_LIB, ...TARGETS[n].tfliteFiles]);
       const size = (fs: string[]): { bytes: number; gzip: number } => fs.reduce((a, f) => {
         const b = readFileSync(f);
         return { bytes: a.bytes + b.byteLength, gzip: a.gzip + gzipSync(b, { level: 9 }).byteLength };
       }, { bytes: 0, gzip: 0 });
-      const js = files.filter((f) => !ort.has(basename(f)));
+      const js = files.filter((f) => !ort.has(basename(f)) && !tflite.has(basename(f)));
       rows.push({
         target: n, files: js.map((f) => basename(f)), js: size(js), ort: size(files.filter((f) => ort.has(basename(f)))),
+        tflite: size(files.filter((f) => tflite.has(basename(f)))),
         nativeInside: inputs.some((i) => i.includes('onnxruntime-node')),
       });
     }

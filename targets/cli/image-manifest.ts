@@ -33,8 +33,11 @@ export const MAX_IMAGE_FILES = 4096;
 export const IMAGE_TARGETS = ['node', 'deno', 'rpi', 'browser', 'browser-webgpu', 'electron'] as const;
 /** A target an image is made for. */
 export type ImageTarget = (typeof IMAGE_TARGETS)[number];
-/** What a file is for: the target's bundle files, ORT's wasm files, a locked model, a keystore. */
-export const IMAGE_ROLES = ['bundle', 'ort', 'model', 'keystore'] as const;
+/**
+ * What a file is for: the target's bundle files, ORT's wasm files, a locked model, a keystore, the
+ * TFLite runtime (keylock-tflite.mjs and tfjs-tflite's glue and wasm, in images that hold a TFLite model).
+ */
+export const IMAGE_ROLES = ['bundle', 'ort', 'model', 'keystore', 'tflite'] as const;
 /** The role of a listed file. */
 export type ImageRole = (typeof IMAGE_ROLES)[number];
 

@@ -6,6 +6,8 @@
  *   manifest.klim                   vendor-signed list of everything below
  *   keylock.mjs                     the target bundle (Electron: main.mjs + preload.cjs)
  *   ort-wasm-simd-threaded.*        ORT's glue and wasm, found beside the bundle
+ *   keylock-tflite.mjs,             only when a model is TFLite: the tfjs-tflite library
+ *   tflite_web_api_cc_simd*.*       and its glue and wasm, imported by the bundle's first TFLite session
  *   models/NAME.klm                 the locked models
  *   keystore/NAME.kls[.counter]     optional: a device keystore and its generation counter
  *                                   (sealed; its storage key never goes in an image)
@@ -16,7 +18,7 @@
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { buildTarget, TARGETS } from '../build.mjs';
+import { buildTarget, TARGETS, TFLITE_LIB } from '../build.mjs';
 import { decodeVendorPub, decodeVendorSecret } from '../../keystore/keyfiles.ts';
 import { decodeKlsOuter } from '../../keystore/kls.ts';
 import { equalBytes, signKeyPair, wipe } from '../../keystore/nacl.ts';
@@ -67,7 +69,7 @@ function fileNameFor(flag: string, path: string, ext: string): string {
 
 /** `keylock image`: stage a device image into a new folder and sign its manifest. */
 export const image: Command = {
-  summary: 'stage a device image: target bundle, ORT wasm, models, keystore, signed manifest.klim',
+  summary: 'stage a device image: target bundle, ORT wasm, TFLite runtime when a model is TFLite, models, keystore, signed manifest.klim',
   usage: `image --target ${IMAGE_TARGETS.join('|')} --model M.klm [--model M2.klm ...] [--keystore F.kls] --vendor VENDOR.key --out DIR`,
   options: {
     target: { type: 'string' }, model: { type: 'string', multiple: true }, keystore: { type: 'string' },
@@ -97,6 +99,7 @@ async function stage(target: ImageTarget, models: string[], keystore: string | u
   // Check every input before writing anything.
   const staged: { from: string; path: string; role: ImageRole }[] = [];
   const modelList: ImageModel[] = [];
+  let tflite = false;
   for (const m of models) {
     const path = `models/${fileNameFor('model', m, '.klm')}`;
     if (staged.some((s) => s.path === path)) throw new UsageError(`--model: two models named ${basename(m)}; rename one`);
@@ -106,6 +109,7 @@ async function stage(target: ImageTarget, models: string[], keystore: string | u
     }
     staged.push({ from: m, path, role: 'model' });
     modelList.push({ path, modelId: manifest.modelId });
+    tflite ||= manifest.modelFormat === 'tflite';
   }
   if (keystore !== undefined) {
     decodeKlsOuter(readInput(keystore, 'keystore file'));
@@ -123,7 +127,14 @@ async function stage(target: ImageTarget, models: string[], keystore: string | u
   try {
     const built = await buildTarget(target, { outDir: build });
     const ort = new Set(TARGETS[target].ortFiles);
-    for (const f of built.files) staged.push({ from: f, path: basename(f), role: ort.has(basename(f)) ? 'ort' : 'bundle' });
+    // The TFLite library and its wasm (4.7 MB, 8.5 MB for browsers) go in only when a model needs them;
+    // without them the bundle still runs ONNX (it imports the library on a TFLite session only).
+    const tfliteFiles = new Set([TFLITE_LIB, ...TARGETS[target].tfliteFiles]);
+    for (const f of built.files) {
+      const name = basename(f);
+      if (tfliteFiles.has(name) && !tflite) continue;
+      staged.push({ from: f, path: name, role: ort.has(name) ? 'ort' : tfliteFiles.has(name) ? 'tflite' : 'bundle' });
+    }
     const files: ImageFile[] = [];
     for (const s of staged) {
       const dest = join(out, ...s.path.split('/'));
@@ -136,7 +147,8 @@ async function stage(target: ImageTarget, models: string[], keystore: string | u
     const entries = TARGETS[target].entries.map((e) => e.out);
     writeOutput(join(out, KLIM_NAME), sealImageManifest({ target, created: Math.floor(Date.now() / 1000), keylock: keylockVersion(), entries, files, models: modelList }, seed));
     const total = files.reduce((n, f) => n + f.size, 0);
-    process.stdout.write(`image ${out}: target ${target}, ${files.length} files, ${total} bytes, models ${modelList.map((m) => m.modelId).join(', ')}; ${KLIM_NAME} signed by vendor key ${keyId(publicKey)}\n`);
+    process.stdout.write(`image ${out}: target ${target}, ${files.length} files, ${total} bytes, models ${modelList.map((m) => m.modelId).join(', ')}; `
+      + `TFLite runtime ${tflite ? 'included' : 'left out (no TFLite model)'}; ${KLIM_NAME} signed by vendor key ${keyId(publicKey)}\n`);
   } finally {
     rmSync(build, { recursive: true, force: true });
   }

@@ -10,10 +10,11 @@ import * as fleet from './fleet.ts';
 import * as defaultBackend from './default-backend.ts';
 import * as stream from './stream.ts';
 import * as weightPlaces from './weight-places.ts';
+import * as bundleTflite from './bundle-tflite.ts';
 
 /** One section: its id (for `--only`), its heading, and its module. */
 export interface ExtraSection {
-  id: 'signatures' | 'aead' | 'fleet' | 'default-backend' | 'stream' | 'weight-places';
+  id: 'signatures' | 'aead' | 'fleet' | 'default-backend' | 'stream' | 'weight-places' | 'bundle-tflite';
   title: string;
   measure(quick: boolean): Promise<unknown>;
   render(r: never): string[];
@@ -26,4 +27,5 @@ export const EXTRA_SECTIONS: readonly ExtraSection[] = [
   { id: 'default-backend', title: 'keylock by default on Node vs plain onnxruntime-node', measure: defaultBackend.measure, render: defaultBackend.render as ExtraSection['render'] },
   { id: 'stream', title: 'Jitter of a locked pipeline on a streaming workload', measure: stream.measure, render: stream.render as ExtraSection['render'] },
   { id: 'weight-places', title: 'Loading models locked where exports keep their weights', measure: weightPlaces.measure, render: weightPlaces.render as ExtraSection['render'] },
+  { id: 'bundle-tflite', title: 'What carrying TFLite costs a device bundle at load', measure: bundleTflite.measure, render: bundleTflite.render as ExtraSection['render'] },
 ];
