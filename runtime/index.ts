@@ -9,7 +9,7 @@ export {
   KeylockError, FormatError, SizeLimitError, UnsupportedVersionError, TamperedError, KeyMismatchError, UnsupportedModelError,
   WeakKeyError, InputMismatchError, BackendUnavailableError, CanaryMismatchError, ExpiredGrantError, RevokedError,
   RollbackError, ReplayError, DisabledError, WrongDeviceError, UntrustedSignerError, UnlockError, NoGrantError,
-  KeystoreBusyError, LockoutError,
+  KeystoreBusyError, LockoutError, RunAbortedError, DeadlineError, WorkerCrashedError,
 } from '../keystore/errors.ts';
 import { loadModel as load, type LoadOptions } from './load.ts';
 import type { LockedModel } from './model.ts';
