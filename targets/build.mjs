@@ -97,6 +97,12 @@ const browserOptions = {
 };
 
 /**
+ * Worker mode (runtime/worker.ts): every target but electron ships its worker
+ * script beside the main bundle as `keylock-worker.mjs` (node, rpi: the
+ * worker_threads script targets/node/worker.ts; browser, deno: the module Web
+ * Worker script targets/browser/worker.ts). It is a second bundle of the same
+ * runtime (the worker loads and runs the model), built with the same options.
+ *
  * Targets: `entry` (the main source), `entries` (source → output file name,
  * with per-entry esbuild options), esbuild options, and the ORT files that
  * must sit beside the bundle.
@@ -115,13 +121,13 @@ export const TARGETS = {
   // sessions (targets/node/bundle.ts). Apps that install the package get the node target alone.
   node: {
     entry: 'targets/node/bundle.ts',
-    entries: [{ in: 'targets/node/bundle.ts', out: 'keylock.mjs' }],
+    entries: [{ in: 'targets/node/bundle.ts', out: 'keylock.mjs' }, { in: 'targets/node/worker.ts', out: 'keylock-worker.mjs' }],
     options: nodeOptions,
     ortFiles: nodeOrt,
   },
   deno: {
     entry: 'targets/deno/index.ts',
-    entries: [{ in: 'targets/deno/index.ts', out: 'keylock.mjs' }],
+    entries: [{ in: 'targets/deno/index.ts', out: 'keylock.mjs' }, { in: 'targets/browser/worker.ts', out: 'keylock-worker.mjs' }],
     options: nodeOptions,
     ortFiles: nodeOrt,
   },
@@ -130,19 +136,19 @@ export const TARGETS = {
   // session, so the default is chosen once, up front (targets/rpi/README.md).
   rpi: {
     entry: 'targets/rpi/index.ts',
-    entries: [{ in: 'targets/rpi/index.ts', out: 'keylock.mjs' }],
+    entries: [{ in: 'targets/rpi/index.ts', out: 'keylock.mjs' }, { in: 'targets/node/worker.ts', out: 'keylock-worker.mjs' }],
     options: nodeOptions,
     ortFiles: nodeOrt,
   },
   browser: {
     entry: 'targets/browser/index.ts',
-    entries: [{ in: 'targets/browser/index.ts', out: 'keylock.mjs' }],
+    entries: [{ in: 'targets/browser/index.ts', out: 'keylock.mjs' }, { in: 'targets/browser/worker.ts', out: 'keylock-worker.mjs' }],
     options: { ...browserOptions, alias: { 'onnxruntime-web': 'onnxruntime-web/wasm' } },
     ortFiles: ['ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'],
   },
   'browser-webgpu': {
     entry: 'targets/browser/index.ts',
-    entries: [{ in: 'targets/browser/index.ts', out: 'keylock.mjs' }],
+    entries: [{ in: 'targets/browser/index.ts', out: 'keylock.mjs' }, { in: 'targets/browser/worker.ts', out: 'keylock-worker.mjs' }],
     options: browserOptions,
     ortFiles: ['ort-wasm-simd-threaded.jsep.mjs', 'ort-wasm-simd-threaded.jsep.wasm'],
   },
