@@ -426,6 +426,8 @@ export async function loadInWorker(klm: Uint8Array, opts: LoadOptions): Promise<
   if (consume) transfer.push(klm.buffer as ArrayBuffer);
   if (wire.modelKey) transfer.push(wire.modelKey.buffer as ArrayBuffer);
   worker.postMessage({ t: 'load', klm, consume, opts: wire } satisfies ToWorker, transfer);
+  // Handed over but not transferable (a view into a larger buffer): the worker got a copy; these bytes are wiped as promised.
+  if (opts.consume === true && !consume) klm.fill(0);
   await done;
   if (model.state === 'ready') {
     worker.unref?.();
