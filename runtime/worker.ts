@@ -34,7 +34,7 @@ import { env, type WorkerLike } from './env.ts';
 import type { IOSpec, Manifest } from './klm.ts';
 import { isLicenceSource, watchLicence } from './licence.ts';
 import type { LoadOptions, ModelKeySource } from './load.ts';
-import type { LockedModel, ModelEvent, ModelState, RunOptions, RunStats, SkippedBackend } from './model.ts';
+import { Model, type LockedModel, type ModelEvent, type ModelState, type RunOptions, type RunStats, type SkippedBackend } from './model.ts';
 import type { TensorMap } from './tensor.ts';
 
 export type { WorkerLike } from './env.ts';
@@ -366,7 +366,15 @@ export class WorkerModel implements LockedModel {
  */
 export async function loadInWorker(klm: Uint8Array, opts: LoadOptions): Promise<LockedModel> {
   const ks: ModelKeySource | undefined = opts.keystore;
-  const worker = env.spawnWorker!();
+  let worker: WorkerLike;
+  try {
+    worker = env.spawnWorker!();
+  } catch (e) {
+    // No thread could be started (a missing worker script, a page whose CSP forbids workers): halted, as a crash.
+    const m = new Model(undefined);
+    m.halt(new WorkerCrashedError(`the model's worker thread could not be started: ${(e as Error)?.message ?? String(e)}; expected keylock-worker.mjs beside the bundle (or load with worker: false)`, { cause: e }));
+    return m;
+  }
   const model = new WorkerModel(worker);
   let loadedModelId: string | undefined;
   const done = new Promise<void>((resolve) => {

@@ -135,3 +135,32 @@ test('worker mode: a revocation installed while the model runs halts it and ends
   await assert.rejects(m.run(x()), errors.RevokedError);
   assert.match(await ended, /exit/);
 });
+
+test('worker mode: a grant that runs out while the model is loaded halts it (the trusted-time floor moved past notAfter)', async () => {
+  const { ks } = await device(mlp);
+  const m = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm' });
+  assert.equal(m.state, 'ready', m.error?.message);
+  const halted = new Promise<errors.KeylockError>((resolve) => m.on('halt', resolve));
+  // A vendor-signed time past the grant's end (a revocation list issued then) is the device's clock from now on.
+  await ks.installRevocation(makeRevocation({ listVersion: 1, issued: now() + 7200, vendorSeed }));
+  const e = await halted;
+  assert.ok(e instanceof errors.ExpiredGrantError, e.name);
+  await assert.rejects(m.run(x()), errors.ExpiredGrantError);
+});
+
+test('a worker that cannot be started halts the model with WorkerCrashedError; worker: false still loads', async () => {
+  const spawn = env.spawnWorker;
+  env.spawnWorker = () => { throw new Error('no worker script here'); };
+  try {
+    const { ks } = await device(mlp);
+    const m = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm' });
+    assert.equal(m.state, 'halted');
+    assert.ok(m.error instanceof errors.WorkerCrashedError, m.error?.name);
+    assert.match(m.error!.message, /could not be started: no worker script here/);
+    const t = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm', worker: false });
+    assert.equal(t.state, 'ready', t.error?.message);
+    await t.release();
+  } finally {
+    env.spawnWorker = spawn;
+  }
+});
