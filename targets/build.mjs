@@ -97,10 +97,10 @@ const browserOptions = {
 };
 
 /**
- * Worker mode (runtime/worker.ts): every target but electron ships its worker
- * script beside the main bundle as `keylock-worker.mjs` (node, rpi: the
- * worker_threads script targets/node/worker.ts; browser, deno: the module Web
- * Worker script targets/browser/worker.ts). It is a second bundle of the same
+ * Worker mode (runtime/worker.ts): every target ships its worker script beside
+ * the main bundle as `keylock-worker.mjs` (node, rpi, electron's main process:
+ * the worker_threads script targets/node/worker.ts; browser, deno: the module
+ * Web Worker script targets/browser/worker.ts). It is a second bundle of the same
  * runtime (the worker loads and runs the model), built with the same options.
  *
  * Targets: `entry` (the main source), `entries` (source → output file name,
@@ -160,6 +160,7 @@ export const TARGETS = {
     entries: [
       { in: 'targets/electron/main.ts', out: 'main.mjs' },
       { in: 'targets/electron/preload.ts', out: 'preload.cjs', options: { format: 'cjs', banner: {}, external: ['electron'] } },
+      { in: 'targets/node/worker.ts', out: 'keylock-worker.mjs' },
     ],
     options: { ...nodeOptions, external: ['cbor-extract', 'electron'] },
     ortFiles: nodeOrt,
