@@ -58,6 +58,8 @@ export function watchLicence(model: Watched, source: LicenceSource, modelId: str
   let expiring = false;
   let stopped = false;
   let unsubscribe: (() => void) | undefined;
+  /** The licence as last read: what a closed keystore (which can change no more) leaves in force. */
+  let known: LicenceState | undefined;
 
   const stop = (): void => {
     stopped = true;
@@ -73,10 +75,19 @@ export function watchLicence(model: Watched, source: LicenceSource, modelId: str
     if (stopped) return;
     let lic: LicenceState;
     try {
-      lic = source.licenceFor(modelId);
+      lic = known = source.licenceFor(modelId);
     } catch (e) {
-      halt(e instanceof KeylockError ? e : new KeylockError('licence', `the licence of model "${modelId}" could not be checked: ${(e as Error)?.message ?? String(e)}`, { cause: e }));
-      return;
+      if (e instanceof KeylockError) {
+        halt(e);
+        return;
+      }
+      // Not a refusal: the source cannot answer any more (a Keystore closed after the load, which wiped
+      // its keys). Nothing can change the licence then: the window last read stays in force.
+      if (!known) {
+        halt(new KeylockError('licence', `the licence of model "${modelId}" could not be checked: ${(e as Error)?.message ?? String(e)}`, { cause: e }));
+        return;
+      }
+      lic = known;
     }
     const ms = Math.max(nowMs(), lic.floor * 1000);
     const t = Math.floor(ms / 1000);

@@ -117,6 +117,20 @@ test('grants carry an optional vendor-signed grace: absent reads as 0; out of ra
   assert.throws(() => makeGrant({ ...base, grace: -1 }), RangeError);
 });
 
+test('a keystore closed after the load leaves the model running under the licence last read (grace included)', async () => {
+  const { ks } = await device({ notAfter: now() + 2, grace: 600 });
+  const m = await loadModel(locked.klm, { keystore: ks, backend: 'wasm' });
+  assert.equal(m.state, 'ready', m.error?.message);
+  ks.close(); // wipes the keystore's keys; the model holds what it needs
+  const keepAlive = setTimeout(() => undefined, 10_000);
+  const e = await new Promise<errors.KeylockError>((resolve) => m.on('expiring', resolve));
+  clearTimeout(keepAlive);
+  assert.ok(e instanceof errors.ExpiredGrantError);
+  assert.equal(m.state, 'ready', `still in the grace period: ${m.error?.message}`);
+  await m.run(x());
+  await m.release();
+});
+
 test('warm-up runs once at load and is not counted', async () => {
   const { ks } = await device();
   const m = await loadModel(locked.klm, { keystore: ks, backend: 'wasm', warmup: true });

@@ -49,9 +49,10 @@ test('the node target runs models in a worker by default: same outputs as in-thr
     failureCount: (id: string) => ks.failureCount(id), recordFailure: ks.recordFailure.bind(ks), resetFailures: ks.resetFailures.bind(ks),
     licenceFor: ks.licenceFor.bind(ks), onChange: ks.onChange.bind(ks),
   };
-  const w = await loadModel(mlp.klm, { keystore: source, backend: 'wasm' });
+  const w = await loadModel(mlp.klm, { keystore: source, backend: 'wasm', warmup: true });
   assert.equal(w.state, 'ready', w.error?.message);
   assert.equal(w.stats.mode, 'worker');
+  assert.equal(w.stats.runs, 0, 'the warm-up run in the worker is not counted');
   assert.equal(handed.length, 1);
   assert.ok(handed[0].every((b) => b === 0), "the caller's copy of the model key is wiped once it is sent");
   const t = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm', worker: false });
