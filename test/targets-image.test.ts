@@ -157,8 +157,8 @@ test('the image runs on its own, copied outside the repository: no node_modules,
   verifyImage(copy, [fx.vendorPub]);
 });
 
-test('an electron image lists both of its entries (main process and preload)', () => {
-  for (const [target, entries] of [['electron', ['main.mjs', 'preload.cjs']]] as const) {
+test('an electron image lists its entries (main process, preload, and the worker script the main process runs models on)', () => {
+  for (const [target, entries] of [['electron', ['main.mjs', 'preload.cjs', 'keylock-worker.mjs']]] as const) {
     const dir = join(fx.dir, `image-${target}`);
     const r = kl('image', '--target', target, '--model', fx.klmPath, '--vendor', vendorKey, '--out', dir);
     assert.equal(r.code, 0, r.err);
