@@ -21,6 +21,8 @@ await esbuild.build({
   entryPoints: {
     keylock: join(root, 'runtime/index.ts'), 'keylock-node': join(root, 'targets/node/index.ts'),
     vendor: join(root, 'models/index.ts'), testing: join(root, 'runtime/testing.ts'),
+    // Worker mode's thread script, beside keylock-node.mjs (targets/node/spawn.ts finds it there).
+    'keylock-worker': join(root, 'targets/node/worker.ts'),
   },
   outdir: out,
   outExtension: { '.js': '.mjs' },
@@ -34,4 +36,4 @@ await esbuild.build({
   logLevel: 'warning',
 });
 execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.lib.json')], { stdio: 'inherit' });
-console.log(`built ${out}: keylock.mjs, keylock-node.mjs, vendor.mjs, testing.mjs and types/`);
+console.log(`built ${out}: keylock.mjs, keylock-node.mjs, keylock-worker.mjs, vendor.mjs, testing.mjs and types/`);

@@ -184,6 +184,32 @@ export class LockoutError extends KeylockError {
   }
 }
 
+/** A run was aborted by its caller's `AbortSignal` (before it started, or while it ran: its outputs are dropped). */
+export class RunAbortedError extends KeylockError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('aborted', message, options);
+  }
+}
+
+/** A run did not finish within its `deadlineMs`; its outputs, if they come later, are dropped. */
+export class DeadlineError extends KeylockError {
+  constructor(readonly deadlineMs: number, readonly elapsedMs: number, readonly started: boolean) {
+    super('deadline', started
+      ? `run: expected outputs within ${deadlineMs} ms, got none after ${elapsedMs.toFixed(1)} ms (the run had started; its outputs are dropped)`
+      : `run: expected to start within ${deadlineMs} ms, got still queued after ${elapsedMs.toFixed(1)} ms (not run)`);
+  }
+}
+
+/**
+ * The thread that held the model's keys and session died (killed, out of
+ * memory, crashed): the model halts with this error; a new load starts a new one.
+ */
+export class WorkerCrashedError extends KeylockError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('worker-crashed', message, options);
+  }
+}
+
 /**
  * Each class's `name`, set on its prototype from this table's keys: property
  * names survive minification, class names do not, so device bundles need no
@@ -213,5 +239,43 @@ const NAMED: Record<string, { prototype: Error }> = {
   NoGrantError,
   KeystoreBusyError,
   LockoutError,
+  RunAbortedError,
+  DeadlineError,
+  WorkerCrashedError,
 };
 for (const [name, cls] of Object.entries(NAMED)) Object.defineProperty(cls.prototype, 'name', { value: name, writable: true, configurable: true });
+
+/** An error as it crosses a thread boundary (structured clone keeps no class): see `errorToWire`. */
+export interface WireError {
+  name: string;
+  code?: string;
+  message: string;
+  hint?: string;
+  /** Own enumerable fields of the error (e.g. ExpiredGrantError's window), copied as they are. */
+  fields?: Record<string, unknown>;
+}
+
+/** Plain data for `postMessage`; `errorFromWire` gives the typed error back on the other side. */
+export function errorToWire(e: unknown): WireError {
+  if (e instanceof KeylockError) {
+    const fields: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(e)) if (k !== 'code' && k !== 'hint' && (typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean')) fields[k] = v;
+    return { name: e.name, code: e.code, message: e.message, hint: e.hint, fields };
+  }
+  return { name: (e as Error)?.name ?? 'Error', message: (e as Error)?.message ?? String(e) };
+}
+
+/** The typed error `w` came from: the same class (from the name table), code, message, hint and fields. */
+export function errorFromWire(w: WireError): Error {
+  const cls = Object.hasOwn(NAMED, w.name) ? NAMED[w.name] : undefined;
+  if (!cls || w.code === undefined) {
+    const e = w.name === 'TypeError' ? new TypeError(w.message) : w.name === 'RangeError' ? new RangeError(w.message) : new Error(w.message);
+    return e;
+  }
+  const e = Object.create(cls.prototype) as KeylockError & Record<string, unknown>;
+  Object.defineProperty(e, 'message', { value: w.message, writable: true, configurable: true });
+  Object.defineProperty(e, 'stack', { value: `${w.name}: ${w.message}\n    (from the model's worker thread)`, writable: true, configurable: true });
+  Object.assign(e, w.fields ?? {}, { code: w.code });
+  if (w.hint !== undefined) Object.assign(e, { hint: w.hint });
+  return e;
+}

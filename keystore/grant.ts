@@ -5,6 +5,7 @@
  *   envelope: { format: "keylock/klg", version: 1, signed: bstr, sig: bstr(64), vendorKey: bstr(32) }
  *   body:     { format, version, grantId, modelId, deviceId, devicePub: bstr(32),
  *               notBefore: uint, notAfter: uint, issued: uint, vendorKey: bstr(32),
+ *               ? grace: uint (1..MAX_GRACE_SECONDS; absent: none),
  *               sealedKey: { ephemeralPub: bstr(32), nonce: bstr(24), box: bstr(48) } }
  *
  * The model key is boxed (X25519 + XSalsa20-Poly1305) from a throw-away key pair
@@ -16,6 +17,7 @@ import { sealEnvelope } from './envelope.ts';
 import { openVendorFile, unixNow } from './vendorfile.ts';
 import { hex, keyId } from './hex.ts';
 import { FormatError, TamperedError, WrongDeviceError } from './errors.ts';
+import type { Fields } from './cbor.ts';
 
 export const KLG_FORMAT = 'keylock/klg';
 export const KLG_VERSION = 1;
@@ -23,6 +25,8 @@ export const KLG_VERSION = 1;
 export const MAX_KLG_BYTES = 16 << 10;
 /** Length of every model key. */
 export const MODEL_KEY_BYTES = 32;
+/** Longest grace period a grant may give a running model after `notAfter`: 30 days. */
+export const MAX_GRACE_SECONDS = 30 * 24 * 3600;
 
 /** What the vendor puts in a grant. */
 export interface GrantRequest {
@@ -41,6 +45,12 @@ export interface GrantRequest {
   issued?: number;
   /** Default: 16 random bytes in hex. */
   grantId?: string;
+  /**
+   * Seconds a model already running when `notAfter` passes may keep running
+   * (its `expiring` event fires at `notAfter`, it halts at `notAfter + grace`);
+   * loads after `notAfter` are refused either way. 0 or absent: none. At most MAX_GRACE_SECONDS.
+   */
+  grace?: number;
 }
 
 /** A verified, opened grant. */
@@ -51,6 +61,8 @@ export interface Grant {
   notBefore: number;
   notAfter: number;
   issued: number;
+  /** Grace seconds after `notAfter` for a model already running (0: none). */
+  grace: number;
   /** The vendor key that signed it. */
   vendorKey: Uint8Array;
   /** The opened model key (the caller wipes it when done). */
@@ -104,11 +116,15 @@ export function grantIssuer(vendorSeed: Uint8Array): GrantIssuer {
       if (!Number.isSafeInteger(issued) || issued < 0) throw new RangeError(`issued must be Unix seconds, got ${issued}`);
       const grantId = req.grantId ?? hex(randomBytes(16));
       checkId('grantId', grantId, 64);
+      const grace = req.grace ?? 0;
+      if (!Number.isSafeInteger(grace) || grace < 0 || grace > MAX_GRACE_SECONDS) throw new RangeError(`grace must be 0..${MAX_GRACE_SECONDS} seconds, got ${grace}`);
       const s = sealToDevice(req.modelKey, req.devicePub);
       // What vendorfile.ts sealVendorFile signs, field for field: the signer's key in the body and the outer map.
       return sealEnvelope(KLG_FORMAT, KLG_VERSION, {
         grantId, modelId: req.modelId, deviceId: req.deviceId, devicePub: req.devicePub,
         notBefore: req.notBefore, notAfter: req.notAfter, issued,
+        // Written only when given, so grants without one keep their bytes (and older devices ignore it).
+        ...(grace > 0 ? { grace } : {}),
         sealedKey: { ephemeralPub: s.ephemeralPub, nonce: s.nonce, box: s.box },
         vendorKey: publicKey,
       }, secretKey, { vendorKey: publicKey });
@@ -146,8 +162,9 @@ export function openGrant(bytes: Uint8Array, device: DeviceView): Grant {
   // Every field is read before the key is opened, so a malformed field never strands an opened key.
   const grantId = body.text('grantId', 64);
   const issued = body.uint('issued');
+  const grace = readGrace(body);
   const modelKey = openFromSender(sealed, device.deviceSecret, () => new TamperedError(`grant for model "${modelId}": the sealed model key does not open with this device's key`));
-  return { grantId, modelId, deviceId, notBefore, notAfter, issued, vendorKey, modelKey };
+  return { grantId, modelId, deviceId, notBefore, notAfter, issued, grace, vendorKey, modelKey };
 }
 
 /** Grant metadata without opening the key (vendor or CLI inspection); checks the signature against `vendorKeys`. */
@@ -156,8 +173,16 @@ export function inspectGrant(bytes: Uint8Array, vendorKeys: readonly Uint8Array[
   return {
     grantId: body.text('grantId', 64), modelId: body.text('modelId', 256), deviceId: body.text('deviceId', 256),
     devicePub: body.bytes('devicePub', { len: SIZES.boxPublic }),
-    notBefore: body.uint('notBefore'), notAfter: body.uint('notAfter'), issued: body.uint('issued'), vendorKey,
+    notBefore: body.uint('notBefore'), notAfter: body.uint('notAfter'), issued: body.uint('issued'), grace: readGrace(body), vendorKey,
   };
+}
+
+/** The optional `grace` field: absent is 0; present it must be 1..MAX_GRACE_SECONDS. */
+function readGrace(body: Fields): number {
+  if (!body.has('grace')) return 0;
+  const g = body.uint('grace');
+  if (g < 1 || g > MAX_GRACE_SECONDS) throw new FormatError(`grant: grace: expected 1..${MAX_GRACE_SECONDS} seconds, got ${g}`);
+  return g;
 }
 
 function checkWindow(notBefore: number, notAfter: number, err: (m: string) => Error): void {

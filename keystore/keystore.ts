@@ -66,6 +66,21 @@ export interface GrantInfo {
   issued: number;
   installedAt: number;
   vendorKey: Uint8Array;
+  /** Grace seconds after `notAfter` for a model already running (0: none). */
+  grace: number;
+}
+
+/**
+ * The licence of a model as it stands now (`Keystore.licenceFor`), for enforcing it
+ * while the model runs: its window, the grant's grace, and the trusted-time floor.
+ */
+export interface LicenceState {
+  grantId: string;
+  notBefore: number;
+  notAfter: number;
+  grace: number;
+  /** The latest vendor-signed time seen: the clock counts as no earlier. */
+  floor: number;
 }
 
 /** A model's failure policy (the `.klm` manifest's `policy`). */
@@ -79,6 +94,7 @@ export interface FailurePolicy {
 export class Keystore {
   #store: SealedStore;
   #closed = false;
+  #listeners = new Set<() => void>();
 
   private constructor(store: SealedStore) {
     this.#store = store;
@@ -207,9 +223,9 @@ export class Keystore {
     try {
       const rec: GrantRecord = {
         grantId: g.grantId, modelId: g.modelId, modelKey: g.modelKey, notBefore: g.notBefore, notAfter: g.notAfter,
-        issued: g.issued, vendorKey: g.vendorKey, installedAt: now,
+        issued: g.issued, vendorKey: g.vendorKey, installedAt: now, ...(g.grace > 0 ? { grace: g.grace } : {}),
       };
-      await this.#store.mutate((s) => applyGrant(s, rec, now));
+      await this.#mutate((s) => applyGrant(s, rec, now));
       return info(rec);
     } finally {
       wipe(g.modelKey);
@@ -225,7 +241,7 @@ export class Keystore {
     this.#live();
     const list = openRevocation(bytes, this.#store.state.vendorKeys);
     let changed = true;
-    await this.#store.mutate((s) => {
+    await this.#mutate((s) => {
       changed = applyRevocation(s, list);
       return changed; // false: this very list is installed already, nothing to store
     });
@@ -242,7 +258,7 @@ export class Keystore {
     const tok = openReinstate(bytes, this.#store.state);
     let wasDisabled = false;
     // Always stored: the token is used up whether or not the model was disabled.
-    await this.#store.mutate((s) => {
+    await this.#mutate((s) => {
       wasDisabled = applyReinstate(s, tok);
     });
     return { modelId: tok.modelId, tokenId: tok.tokenId, wasDisabled };
@@ -262,7 +278,7 @@ export class Keystore {
     const s = this.#store.state;
     const rot = openRotation(bytes, [...s.vendorKeys, ...s.backupKeys]);
     let role: 'vendor' | 'backup' = 'vendor';
-    await this.#store.mutate((next) => {
+    await this.#mutate((next) => {
       role = applyRotation(next, rot);
     });
     return { role, oldKey: rot.oldKey, newKey: rot.newKey };
@@ -289,6 +305,35 @@ export class Keystore {
     return g.modelKey.slice();
   }
 
+  /**
+   * The licence of `modelId` as it stands now, without the key: what a model
+   * that is running checks again after every change of the keystore
+   * (`onChange`). Throws what `modelKeyFor` throws for revocation, a disable or
+   * a missing grant; the window itself is the caller's to compare with its clock
+   * (a running model may be in the grant's grace period).
+   */
+  licenceFor(modelId: string): LicenceState {
+    this.#live();
+    const s = this.#store.state;
+    checkRevoked(s, modelId);
+    const d = s.disabled.get(modelId);
+    if (d) throw new DisabledError(modelId, d.at, d.reason);
+    const g = s.grants.find((x) => x.modelId === modelId);
+    if (!g) throw new NoGrantError(`model "${modelId}": expected a grant installed on device "${s.deviceId}", got none`);
+    checkRevoked(s, modelId, g.grantId);
+    return { grantId: g.grantId, notBefore: g.notBefore, notAfter: g.notAfter, grace: g.grace ?? 0, floor: s.lastTrustedTime };
+  }
+
+  /**
+   * Calls `fn` after every change this object stores or reloads (grant,
+   * revocation list, reinstate token, rotation, failure count, disable), so that
+   * loaded models re-check their licence. Returns the function that unsubscribes.
+   */
+  onChange(fn: () => void): () => void {
+    this.#listeners.add(fn);
+    return () => { this.#listeners.delete(fn); };
+  }
+
   /** Failures counted for a model since its last success. */
   failureCount(modelId: string): number {
     return this.#store.state.failures.get(modelId) ?? 0;
@@ -310,7 +355,7 @@ export class Keystore {
     if (policy?.onInvalidKey !== 'halt' && policy?.onInvalidKey !== 'disable') throw new RangeError(`policy.onInvalidKey must be "halt" or "disable", got ${String(policy?.onInvalidKey)}`);
     if (!Number.isSafeInteger(policy.maxFailures) || policy.maxFailures < 0) throw new RangeError(`policy.maxFailures must be a non-negative integer, got ${policy.maxFailures}`);
     let result = { failures: 0, disabled: false };
-    await this.#store.mutate((s) => {
+    await this.#mutate((s) => {
       if (s.disabled.has(modelId)) {
         result = { failures: s.failures.get(modelId) ?? 0, disabled: true };
         return false;
@@ -331,7 +376,7 @@ export class Keystore {
   /** Clears a model's failure counter after a successful unlock (no write when it is already 0). */
   async resetFailures(modelId: string): Promise<void> {
     this.#live();
-    await this.#store.mutate((s) => {
+    await this.#mutate((s) => {
       if (!s.failures.has(modelId)) return false;
       s.failures.delete(modelId);
     });
@@ -348,7 +393,7 @@ export class Keystore {
     const keys = klsKeys(sk);
     wipe(sk);
     try {
-      await this.#store.mutate(() => {}, { keys, unlock: record });
+      await this.#mutate(() => {}, { keys, unlock: record });
     } catch (e) {
       wipe(keys.sealKey);
       throw e;
@@ -358,14 +403,23 @@ export class Keystore {
   /** Re-reads the stored keystore (another process may have changed it). */
   async reload(): Promise<void> {
     this.#live();
-    await this.#store.mutate(() => false);
+    await this.#mutate(() => false);
   }
 
   /** Wipes the keys this object holds in memory; it cannot be used afterwards. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#listeners.clear();
     this.#store.wipe();
+  }
+
+  /** Every stored change goes through here: the store's transaction, then the change listeners. */
+  async #mutate(...a: Parameters<SealedStore['mutate']>): Promise<void> {
+    await this.#store.mutate(...a);
+    for (const fn of [...this.#listeners]) {
+      try { fn(); } catch { /* a listener's failure is its own */ }
+    }
   }
 
   #live(): void {
@@ -374,5 +428,5 @@ export class Keystore {
 }
 
 function info(g: GrantRecord): GrantInfo {
-  return { grantId: g.grantId, modelId: g.modelId, notBefore: g.notBefore, notAfter: g.notAfter, issued: g.issued, installedAt: g.installedAt, vendorKey: g.vendorKey.slice() };
+  return { grantId: g.grantId, modelId: g.modelId, notBefore: g.notBefore, notAfter: g.notAfter, issued: g.issued, installedAt: g.installedAt, vendorKey: g.vendorKey.slice(), grace: g.grace ?? 0 };
 }

@@ -48,6 +48,8 @@ export interface GrantRecord {
   vendorKey: Uint8Array;
   /** Device time (Unix seconds) when it was installed. */
   installedAt: number;
+  /** The grant's grace seconds after `notAfter` for a running model; absent (never 0) when it gives none. */
+  grace?: number;
 }
 
 /** The installed revocation list (listVersion 0: none yet). */
@@ -227,7 +229,8 @@ function grantRecord(g: Fields): GrantRecord {
     notBefore: g.uint('notBefore'), notAfter: g.uint('notAfter'), issued: g.uint('issued'),
     vendorKey: g.bytes('vendorKey', { len: SIZES.signPublic }).slice(), installedAt: g.uint('installedAt'),
   };
-  return { ...rec, modelKey: g.bytes('modelKey', { len: 32 }).slice() };
+  const grace = g.has('grace') ? g.uint('grace') : 0;
+  return { ...rec, ...(grace > 0 ? { grace } : {}), modelKey: g.bytes('modelKey', { len: 32 }).slice() };
 }
 
 function revocation(r: Fields): RevocationState {

@@ -106,7 +106,24 @@ export function autoBackends(format: ModelFormat): string[] {
   return order.filter((n) => registry.has(n));
 }
 
-registerBackend('wasm', ortWasmBackend);
-registerBackend('webgpu', { create: (m, o) => ortWasmBackend.create(m, { ...o, executionProvider: 'webgpu' }) });
-registerBackend('native', ortNativeBackend);
-registerBackend('tflite', { formats: ['tflite'], create: async (m, o) => (await import('./tflite.ts')).createTfliteSession(m, o) });
+/**
+ * Whether `name` (or `auto`) runs the same backend in a model's worker as here: a
+ * built-in one nobody replaced. A backend an app registered exists on its own
+ * thread only, so loads naming one run in-thread (runtime/worker.ts).
+ */
+export function isBuiltinBackend(name: string): boolean {
+  return name === AUTO ? [...registry.keys()].every((n) => builtins.get(n) === registry.get(n)?.backend) : builtins.has(name) && builtins.get(name) === registry.get(name)?.backend;
+}
+
+const builtins = new Map<string, Backend>();
+const BUILT_IN: [string, Backend][] = [
+  ['wasm', ortWasmBackend],
+  ['webgpu', { create: (m, o) => ortWasmBackend.create(m, { ...o, executionProvider: 'webgpu' }) }],
+  ['native', ortNativeBackend],
+  ['tflite', { formats: ['tflite'], create: async (m, o) => (await import('./tflite.ts')).createTfliteSession(m, o) }],
+];
+for (const [name, backend] of BUILT_IN) {
+  builtins.set(name, backend);
+  registerBackend(name, backend);
+}
+

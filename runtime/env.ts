@@ -63,6 +63,41 @@ export interface Env {
    * always the same bytes. Detected once, on first use.
    */
   readonly crypto: CryptoInfo;
+  /**
+   * Starts a thread for one model (worker mode, runtime/worker.ts): set by the
+   * entries of platforms that have workers (Node `worker_threads`, Deno and
+   * browser Web Workers). Undefined: every load runs on the caller's thread.
+   */
+  spawnWorker?: () => WorkerLike;
+  /**
+   * `false`: loads that do not say (`LoadOptions.worker`) run on the caller's
+   * thread even where the platform has workers. Default: worker mode there.
+   */
+  worker?: boolean;
+}
+
+/**
+ * A worker as a platform entry hands it to the runtime (`env.spawnWorker`):
+ * structured-clone messages with a transfer list, one callback for its
+ * messages and one for the end of its thread.
+ */
+export interface WorkerLike {
+  postMessage(msg: unknown, transfer?: ArrayBuffer[]): void;
+  /** Set by the runtime: each message the worker posts. */
+  onmessage: ((data: unknown) => void) | null;
+  /** Set by the runtime: the thread ended (an uncaught error, an exit, a terminate), with why. */
+  ondeath: ((why: string) => void) | null;
+  /** Ends the thread. */
+  terminate(): void;
+  /**
+   * The platform tells when the thread ended (Node's `exit`): after the worker
+   * acknowledged `release` it is left to end by itself (its exit handlers run),
+   * and terminated only if it has not within a second.
+   */
+  readonly reportsExit?: boolean;
+  /** Node: a worker with a request pending keeps the process alive; an idle one never does. */
+  ref?(): void;
+  unref?(): void;
 }
 
 /** The settings every load reads; see `Env`. */

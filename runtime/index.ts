@@ -9,10 +9,12 @@ export {
   KeylockError, FormatError, SizeLimitError, UnsupportedVersionError, TamperedError, KeyMismatchError, UnsupportedModelError,
   WeakKeyError, InputMismatchError, BackendUnavailableError, CanaryMismatchError, ExpiredGrantError, RevokedError,
   RollbackError, ReplayError, DisabledError, WrongDeviceError, UntrustedSignerError, UnlockError, NoGrantError,
-  KeystoreBusyError, LockoutError,
+  KeystoreBusyError, LockoutError, RunAbortedError, DeadlineError, WorkerCrashedError,
 } from '../keystore/errors.ts';
 import { loadModel as load, type LoadOptions } from './load.ts';
 import type { LockedModel } from './model.ts';
+import { env } from './env.ts';
+import { loadInWorker, usesWorker } from './worker.ts';
 
 /**
  * Loads a `.klm`. The model key comes from `opts.keystore` (a device's
@@ -22,10 +24,24 @@ import type { LockedModel } from './model.ts';
  * `halted` (or `disabled`, when the policy says so) with the typed `error`, and
  * its `run()` rejects with it. API misuse (no key source, unknown backend) and
  * what the platform refuses (`env.checkLoad`) throw. See runtime/load.ts.
+ *
+ * Where the platform entry provides workers (`env.spawnWorker`: the Node, Deno
+ * and browser targets), the model runs on its own thread unless
+ * `opts.worker` is false (runtime/worker.ts); the returned model is the same
+ * `LockedModel` either way.
  */
-export const loadModel: (klm: Uint8Array, opts: LoadOptions) => Promise<LockedModel> = load;
+export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<LockedModel> {
+  // Worker mode where the platform has workers (runtime/worker.ts); misuse throws here as in-thread.
+  if (opts && usesWorker(opts)) {
+    if (!opts.keystore && !opts.modelKey) throw new TypeError('loadModel needs a keystore or a modelKey');
+    if (env.checkLoad) await env.checkLoad({ threads: opts.threads ?? env.threads, backend: opts.backend ?? env.backend });
+    return loadInWorker(klm, opts);
+  }
+  return load(klm, opts);
+}
 export type { LoadOptions, ModelKeySource } from './load.ts';
-export type { LockedModel, ModelState, RunStats, SkippedBackend } from './model.ts';
+export type { LockedModel, ModelEvent, ModelState, RunOptions, RunStats, SkippedBackend } from './model.ts';
+export type { WorkerLike } from './env.ts';
 export { env } from './env.ts';
 export { generateText, DEFAULT_VOCAB, type GenerateOptions, type GenerateResult, type TextModel } from './generate.ts';
 export { registerBackend } from './backends.ts';

@@ -19,6 +19,9 @@ import type { ApplyContext } from './keys/hooks.ts';
 import { prepareLocks, restoreModel, runHooks } from './keys/index.ts';
 import { Model } from './model.ts';
 import { checkRecordOptions, type RecordOptions } from './recorder.ts';
+import { isLicenceSource, watchLicence } from './licence.ts';
+import { warmUp } from './warmup.ts';
+import type { LicenceState } from '../keystore/keystore.ts';
 
 /**
  * Where a device's model keys come from: what `loadModel` uses of a keystore.
@@ -39,6 +42,14 @@ export interface ModelKeySource {
   recordFailure(modelId: string, policy: Policy): Promise<{ failures: number; disabled: boolean }>;
   /** Clears the failure count after a successful load. */
   resetFailures(modelId: string): Promise<void>;
+  /**
+   * Optional, with `onChange` (the `Keystore` has both): the licence as it stands,
+   * so a loaded model halts when its grant expires or a revocation names it
+   * while it runs (runtime/licence.ts). A source without them is checked at load only.
+   */
+  licenceFor?(modelId: string): LicenceState;
+  /** Optional: calls `fn` after every change of the source's state; returns the unsubscribe. */
+  onChange?(fn: () => void): () => void;
 }
 
 /**
@@ -97,6 +108,19 @@ export interface LoadOptions {
    * makes one. Canary runs at load are not recorded.
    */
   record?: RecordOptions;
+  /**
+   * One run on zeros of the declared input shapes (dynamic dims 1) at load,
+   * so that the first real run does not pay the engine's first-run costs
+   * (kernel selection, buffer allocation). Not counted in `stats`.
+   */
+  warmup?: boolean;
+  /**
+   * Run the model on its own thread (worker_threads, a Web Worker, a Deno
+   * worker), where the platform's entry provides one (`env.spawnWorker`): the
+   * default there. `false` runs it on the caller's thread (tiny models, tests).
+   * Keys and the decrypted model live only in the worker. See runtime/worker.ts.
+   */
+  worker?: boolean;
 }
 
 /** Calls `fn` with the time since the previous mark; undefined when nobody listens. */
@@ -191,6 +215,9 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Mod
   } finally {
     modelKey?.fill(0);
   }
+  if (opts.warmup && model.state === 'ready') await warmUp(model);
+  // Enforced while loaded, not only at load: expiry (timer + a check per run) and keystore changes.
+  if (ks && model.state === 'ready' && isLicenceSource(ks)) watchLicence(model, ks, modelId);
   if (opts.record) {
     if (model.state === 'ready') model.record(opts.record);
     else opts.record.sink.close();

@@ -9,12 +9,32 @@
  * reason; `disabled` (persisted by the keystore) also rejects, until a vendor
  * reinstate token lifts it. A model never returns numbers unless ready.
  */
-import { InputMismatchError, KeylockError } from '../keystore/errors.ts';
+import { DeadlineError, InputMismatchError, KeylockError, RunAbortedError } from '../keystore/errors.ts';
 import type { BackendSession } from './backend.ts';
 import type { IOSpec, Manifest } from './klm.ts';
 import type { RunHooks } from './keys/hooks.ts';
 import { Recorder, type RecordOptions, type RecordStats } from './recorder.ts';
 import { shapeSize, type TensorMap } from './tensor.ts';
+
+/**
+ * Per-run options. A run aborted (`signal`) or late (`deadlineMs`) rejects with
+ * RunAbortedError or DeadlineError as soon as the caller's thread can tell:
+ * at once in worker mode, after the blocking inference in-thread. A queued run
+ * that is aborted or late never starts, so the runs behind it are not held up;
+ * a started run cannot be interrupted inside the engine, and its outputs are dropped.
+ */
+export interface RunOptions {
+  /** Aborts the run (RunAbortedError): before it starts it never runs; once started its outputs are dropped. */
+  signal?: AbortSignal;
+  /** Milliseconds from the call (queueing included) within which the outputs must be back, else DeadlineError. */
+  deadlineMs?: number;
+  /**
+   * Worker mode: transfer the inputs' buffers to the worker instead of copying
+   * them (the caller's typed arrays are detached afterwards). Outputs are always
+   * transferred back. Ignored in-thread.
+   */
+  transfer?: boolean;
+}
 
 /**
  * A backend an `auto` load passed over before the one that runs, and why:
@@ -37,6 +57,14 @@ export interface RunStats {
   runs: number;
   p50: number;
   p99: number;
+  /** Slowest run in the window. */
+  max: number;
+  /** Runs that missed their `deadlineMs` (started late, or not started in time). */
+  deadlineMisses: number;
+  /** Runs rejected by their `signal`. */
+  aborted: number;
+  /** `worker` when the model runs on its own thread (worker mode), else `in-thread`. */
+  mode?: 'worker' | 'in-thread';
   /** With `LoadOptions.record`: what the recorder has written. */
   recorded?: RecordStats;
 }
@@ -73,12 +101,21 @@ export interface LockedModel {
    * it is ready, and with InputMismatchError when the inputs do not match the
    * declared names, dtypes and shapes.
    */
-  run(inputs: TensorMap): Promise<TensorMap>;
+  run(inputs: TensorMap, opts?: RunOptions): Promise<TensorMap>;
   /** Releases the backend session and wipes key material; the model is halted afterwards. */
   release(): Promise<void>;
-  /** Subscribes to `halt` or `disable`. */
-  on(event: 'halt' | 'disable', fn: (e: KeylockError) => void): this;
+  /**
+   * Subscribes to `halt` (the model stopped: the error says why, e.g.
+   * ExpiredGrantError when its grant ran out while it ran, RevokedError when a
+   * revocation list naming it was installed, WorkerCrashedError), `disable`, or
+   * `expiring` (the grant's `notAfter` passed and its vendor-signed grace period
+   * started: the model still runs until the grace ends, then halts).
+   */
+  on(event: ModelEvent, fn: (e: KeylockError) => void): this;
 }
+
+/** Events of a `LockedModel`; see `LockedModel.on`. */
+export type ModelEvent = 'halt' | 'disable' | 'expiring';
 
 type Listener = (e: KeylockError) => void;
 
@@ -97,7 +134,13 @@ export class Model implements LockedModel {
   private last: Promise<unknown> = Promise.resolve();
   /** Runs started and not yet settled; with none, a run starts at once instead of behind the last. */
   private pending = 0;
-  private listeners: Record<'halt' | 'disable', Listener[]> = { halt: [], disable: [] };
+  private listeners: Record<ModelEvent, Listener[]> = { halt: [], disable: [], expiring: [] };
+  private misses = 0;
+  private aborts = 0;
+  /** Stopped when the model halts or is released (e.g. the licence watch's timer). */
+  private stoppers: (() => void)[] = [];
+  /** Checked before every run (e.g. the licence's end); a reason halts the model. */
+  private guard?: () => void;
   private lat = new Float64Array(WINDOW);
   private runs = 0;
   private recorder?: Recorder;
@@ -119,14 +162,35 @@ export class Model implements LockedModel {
   /** What an `auto` load passed over before `backend`, and why. */
   get skippedBackends(): readonly SkippedBackend[] { return this._skipped; }
 
-  /** Subscribes to `halt` or `disable`. */
-  on(event: 'halt' | 'disable', fn: Listener): this {
+  /** Subscribes to `halt`, `disable` or `expiring`; see `LockedModel.on`. */
+  on(event: ModelEvent, fn: Listener): this {
+    if (!Object.hasOwn(this.listeners, event)) throw new TypeError(`unknown model event "${String(event)}"; expected halt, disable or expiring`);
     this.listeners[event].push(fn);
     return this;
   }
 
+  /** @internal Tells `expiring` listeners (the licence watch). */
+  emit(event: 'expiring', e: KeylockError): void {
+    for (const fn of this.listeners[event]) fn(e);
+  }
+
+  /** @internal Something to stop when the model halts or is released; `guard` runs before every run. */
+  watch(stop: () => void, guard?: () => void): void {
+    if (this._state !== 'ready') { stop(); return; }
+    this.stoppers.push(stop);
+    if (guard) this.guard = guard;
+  }
+
+  private stopWatches(): void {
+    const s = this.stoppers;
+    this.stoppers = [];
+    this.guard = undefined;
+    for (const f of s) f();
+  }
+
   /** @internal Moves to halted (or disabled) and wipes run-time key material. */
   halt(e: KeylockError, state: 'halted' | 'disabled' = 'halted'): void {
+    this.stopWatches();
     this._state = state;
     this._error = e;
     void this.takeSession()?.release().catch(() => undefined);
@@ -175,6 +239,8 @@ export class Model implements LockedModel {
   /** @internal Forgets the runs so far (the load's canary runs are not the app's). */
   resetStats(): void {
     this.runs = 0;
+    this.misses = 0;
+    this.aborts = 0;
     this.lat.fill(0);
   }
 
@@ -183,7 +249,10 @@ export class Model implements LockedModel {
     const n = Math.min(this.runs, WINDOW);
     const a = Array.from(this.lat.subarray(0, n)).sort((x, y) => x - y);
     const q = (p: number): number => (n ? a[Math.min(n - 1, Math.floor(p * n))] : NaN);
-    const st: RunStats = { backend: this._backend, runs: this.runs, p50: q(0.5), p99: q(0.99) };
+    const st: RunStats = {
+      backend: this._backend, runs: this.runs, p50: q(0.5), p99: q(0.99), max: n ? a[n - 1] : NaN,
+      deadlineMisses: this.misses, aborted: this.aborts, mode: 'in-thread',
+    };
     if (this.recorder) st.recorded = this.recorder.figures;
     return st;
   }
@@ -195,8 +264,10 @@ export class Model implements LockedModel {
    * never returns numbers. Rejects with InputMismatchError when the inputs do
    * not match the declared names, dtypes and shapes.
    */
-  run(inputs: TensorMap): Promise<TensorMap> {
+  run(inputs: TensorMap, opts?: RunOptions): Promise<TensorMap> {
+    if (this.guard) this.guard();
     if (this._state !== 'ready' || !this.session) return Promise.reject(this.notReady());
+    if (opts && (opts.signal || opts.deadlineMs !== undefined)) return this.runBounded(inputs, opts);
     // Runs are serialized (hooks reuse their buffers); an idle model starts at once. (Measured:
     // decrementing `pending` in a try/finally inside runNow costs about 1 µs more per run.)
     const r = this.pending === 0 ? this.runNow(inputs) : this.last.then(() => this.runNow(inputs));
@@ -206,6 +277,68 @@ export class Model implements LockedModel {
   }
 
   private readonly settle = (): void => { this.pending--; };
+
+  /**
+   * A run with a signal or deadline: the caller's promise settles on the first
+   * of the outputs, the abort and the deadline; a run still queued then is
+   * skipped when its turn comes (it never starts).
+   */
+  private runBounded(inputs: TensorMap, opts: RunOptions): Promise<TensorMap> {
+    const { signal, deadlineMs } = opts;
+    if (deadlineMs !== undefined && !(typeof deadlineMs === 'number' && deadlineMs >= 0)) {
+      return Promise.reject(new RangeError(`run: deadlineMs must be a non-negative number of milliseconds, got ${String(deadlineMs)}`));
+    }
+    if (signal?.aborted) {
+      this.aborts++;
+      return Promise.reject(new RunAbortedError('run: aborted by its signal before it started', { cause: signal.reason }));
+    }
+    const t0 = performance.now();
+    let started = false;
+    let done = false;
+    const late = (): boolean => deadlineMs !== undefined && performance.now() - t0 > deadlineMs;
+    return new Promise<TensorMap>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const finish = (): void => {
+        done = true;
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const miss = (): void => {
+        if (done) return;
+        finish();
+        this.misses++;
+        reject(new DeadlineError(deadlineMs!, performance.now() - t0, started));
+      };
+      const onAbort = (): void => {
+        if (done) return;
+        finish();
+        this.aborts++;
+        reject(new RunAbortedError(`run: aborted by its signal ${started ? 'while it ran; its outputs are dropped' : 'while queued; it never ran'}`, { cause: signal!.reason }));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (deadlineMs !== undefined) timer = setTimeout(miss, deadlineMs);
+      const go = (): Promise<TensorMap> | undefined => {
+        // Its turn came: one that was given up meanwhile never starts, so the runs behind it go on.
+        if (done) return undefined;
+        if (late()) { miss(); return undefined; }
+        started = true;
+        return this.runNow(inputs);
+      };
+      const r = this.pending === 0 ? Promise.resolve().then(go) : this.last.then(go);
+      this.pending++;
+      this.last = r.then(this.settle, this.settle);
+      r.then((out) => {
+        if (done || !out) return;
+        if (late()) { miss(); return; } // in-thread the timer cannot fire during the inference: checked here
+        finish();
+        resolve(out);
+      }, (e: unknown) => {
+        if (done) return;
+        finish();
+        reject(e);
+      });
+    });
+  }
 
   private async runNow(inputs: TensorMap): Promise<TensorMap> {
     if (this._state !== 'ready' || !this.session) throw this.notReady();
@@ -243,6 +376,7 @@ export class Model implements LockedModel {
 
   /** Releases the backend session and wipes key material. */
   async release(): Promise<void> {
+    this.stopWatches();
     const s = this.takeSession();
     this.recorder?.close();
     if (this._state === 'ready') { this._state = 'halted'; this._error = new KeylockError('released', 'the model was released'); }

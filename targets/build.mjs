@@ -190,6 +190,12 @@ const browserOptions = {
 };
 
 /**
+ * Worker mode (runtime/worker.ts): every target ships its worker script beside
+ * the main bundle as `keylock-worker.mjs` (node, rpi, electron's main process:
+ * the worker_threads script targets/node/worker.ts; browser, deno: the module
+ * Web Worker script targets/browser/worker.ts). It is a second bundle of the same
+ * runtime (the worker loads and runs the model), built with the same options.
+ *
  * Targets: `entry` (the main source), `entries` (source → output file name,
  * with per-entry esbuild options), esbuild options, and the ORT files that
  * must sit beside the bundle.
@@ -208,14 +214,14 @@ export const TARGETS = {
   // sessions (targets/node/bundle.ts). Apps that install the package get the node target alone.
   node: {
     entry: 'targets/node/bundle.ts',
-    entries: [{ in: 'targets/node/bundle.ts', out: 'keylock.mjs' }],
+    entries: [{ in: 'targets/node/bundle.ts', out: 'keylock.mjs' }, { in: 'targets/node/worker.ts', out: 'keylock-worker.mjs' }],
     options: nodeOptions,
     ortFiles: nodeOrt,
     tfliteFiles: TFLITE_FILES.node,
   },
   deno: {
     entry: 'targets/deno/index.ts',
-    entries: [{ in: 'targets/deno/index.ts', out: 'keylock.mjs' }],
+    entries: [{ in: 'targets/deno/index.ts', out: 'keylock.mjs' }, { in: 'targets/browser/worker.ts', out: 'keylock-worker.mjs' }],
     options: nodeOptions,
     ortFiles: nodeOrt,
     tfliteFiles: TFLITE_FILES.node,
@@ -225,21 +231,21 @@ export const TARGETS = {
   // session, so the default is chosen once, up front (targets/rpi/README.md).
   rpi: {
     entry: 'targets/rpi/index.ts',
-    entries: [{ in: 'targets/rpi/index.ts', out: 'keylock.mjs' }],
+    entries: [{ in: 'targets/rpi/index.ts', out: 'keylock.mjs' }, { in: 'targets/node/worker.ts', out: 'keylock-worker.mjs' }],
     options: nodeOptions,
     ortFiles: nodeOrt,
     tfliteFiles: TFLITE_FILES.node,
   },
   browser: {
     entry: 'targets/browser/index.ts',
-    entries: [{ in: 'targets/browser/index.ts', out: 'keylock.mjs' }],
+    entries: [{ in: 'targets/browser/index.ts', out: 'keylock.mjs' }, { in: 'targets/browser/worker.ts', out: 'keylock-worker.mjs' }],
     options: { ...browserOptions, alias: { 'onnxruntime-web': 'onnxruntime-web/wasm' } },
     ortFiles: ['ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'],
     tfliteFiles: TFLITE_FILES.browser,
   },
   'browser-webgpu': {
     entry: 'targets/browser/index.ts',
-    entries: [{ in: 'targets/browser/index.ts', out: 'keylock.mjs' }],
+    entries: [{ in: 'targets/browser/index.ts', out: 'keylock.mjs' }, { in: 'targets/browser/worker.ts', out: 'keylock-worker.mjs' }],
     options: browserOptions,
     ortFiles: ['ort-wasm-simd-threaded.jsep.mjs', 'ort-wasm-simd-threaded.jsep.wasm'],
     tfliteFiles: TFLITE_FILES.browser,
@@ -252,6 +258,7 @@ export const TARGETS = {
     entries: [
       { in: 'targets/electron/main.ts', out: 'main.mjs' },
       { in: 'targets/electron/preload.ts', out: 'preload.cjs', options: { format: 'cjs', banner: {}, external: ['electron'] } },
+      { in: 'targets/node/worker.ts', out: 'keylock-worker.mjs' },
     ],
     options: { ...nodeOptions, external: ['cbor-extract', 'electron'] },
     ortFiles: nodeOrt,

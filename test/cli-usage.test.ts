@@ -206,6 +206,8 @@ const BAD: [string[], RegExp][] = [
   [grantArgs('--not-after', '99999999999999999999'), /--not-after/],
   [grantArgs('--not-before', '2030-01-01T00:00:00Z', '--not-after', '2029-01-01T00:00:00Z'), /--not-after/],
   [grantArgs('--days', '0'), /--days/],
+  [grantArgs('--grace', '0'), /--grace/],
+  [grantArgs('--grace', '2592001'), /--grace: expected at most 2592000 seconds/],
   [grantArgs('--devices', p('fleet.csv')), /not both/],
   [['grant', p('m.klm'), '--model-key', p('m.key'), '--vendor', p('v.key'), '--devices', p('fleet.txt'), '--out-dir', p('grants')], /--devices/],
   [['grant', p('m.klm'), '--model-key', p('m.key'), '--vendor', p('v.key'), '--devices', p('fleet.csv'), '--out', p('g.klg')], /--out goes with --device/],

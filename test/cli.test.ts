@@ -38,7 +38,7 @@ test('vendor to device: keygen, lock, inspect, extract, device init, grant, inst
 
   ok('device', 'init', '--keystore', p('dev.kls'), '--unlock', `file:${p('dev.secret')}`, '--trust', p('vendor.pub'), '--pub-out', p('dev.pub'));
   assert.equal(statSync(p('dev.secret')).mode & 0o777, 0o600);
-  ok('grant', p('mlp.klm'), '--model-key', p('mlp.key'), '--vendor', p('vendor.key'), '--device', p('dev.pub'), '--out', p('dev.klg'));
+  assert.match(ok('grant', p('mlp.klm'), '--model-key', p('mlp.key'), '--vendor', p('vendor.key'), '--device', p('dev.pub'), '--out', p('dev.klg'), '--grace', '600'), /\(\+600 s grace while running\)/);
   ok('install', p('dev.klg'), '--keystore', p('dev.kls'), '--unlock', `file:${p('dev.secret')}`);
   const run = ok('run', p('mlp.klm'), '--keystore', p('dev.kls'), '--unlock', `file:${p('dev.secret')}`, '--inputs', p('digits.cbor'), '--out', p('out.cbor'));
   assert.match(run, /p50 [\d.]+ ms, p99 [\d.]+ ms, accuracy/);
@@ -46,7 +46,7 @@ test('vendor to device: keygen, lock, inspect, extract, device init, grant, inst
   const b = decodeRecorded(readFileSync(p('vendor-out.cbor')), 'outputs');
   assert.equal(a.length, 20);
   assert.deepEqual(a.map((s) => s.outputs!.logits.data), b.map((s) => s.outputs!.logits.data));
-  assert.match(ok('device', 'show', '--keystore', p('dev.kls'), '--unlock', `file:${p('dev.secret')}`), /model mlp-cli/);
+  assert.match(ok('device', 'show', '--keystore', p('dev.kls'), '--unlock', `file:${p('dev.secret')}`), /model mlp-cli, valid .* \(\+600 s grace\)/);
 });
 
 test('halted models exit 3 with the reason; a revoked grant halts at the next run', () => {

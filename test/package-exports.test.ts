@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 test('an app imports keylock and keylock/vendor from node_modules: plain Node runs them, tsc types them', () => {
-  if (!existsSync(join(root, 'dist/lib/keylock.mjs')) || !existsSync(join(root, 'dist/lib/testing.mjs'))) execFileSync(process.execPath, [join(root, 'build-lib.mjs')], { stdio: 'pipe' });
+  if (!existsSync(join(root, 'dist/lib/keylock.mjs')) || !existsSync(join(root, 'dist/lib/testing.mjs')) || !existsSync(join(root, 'dist/lib/keylock-worker.mjs'))) execFileSync(process.execPath, [join(root, 'build-lib.mjs')], { stdio: 'pipe' });
   const app = mkdtempSync(join(tmpdir(), 'keylock-app-'));
   try {
     mkdirSync(join(app, 'node_modules'));

@@ -26,7 +26,7 @@ const N = 50;
 const shots = process.env.KEYLOCK_SCREENSHOT_DIR ? resolve(process.env.KEYLOCK_SCREENSHOT_DIR) : undefined;
 
 interface Many { labels: number[]; preds: number[]; logits: number[][]; error?: { name: string; message: string }; stats?: { runs: number; p50: number; p99: number } }
-interface PageStatus { state: string; error?: { name: string; message: string }; failures?: number; stats?: { runs: number; p50: number; p99: number } }
+interface PageStatus { state: string; error?: { name: string; message: string }; failures?: number; stats?: { runs: number; p50: number; p99: number; mode?: string } }
 type Demo = {
   ready: Promise<PageStatus>;
   status(): Promise<PageStatus>;
@@ -125,9 +125,15 @@ describe('browser target in headless Chromium', { skip: chromiumMissing }, () =>
     assert.equal(status.state, 'ready', JSON.stringify(status.error));
     const env = await demoCall(page, (d) => d.env());
     assert.equal(env.crossOriginIsolated, true, 'COOP/COEP make the page cross-origin isolated');
-    assert.equal(env.backend?.wasmThreads, 2, 'ORT kept 2 threads (it drops to 1 when SharedArrayBuffer is unavailable)');
+
     assert.ok(env.backend?.wasmPaths.startsWith(`${server.origin}/keylock/`), `ORT loads its wasm from the bundle's folder, got ${env.backend?.wasmPaths}`);
-    assert.ok(page.workers().length >= 1, 'ORT started its worker thread');
+    // Worker mode: the model runs in keylock's module Web Worker, off the page's thread, and ORT's thread
+    // pool starts inside that worker: 2 threads are one more worker (ORT starts none on 1 thread).
+    const st = await demoCall(page, (d) => d.status());
+    assert.equal(st.stats?.mode, 'worker', 'the model runs in a module Web Worker (keylock-worker.mjs beside the bundle)');
+    const workers = page.workers().map((w) => w.url());
+    assert.ok(workers.includes(`${server.origin}/keylock/keylock-worker.mjs`), `the page runs keylock-worker.mjs, got ${workers.join(', ')}`);
+    assert.ok(workers.includes(`${server.origin}/keylock/ort-wasm-simd-threaded.mjs`), `ORT kept 2 threads in the model's worker (it drops to 1 without SharedArrayBuffer), got ${workers.join(', ')}`);
     assert.equal(env.backend?.secretbox, 'wasm-simd', 'the sealed demo model opened with the WebAssembly SIMD secretbox');
     const r = await demoCall(page, (d, n) => d.classifyMany([...Array(n as number).keys()]), N);
     assert.equal(r.error, undefined);

@@ -37,6 +37,7 @@ test('deno, read-only keystore, --allow-read + one env var only: same outputs, n
   assert.equal(r.status, 0, r.stderr);
   const out = parseRunner(r.stdout);
   assert.equal(out.state, 'ready', out.message);
+  assert.equal(out.mode, 'worker', 'a Deno module worker runs the model (keylock-worker.mjs beside the bundle)');
   assert.ok(out.outputs === ref.outputs, 'outputs differ from the source tree\'s');
   assert.deepEqual(out.predicted, ref.predicted);
   assert.ok(accuracy(out.predicted, fx.labels) > 0.9);

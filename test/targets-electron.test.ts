@@ -112,6 +112,7 @@ describe('electron target (main process under Node, fake ipcMain)', () => {
     const info = await bridge.info();
     assert.equal(info.state, 'ready');
     assert.equal(info.stats.runs, N);
+    assert.equal(info.stats.mode, 'worker', 'the main process runs the model on a worker thread, off its event loop');
     assert.equal(info.modelId, demo.modelId);
     // The key that would unlock the model, and the keystore's unlock key, never appear in what the renderer got.
     const ks = await Keystore.fromBytes(demo.keystores.device.bytes, demo.keystores.device.unlock());
@@ -183,6 +184,7 @@ describe('electron target (main process under Node, fake ipcMain)', () => {
     }, module, module.exports, window);
     const bridge = window.keylock as KeylockBridge;
     for (let i = 0; i < 5; i++) assert.equal(bits(logitsOf(await bridge.run(demo.digits[i].inputs!))), bits(reference[i]), `bundle, digit ${i}`);
+    assert.equal(main.model.stats.mode, 'worker', 'main.mjs runs the model on keylock-worker.mjs beside it');
     await main.stop();
   });
 

@@ -56,19 +56,19 @@ test('image targets are exactly the build targets', () => {
 test('keylock image stages bundle, ORT files, model and keystore with a signed manifest; verify-image accepts it', () => {
   const r = kl('image', '--target', 'node', '--model', fx.klmPath, '--keystore', fx.klsPath, '--vendor', vendorKey, '--out', img);
   assert.equal(r.code, 0, r.err);
-  assert.match(r.out, /target node, 6 files, \d+ bytes, models mnist-cnn-targets; TFLite runtime left out \(no TFLite model\)/);
+  assert.match(r.out, /target node, 7 files, \d+ bytes, models mnist-cnn-targets; TFLite runtime left out \(no TFLite model\)/);
   const m = openImageManifest(new Uint8Array(readFileSync(join(img, KLIM_NAME))), [fx.vendorPub]);
   assert.equal(m.target, 'node');
-  assert.deepEqual(m.entries, ['keylock.mjs']);
+  assert.deepEqual(m.entries, ['keylock.mjs', 'keylock-worker.mjs']);
   assert.deepEqual(m.files.map((f) => `${f.role} ${f.path}`), [
-    'bundle keylock.mjs', 'keystore keystore/device.kls', 'keystore keystore/device.kls.counter', 'model models/mnist-cnn.klm',
+    'bundle keylock-worker.mjs', 'bundle keylock.mjs', 'keystore keystore/device.kls', 'keystore keystore/device.kls.counter', 'model models/mnist-cnn.klm',
     'ort ort-wasm-simd-threaded.mjs', 'ort ort-wasm-simd-threaded.wasm',
   ]);
   assert.deepEqual(m.models, [{ path: 'models/mnist-cnn.klm', modelId: 'mnist-cnn-targets' }]);
   assert.deepEqual(readFileSync(join(img, 'models/mnist-cnn.klm')), readFileSync(fx.klmPath));
   const v = kl('verify-image', img, '--trust', vendorPubFile);
   assert.equal(v.code, 0, v.err);
-  assert.match(v.out, /^image ok: target node, 6 files/);
+  assert.match(v.out, /^image ok: target node, 7 files/);
 });
 
 test('verify-image refuses a changed byte, a deleted file, an added file, a forged manifest, an unpinned signer', () => {
@@ -157,8 +157,8 @@ test('the image runs on its own, copied outside the repository: no node_modules,
   verifyImage(copy, [fx.vendorPub]);
 });
 
-test('an electron image lists both of its entries (main process and preload)', () => {
-  for (const [target, entries] of [['electron', ['main.mjs', 'preload.cjs']]] as const) {
+test('an electron image lists its entries (main process, preload, and the worker script the main process runs models on)', () => {
+  for (const [target, entries] of [['electron', ['main.mjs', 'preload.cjs', 'keylock-worker.mjs']]] as const) {
     const dir = join(fx.dir, `image-${target}`);
     const r = kl('image', '--target', target, '--model', fx.klmPath, '--vendor', vendorKey, '--out', dir);
     assert.equal(r.code, 0, r.err);

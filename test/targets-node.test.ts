@@ -68,15 +68,17 @@ function node(args: string[]): { stdout: string; stderr: string } {
 const runnerArgs = [fx.runner, bundleUrl, fx.klmPath, fx.klsPath, fx.unlockPath, fx.recPath, 'default', 'rw'];
 const tfliteArgs = (bundle = bundleUrl): string[] => [fx.runner, bundle, fxT.klmPath, fx.klsPath, fx.unlockPath, fxT.recPath, 'default', 'rw'];
 
-function reported(stderr: string): string[] {
-  const line = stderr.split('\n').find((l) => l.startsWith('NETWORK-CALLS '));
-  assert.ok(line, `the trap reported its calls: ${stderr}`);
-  return JSON.parse(line.slice('NETWORK-CALLS '.length)) as string[];
+/** The calls every thread's trap reported (the model's worker thread loads the trap too), merged; `threads`: how many reported. */
+function reported(stderr: string, threads = 1): string[] {
+  const lines = stderr.split('\n').filter((l) => l.startsWith('NETWORK-CALLS '));
+  assert.equal(lines.length, threads, `each of ${threads} thread(s) reported its calls: ${stderr}`);
+  return lines.flatMap((line) => JSON.parse(line.slice('NETWORK-CALLS '.length)) as string[]);
 }
 
 test('the node bundle, in its own process, gives the source tree\'s outputs bit for bit on 200 digits', () => {
   const r = parseRunner(node(runnerArgs).stdout);
   assert.equal(r.state, 'ready', r.message);
+  assert.equal(r.mode, 'worker', 'the node bundle runs models on a worker thread (keylock-worker.mjs beside it) by default');
   assert.equal(r.predicted.length, N);
   assert.equal(r.outputs.length, ref.outputs.length);
   assert.ok(r.outputs === ref.outputs, 'outputs differ from the source tree\'s');
@@ -117,7 +119,8 @@ try { new WebSocket('ws://127.0.0.1:9/'); } catch {}
   const r = parseRunner(stdout);
   assert.equal(r.state, 'ready', r.message);
   assert.ok(r.outputs === ref.outputs, 'the trapped run gives the same outputs');
-  assert.deepEqual(reported(stderr), []);
+  assert.equal(r.mode, 'worker');
+  assert.deepEqual(reported(stderr, 2), [], 'no call on the main thread nor on the model\'s worker thread');
 });
 
 test('a locked .tflite from the node bundle (keylock-tflite.mjs and its wasm beside it): the source tree\'s outputs bit for bit, no network call', () => {

@@ -15,6 +15,7 @@ import * as ort from 'onnxruntime-web';
 import { BackendUnavailableError } from '../../keystore/errors.ts';
 import { env } from '../../runtime/env.ts';
 import { secretboxWasmReady } from '../../keystore/wasm/secretbox.ts';
+import { hasWebWorkers, webWorkerSpawner } from './spawn.ts';
 
 export * from '../../runtime/index.ts';
 export { indexedDbStorage } from './idb.ts';
@@ -22,6 +23,8 @@ export { indexedDbStorage } from './idb.ts';
 /** The folder this bundle was loaded from: ORT's `.mjs` glue and `.wasm` live there. */
 export const BUNDLE_BASE = new URL('./', import.meta.url).href;
 env.wasmPaths = BUNDLE_BASE;
+// Worker mode: each model in a module Web Worker (keylock-worker.mjs beside the bundle), where the page has them.
+if (hasWebWorkers()) env.spawnWorker ??= webWorkerSpawner(new URL('./keylock-worker.mjs', import.meta.url));
 
 interface GpuAdapterLike {
   info?: { vendor?: string; architecture?: string; description?: string; isFallbackAdapter?: boolean };
@@ -47,7 +50,7 @@ export async function webGpuInfo(): Promise<WebGpuInfo | undefined> {
   return { vendor: a.info?.vendor ?? '', architecture: a.info?.architecture ?? '', fallback: Boolean(a.info?.isFallbackAdapter ?? a.isFallbackAdapter) };
 }
 
-/** How ORT runs on this page; `wasmThreads` is the count ORT really uses once a session exists. */
+/** How ORT runs on this page; `wasmThreads` is the count ORT really uses once a session exists on this page (in worker mode the model's ORT runs in its worker, not here). */
 export interface BrowserBackendInfo {
   crossOriginIsolated: boolean;
   wasmThreads: number;

@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import { decodeCbor, Fields } from '../../keystore/cbor.ts';
 import { Keystore } from '../../keystore/keystore.ts';
 import { decodeDevicePub, decodeModelKey, decodeVendorPub, decodeVendorSecret, encodeDevicePub } from '../../keystore/keyfiles.ts';
-import { makeGrant } from '../../keystore/grant.ts';
+import { makeGrant, MAX_GRACE_SECONDS } from '../../keystore/grant.ts';
 import { makeRevocation, MAX_REVOKED_IDS } from '../../keystore/revocation.ts';
 import { makeReinstate } from '../../keystore/reinstate.ts';
 import { openKlm } from '../../runtime/klm.ts';
@@ -112,7 +112,7 @@ export const deviceShow: Command = {
         `backups     ${ks.backupKeys.map(keyId).join(', ') || 'none'}`,
         ...(ks.retiredKeys.length ? [`retired     ${ks.retiredKeys.map(keyId).join(', ')}`] : []),
         `revocation  list version ${ks.revocationVersion}`,
-        ...ks.grants().map((g) => `grant       ${g.grantId} model ${g.modelId}, valid ${iso(g.notBefore)} .. ${iso(g.notAfter)}, failures ${ks.failureCount(g.modelId)}${ks.isDisabled(g.modelId) ? ', DISABLED' : ''}`),
+        ...ks.grants().map((g) => `grant       ${g.grantId} model ${g.modelId}, valid ${iso(g.notBefore)} .. ${iso(g.notAfter)}${g.grace ? ` (+${g.grace} s grace)` : ''}, failures ${ks.failureCount(g.modelId)}${ks.isDisabled(g.modelId) ? ', DISABLED' : ''}`),
       ];
       process.stdout.write(lines.join('\n') + '\n');
     } finally {
@@ -123,11 +123,12 @@ export const deviceShow: Command = {
 
 export const grant: Command = {
   summary: 'issue a grant: the model key sealed to one device (or to each device of a list), with a licence window, vendor-signed',
-  usage: 'grant M.klm --model-key M.key --vendor VENDOR.key (--device DEVICE.pub --out G.klg | --devices FLEET.csv|FLEET.jsonl --out-dir DIR [--strict]) [--not-before ISO] [--not-after ISO] [--days N]',
+  usage: 'grant M.klm --model-key M.key --vendor VENDOR.key (--device DEVICE.pub --out G.klg | --devices FLEET.csv|FLEET.jsonl --out-dir DIR [--strict]) [--not-before ISO] [--not-after ISO] [--days N] [--grace SECONDS]',
   options: {
     'model-key': { type: 'string' }, vendor: { type: 'string' }, device: { type: 'string' }, out: { type: 'string' },
     devices: { type: 'string' }, 'out-dir': { type: 'string' }, strict: { type: 'boolean' },
     'not-before': { type: 'string' }, 'not-after': { type: 'string' }, days: { type: 'string' },
+    grace: { type: 'string' },
   },
   positionals: [1, 1],
   async run({ values, positionals }) {
@@ -153,7 +154,9 @@ export const grant: Command = {
     const days = intFlag(values, 'days', 1, this.usage) ?? 365;
     const notAfter = typeof values['not-after'] === 'string' ? parseTime('not-after', values['not-after']) : notBefore + days * 86400;
     if (notAfter <= notBefore) throw new UsageError(`--not-after must be later than --not-before (${new Date(notBefore * 1000).toISOString()})`, 'the licence window needs --not-after > --not-before');
-    const window = `valid ${new Date(notBefore * 1000).toISOString()} .. ${new Date(notAfter * 1000).toISOString()}`;
+    const grace = intFlag(values, 'grace', 1, this.usage) ?? 0;
+    if (grace > MAX_GRACE_SECONDS) throw new UsageError(`--grace: expected at most ${MAX_GRACE_SECONDS} seconds (30 days), got ${grace}`, 'a running model may keep running for --grace seconds after --not-after; new loads are refused from --not-after on');
+    const window = `valid ${new Date(notBefore * 1000).toISOString()} .. ${new Date(notAfter * 1000).toISOString()}${grace ? ` (+${grace} s grace while running)` : ''}`;
     const file = readInput(positionals[0], 'model file');
     // A pipeline (.klp) is granted as one model, under its pipeline id.
     const manifest = isKlp(file) ? { modelId: (await openKlp(file)).manifest.pipelineId } : openKlm(file).manifest;
@@ -162,7 +165,7 @@ export const grant: Command = {
     if (listPath !== undefined && outDir !== undefined) {
       const vendorSeed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
       try {
-        await grantMany(manifest.modelId, mk.key, vendorSeed, listPath, outDir, notBefore, notAfter, values.strict === true, window);
+        await grantMany(manifest.modelId, mk.key, vendorSeed, listPath, outDir, notBefore, notAfter, values.strict === true, window, grace);
       } finally {
         vendorSeed.fill(0);
         mk.key.fill(0);
@@ -171,7 +174,7 @@ export const grant: Command = {
     }
     const dev = decodeDevicePub(readInput(devicePath!, 'device public key'));
     const vendorSeed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
-    const bytes = makeGrant({ modelId: manifest.modelId, modelKey: mk.key, devicePub: dev.key, deviceId: dev.deviceId, notBefore, notAfter, vendorSeed });
+    const bytes = makeGrant({ modelId: manifest.modelId, modelKey: mk.key, devicePub: dev.key, deviceId: dev.deviceId, notBefore, notAfter, vendorSeed, grace });
     vendorSeed.fill(0);
     mk.key.fill(0);
     writeOutput(out!, bytes);
@@ -185,13 +188,13 @@ export const grant: Command = {
  * summary line. Refused lines do not stop the run (unless --strict), but make
  * the exit code 1, so a script notices.
  */
-async function grantMany(modelId: string, modelKey: Uint8Array, vendorSeed: Uint8Array, list: string, outDir: string, notBefore: number, notAfter: number, strict: boolean, window: string): Promise<void> {
+async function grantMany(modelId: string, modelKey: Uint8Array, vendorSeed: Uint8Array, list: string, outDir: string, notBefore: number, notAfter: number, strict: boolean, window: string, grace = 0): Promise<void> {
   const bar = createCountBar(process.stderr);
   const total = process.stderr.isTTY === true ? await countLines(list).catch(() => 0) : 0;
   let r;
   try {
     r = await grantFleet({
-      list, outDir, modelId, modelKey, vendorSeed, notBefore, notAfter, strict,
+      list, outDir, modelId, modelKey, vendorSeed, notBefore, notAfter, grace, strict,
       onProgress: (g, k) => bar.update(g + k, total, `granted ${g}${k ? `, ${k} refused` : ''}`),
       onRefused: (line, reason) => bar.note(`keylock: ${list} line ${line}: ${reason}`),
     });

@@ -40,6 +40,8 @@ export interface FleetRequest {
   vendorSeed: Uint8Array;
   notBefore: number;
   notAfter: number;
+  /** Grace seconds after notAfter for a model already running (0: none). */
+  grace?: number;
   /** Stop at the first bad line. */
   strict?: boolean;
   /** Grants being written at once (default 16). */
@@ -236,7 +238,7 @@ export async function grantFleet(req: FleetRequest): Promise<FleetResult> {
         }
         const dev = device(fields);
         const s0 = performance.now();
-        const bytes = issuer.issue({ modelId: req.modelId, modelKey: req.modelKey, devicePub: dev.key, deviceId: dev.deviceId, notBefore: req.notBefore, notAfter: req.notAfter });
+        const bytes = issuer.issue({ modelId: req.modelId, modelKey: req.modelKey, devicePub: dev.key, deviceId: dev.deviceId, notBefore: req.notBefore, notAfter: req.notAfter, grace: req.grace });
         res.signSeconds += (performance.now() - s0) / 1000;
         const at = lineNo;
         // A name already being written by an earlier line waits for that write, so the earlier line

@@ -21,7 +21,9 @@ import type { KeystoreStorage } from '../../keystore/storage.ts';
 import { parseUnlock, type UnlockProvider } from '../../keystore/unlock.ts';
 import { BackendUnavailableError, KeylockError } from '../../keystore/errors.ts';
 import { env } from '../../runtime/env.ts';
-import { loadModel, type LoadOptions } from '../../runtime/load.ts';
+import type { LoadOptions } from '../../runtime/load.ts';
+import { loadModel } from '../../runtime/index.ts';
+import { hasWebWorkers, webWorkerSpawner } from '../browser/spawn.ts';
 import type { LockedModel } from '../../runtime/model.ts';
 
 export * from '../../runtime/index.ts';
@@ -47,6 +49,10 @@ env.checkLoad = ({ threads }) => {
     throw new BackendUnavailableError(`onnxruntime-web under Deno: expected threads 1, got ${threads} (Deno's worker_threads cannot start ORT's blob: worker)`);
   }
 };
+
+// Worker mode: each model in a Deno module worker (keylock-worker.mjs beside the bundle; it inherits
+// this process's permissions). Only under Deno: imported from Node (the sources' tests) nothing changes.
+if ((globalThis as { Deno?: unknown }).Deno && hasWebWorkers()) env.spawnWorker ??= webWorkerSpawner(new URL('./keylock-worker.mjs', import.meta.url));
 
 /** Reads a `.klm` with `Deno.readFile` (needs `--allow-read`) and loads it, handing the bytes over (`consume`, see the node target). */
 export async function loadModelFile(path: string | URL, opts: LoadOptions): Promise<LockedModel> {

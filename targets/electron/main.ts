@@ -13,7 +13,9 @@
  */
 import { readFile } from 'node:fs/promises';
 import { InputMismatchError } from '../../keystore/errors.ts';
-import { loadModel } from '../../runtime/load.ts';
+import { loadModel } from '../../runtime/index.ts';
+import { env } from '../../runtime/env.ts';
+import { spawnNodeWorker } from '../node/spawn.ts';
 import type { LockedModel } from '../../runtime/model.ts';
 import { isDType, shapeSize, type DType, type TensorArray, type TensorMap } from '../../runtime/tensor.ts';
 import { Keystore } from '../../keystore/keystore.ts';
@@ -23,6 +25,10 @@ import { INFO_CHANNEL, RUN_CHANNEL, toWireError, type ModelInfo, type RunReply }
 
 export * from './wire.ts';
 export * from '../../runtime/index.ts';
+
+// Worker mode in the main process: each model on its own worker_threads thread (keylock-worker.mjs beside
+// main.mjs), so inference never stalls the main process's event loop, which also serves every window's IPC.
+env.spawnWorker ??= spawnNodeWorker;
 
 /** The part of an IPC event keylock looks at (Electron's `IpcMainInvokeEvent`). */
 export interface IpcEventLike {

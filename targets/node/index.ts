@@ -21,11 +21,18 @@
  * was passed over and why. A device bundle's folder has no onnxruntime-node, so
  * it runs wasm. `{ backend: 'wasm' }` (or `env.backend = 'wasm'`) asks for the
  * browser-exact path; a backend named is never replaced by another.
+ *
+ * Threads: this entry sets `env.spawnWorker`, so each model runs on its own
+ * `worker_threads` thread (worker mode, runtime/worker.ts): inference never
+ * blocks the app's event loop, and the keys and decrypted model live only in
+ * that thread. `{ worker: false }` (or `env.worker = false`) runs in-thread.
  */
 import { readFile } from 'node:fs/promises';
 import { Keystore } from '../../keystore/keystore.ts';
 import { parseUnlock, type UnlockProvider } from '../../keystore/unlock.ts';
-import { loadModel, type LoadOptions } from '../../runtime/load.ts';
+import type { LoadOptions } from '../../runtime/load.ts';
+import { loadModel } from '../../runtime/index.ts';
+import { spawnNodeWorker } from './spawn.ts';
 import type { LockedModel } from '../../runtime/model.ts';
 import { AUTO } from '../../runtime/backends.ts';
 import { env } from '../../runtime/env.ts';
@@ -56,3 +63,5 @@ export function openKeystore(path: string, unlock: UnlockProvider | string): Pro
 
 // Under Node the fastest backend that reproduces the canary, unless something set a backend first.
 env.backend ??= AUTO;
+// Worker mode by default: each model on its own worker_threads thread (runtime/worker.ts).
+env.spawnWorker ??= spawnNodeWorker;

@@ -11,10 +11,11 @@ import * as defaultBackend from './default-backend.ts';
 import * as stream from './stream.ts';
 import * as weightPlaces from './weight-places.ts';
 import * as bundleTflite from './bundle-tflite.ts';
+import * as realtime from './realtime.ts';
 
 /** One section: its id (for `--only`), its heading, and its module. */
 export interface ExtraSection {
-  id: 'signatures' | 'aead' | 'fleet' | 'default-backend' | 'stream' | 'weight-places' | 'bundle-tflite';
+  id: 'signatures' | 'aead' | 'fleet' | 'default-backend' | 'stream' | 'weight-places' | 'bundle-tflite' | 'realtime';
   title: string;
   measure(quick: boolean): Promise<unknown>;
   render(r: never): string[];
@@ -28,4 +29,5 @@ export const EXTRA_SECTIONS: readonly ExtraSection[] = [
   { id: 'stream', title: 'Jitter of a locked pipeline on a streaming workload', measure: stream.measure, render: stream.render as ExtraSection['render'] },
   { id: 'weight-places', title: 'Loading models locked where exports keep their weights', measure: weightPlaces.measure, render: weightPlaces.render as ExtraSection['render'] },
   { id: 'bundle-tflite', title: 'What carrying TFLite costs a device bundle at load', measure: bundleTflite.measure, render: bundleTflite.render as ExtraSection['render'] },
+  { id: 'realtime', title: 'Worker mode: the event loop while a model runs, and the per-run cost', measure: realtime.measure, render: realtime.render as ExtraSection['render'] },
 ];

@@ -122,7 +122,8 @@ async function pageEngine(setup: DemoSetup, opts: { keystore: string; backend: s
       if (policy?.onInvalidKey === 'disable') s.maxFailures = policy.maxFailures;
       if (model.error) s.error = asError(model.error);
       // ORT's thread count is only known once a session exists, i.e. when the model is ready.
-      const threads = model.state === 'ready' ? `, ${k.backendInfo().wasmThreads} wasm thread(s)` : '';
+      // In worker mode ORT runs in the model's worker: this page's ORT says nothing about it.
+      const threads = model.state !== 'ready' ? '' : model.stats.mode === 'worker' ? ', in a worker' : `, ${k.backendInfo().wasmThreads} wasm thread(s)`;
       s.detail = `${opts.backend}${threads}, device ${keystore.deviceId}`;
       return s;
     },

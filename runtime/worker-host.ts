@@ -1,0 +1,123 @@
+/**
+ * Worker mode, the worker's side (runtime/worker.ts is the caller's): one model
+ * per worker. It loads the `.klm` with the in-thread `loadModel`, asking the
+ * caller's key source through messages (`ModelKeySource` over the port), runs
+ * the model for each `run` message and answers with the outputs' buffers
+ * transferred. On `release` it wipes the key material, releases the session
+ * and says so; the caller then ends the thread.
+ *
+ * A platform's worker script calls `serveModel` with its port (targets/node/worker.ts,
+ * targets/deno/worker.ts, targets/browser/worker.ts).
+ */
+import { errorFromWire, errorToWire, type WireError } from '../keystore/errors.ts';
+import { wipe } from '../keystore/nacl.ts';
+import { env } from './env.ts';
+import type { Policy } from './klm.ts';
+import { loadModel, type LoadOptions, type ModelKeySource } from './load.ts';
+import type { Model } from './model.ts';
+import type { FromWorker, ToWorker } from './worker.ts';
+import { tensorTransfers } from './worker.ts';
+
+/** The worker's end of the channel, as its platform gives it. */
+export interface HostPort {
+  post(msg: FromWorker, transfer?: ArrayBuffer[]): void;
+  /** Called once, with the handler of every message from the caller's thread. */
+  listen(fn: (msg: ToWorker) => void): void;
+  /** Ends this thread (after `released` was posted). */
+  close(): void;
+}
+
+/** Serves one model on `port` until the caller releases it. */
+export function serveModel(port: HostPort): void {
+  let model: Model | undefined;
+  let nextId = 1;
+  const waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+  const ask = (msg: (id: number) => FromWorker): Promise<unknown> => new Promise((resolve, reject) => {
+    const id = nextId++;
+    waiting.set(id, { resolve, reject });
+    port.post(msg(id));
+  });
+  let failures = 0;
+  let releasing = false;
+
+  port.listen((m) => {
+    switch (m.t) {
+      case 'load':
+        void load(m.klm, m.consume, m.opts);
+        break;
+      case 'key':
+      case 'answer': {
+        const w = waiting.get(m.id);
+        waiting.delete(m.id);
+        if (!w) break;
+        if (m.error) w.reject(errorFromWire(m.error));
+        else if (m.t === 'key') {
+          failures = m.failures ?? 0;
+          w.resolve(m.key);
+        } else w.resolve(m.value);
+        break;
+      }
+      case 'run':
+        void run(m.id, m.inputs);
+        break;
+      case 'release':
+        releasing = true;
+        void (model?.release() ?? Promise.resolve()).catch(() => undefined).then(() => {
+          port.post({ t: 'released' });
+          port.close();
+        });
+        break;
+    }
+  });
+
+  async function load(klm: Uint8Array, consume: boolean, o: ToWorker & { t: 'load' } extends { opts: infer O } ? O : never): Promise<void> {
+    // The caller's platform settings, so the worker loads as the caller would have.
+    if (o.env.backend !== undefined) env.backend = o.env.backend;
+    if (o.env.wasmPaths !== undefined) env.wasmPaths = o.env.wasmPaths;
+    const opts: LoadOptions = {
+      backend: o.backend, threads: o.threads, warmup: o.warmup, trust: o.trust,
+      // The bytes arrived as this thread's own copy (cloned or transferred): restored in place, then wiped.
+      consume: true,
+      onPhase: o.phases ? (phase, ms) => port.post({ t: 'phase', phase, ms }) : undefined,
+    };
+    void consume;
+    if (o.modelKey) opts.modelKey = o.modelKey;
+    if (o.vendorKeys) {
+      const source: ModelKeySource = {
+        vendorKeys: o.vendorKeys,
+        modelKeyFor: (modelId) => ask((id) => ({ t: 'key', id, modelId })) as Promise<Uint8Array>,
+        failureCount: () => failures,
+        recordFailure: (modelId: string, policy: Policy) => ask((id) => ({ t: 'ask', id, method: 'recordFailure', args: [modelId, policy] })) as Promise<{ failures: number; disabled: boolean }>,
+        resetFailures: async (modelId: string) => { await ask((id) => ({ t: 'ask', id, method: 'resetFailures', args: [modelId] })); },
+      };
+      opts.keystore = source;
+    }
+    let loaded: Model;
+    try {
+      loaded = await loadModel(klm, opts);
+    } catch (e) {
+      // What an in-thread load throws (misuse, a platform refusal) halts the model here.
+      port.post({ t: 'loaded', state: 'halted', error: errorToWire(e), skipped: [] });
+      return;
+    } finally {
+      if (o.modelKey) wipe(o.modelKey);
+    }
+    model = loaded;
+    if (releasing) void loaded.release();
+    port.post({
+      t: 'loaded', state: loaded.state, error: loaded.error ? errorToWire(loaded.error) : undefined,
+      manifest: loaded.manifest, backend: loaded.backend,
+      skipped: loaded.skippedBackends.map((s) => ({ backend: s.backend, error: errorToWire(s.error) as WireError })),
+    });
+  }
+
+  async function run(id: number, inputs: Parameters<Model['run']>[0]): Promise<void> {
+    const t0 = performance.now();
+    try {
+      const outputs = await model!.run(inputs);
+      port.post({ t: 'ran', id, outputs, ms: performance.now() - t0 }, tensorTransfers(outputs));
+    } catch (e) {
+      port.post({ t: 'ran', id, error: errorToWire(e), ms: performance.now() - t0 });
+    }
+  }
+}
