@@ -42,6 +42,13 @@ export interface Ed25519Native {
   sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array | undefined;
   /** Whether `signature` (64 bytes) verifies. */
   verify(message: Uint8Array, signature: Uint8Array, publicKey: Uint8Array): boolean | undefined;
+  /**
+   * A signer holding the secret key imported once (`sign` imports it on every
+   * call, ≈ 35 µs of a ≈ 70 µs signature): for issuers that sign many files.
+   * Undefined where the runtime refused the key or its second half is not the
+   * seed's public key. Its `sign` returns undefined if the runtime fails.
+   */
+  signer(secretKey: Uint8Array): ((message: Uint8Array) => Uint8Array | undefined) | undefined;
 }
 
 /** X25519 by node:crypto; undefined where the runtime refused (OpenSSL refuses an all-zero result, from a low-order point, which NaCl computes). */
@@ -154,6 +161,22 @@ function bindEd25519(c: NodeCrypto): Ed25519Native {
         const k = priv(secretKey.subarray(0, 32), toB64u(pub));
         if (!same(pubOf(k), pub)) return undefined;
         return own(c.sign(null, message, k));
+      } catch {
+        return undefined;
+      }
+    },
+    signer(secretKey) {
+      try {
+        const pub = secretKey.subarray(32, 64);
+        const k = priv(secretKey.subarray(0, 32), toB64u(pub));
+        if (!same(pubOf(k), pub)) return undefined;
+        return (message) => {
+          try {
+            return own(c.sign(null, message, k));
+          } catch {
+            return undefined;
+          }
+        };
       } catch {
         return undefined;
       }

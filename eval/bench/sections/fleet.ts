@@ -6,14 +6,15 @@
  *
  * Grants go through the CLI's own code path (targets/cli/fleet.ts `grantFleet`,
  * what `keylock grant --devices` runs): a generated JSONL of N device keys,
- * streamed, one `.klg` per device written atomically into a temp folder. The
+ * streamed, one `.klg` per device written atomically into a temp folder, and
+ * (alternating with it, round by round) into one tar archive. The
  * device keys are random 32-byte X25519 public keys in `device.pub` files (any
  * 32 bytes is a valid X25519 key; generating real key pairs would cost as much
  * as the grants). Revocation: makeRevocation, the encoded size, installing it
  * into a keystore (in memory, so the disk is not measured) and the per-load
  * check (`modelKeyFor`, which runs `checkRevoked`). Medians of a few rounds.
  */
-import { createWriteStream, mkdtempSync, rmSync, readdirSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync, readdirSync, statSync } from 'node:fs';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +38,13 @@ export interface FleetResults {
     /** End to end: read the list, sign, box, write and sync every file. */
     perSecond: number;
     seconds: number;
+    /** End to end into one tar archive (`--out FLEET.tar`): one file, one fsync. */
+    archivePerSecond: number;
+    archiveSeconds: number;
+    archiveBytes: number;
+    /** Per round, archive rate over folder rate (the two alternate within each round). */
+    archiveOverFolder: number;
+    archiveRssGrowthMB: number;
     /** The signing and boxing part of that run alone. */
     signPerSecond: number;
     /** One issuer (key pair derived once), in a loop without files. */
@@ -90,7 +98,30 @@ async function measureGrants(devices: number, rounds: number): Promise<FleetResu
     const vendorSeed = randomBytes(32);
     const modelKey = randomBytes(32);
     const runs: { seconds: number; sign: number; growth: number; at10: number; atEnd: number; files: number }[] = [];
+    const tars: { seconds: number; bytes: number; growth: number }[] = [];
+    const ratios: number[] = [];
+    const archiveRun = async (r: number): Promise<void> => {
+      const archive = join(dir, `fleet-${r}.tar`);
+      globalThis.gc?.();
+      const rss0 = process.memoryUsage().rss;
+      let peak = rss0;
+      let seen = 0;
+      const res = await grantFleet({
+        list, archive, modelId: 'bench-model', modelKey, vendorSeed, notBefore: 1, notAfter: 4_000_000_000,
+        onProgress: () => {
+          if (++seen % 100 === 0) {
+            const rss = process.memoryUsage().rss;
+            if (rss > peak) peak = rss;
+          }
+        },
+      });
+      if (res.granted !== devices) throw new Error(`archive: granted ${res.granted} of ${devices}`);
+      tars.push({ seconds: res.seconds, bytes: statSync(archive).size, growth: peak - rss0 });
+      rmSync(archive, { force: true });
+    };
     for (let r = 0; r < rounds; r++) {
+      // Archive and folder alternate, the order flipping every round.
+      if (r % 2 === 0) await archiveRun(r);
       const outDir = join(dir, `out-${r}`);
       globalThis.gc?.();
       const rss0 = process.memoryUsage().rss;
@@ -111,6 +142,8 @@ async function measureGrants(devices: number, rounds: number): Promise<FleetResu
       const files = readdirSync(outDir).length;
       runs.push({ seconds: res.seconds, sign: res.signSeconds, growth: peak - rss0, at10, atEnd: process.memoryUsage().rss, files });
       rmSync(outDir, { recursive: true, force: true });
+      if (r % 2 === 1) await archiveRun(r);
+      ratios.push(res.seconds / tars[r].seconds);
     }
     // The CPU part alone, in a loop: one issuer, and makeGrant (which derives the vendor key pair per grant).
     const n = Math.min(devices, 1000);
@@ -128,6 +161,8 @@ async function measureGrants(devices: number, rounds: number): Promise<FleetResu
     const seconds = median(runs.map((x) => x.seconds));
     return {
       perSecond: Math.round(devices / seconds), seconds: Math.round(seconds * 100) / 100,
+      archivePerSecond: Math.round(devices / median(tars.map((x) => x.seconds))), archiveSeconds: Math.round(median(tars.map((x) => x.seconds)) * 100) / 100,
+      archiveBytes: tars[0].bytes, archiveOverFolder: Math.round(median(ratios) * 100) / 100, archiveRssGrowthMB: mb(median(tars.map((x) => x.growth))),
       signPerSecond: Math.round(devices / median(runs.map((x) => x.sign))),
       issuerPerSecond: Math.round(n / issuerS), makeGrantPerSecond: Math.round(m / makeS),
       rssGrowthMB: mb(median(runs.map((x) => x.growth))), rssAt10pctMB: mb(median(runs.map((x) => x.at10))), rssAtEndMB: mb(median(runs.map((x) => x.atEnd))),
@@ -206,11 +241,13 @@ export function render(r: FleetResults): string[] {
     '',
     '| what | figure | goal |',
     '| --- | ---: | --- |',
-    `| grants/s end to end (\`grant --devices\` path: read JSONL, sign, box, write + fsync ${n} files) | ${g.perSecond.toLocaleString('en-US')} (${g.seconds} s) | ≥ ${FLEET_GOALS.grantsPerSecond.toLocaleString('en-US')}: ${ok(g.perSecond >= FLEET_GOALS.grantsPerSecond)} |`,
+    `| grants/s end to end into one archive (\`grant --devices … --out FLEET.tar\`: read JSONL, sign, box, append to one tar, one fsync) | ${g.archivePerSecond.toLocaleString('en-US')} (${g.archiveSeconds} s, ${(g.archiveBytes / (1 << 20)).toFixed(1)} MiB) | ≥ ${FLEET_GOALS.grantsPerSecond.toLocaleString('en-US')}: ${ok(g.archivePerSecond >= FLEET_GOALS.grantsPerSecond)} |`,
+    `| grants/s end to end, one file per device (\`grant --devices … --out-dir DIR\`: write + fsync ${n} files) | ${g.perSecond.toLocaleString('en-US')} (${g.seconds} s) | ≥ ${FLEET_GOALS.grantsPerSecond.toLocaleString('en-US')}: ${ok(g.perSecond >= FLEET_GOALS.grantsPerSecond)} |`,
+    `| archive / folder, grants/s (per-round ratio, the two interleaved) | ${g.archiveOverFolder.toFixed(2)}× | |`,
     `| grants/s, signing + boxing part of that run | ${g.signPerSecond.toLocaleString('en-US')} | |`,
     `| grants/s, one issuer in a loop (vendor key pair derived once) | ${g.issuerPerSecond.toLocaleString('en-US')} | |`,
     `| grants/s, \`makeGrant\` per grant (derives the key pair each time) | ${g.makeGrantPerSecond.toLocaleString('en-US')} | |`,
-    `| RSS growth over the run (peak − start); RSS at 10 % / at the end | ${g.rssGrowthMB} MB; ${g.rssAt10pctMB} / ${g.rssAtEndMB} MB | flat |`,
+    `| RSS growth over the run (peak − start); RSS at 10 % / at the end | folder ${g.rssGrowthMB} MB (${g.rssAt10pctMB} / ${g.rssAtEndMB} MB); archive ${g.archiveRssGrowthMB} MB | flat |`,
     `| revocation: makeRevocation, ${v.ids.toLocaleString('en-US')} grant ids | ${v.makeMs} ms, ${(v.bytes / (1 << 20)).toFixed(2)} MiB | |`,
     `| revocation: openRevocation (signature over the list + decode) | ${v.openMs} ms | |`,
     `| revocation: Keystore.installRevocation (open + apply + re-seal) | ${v.installMs} ms | |`,
