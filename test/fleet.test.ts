@@ -18,6 +18,7 @@ import { lockModel } from '../models/lock/index.ts';
 import { openKlm } from '../runtime/klm.ts';
 import { loadModel } from '../runtime/load.ts';
 import { hex } from '../keystore/hex.ts';
+import { lines } from '../targets/cli/fleet.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'keylock-fleet-'));
@@ -175,6 +176,19 @@ test('--out FLEET.tar: one archive of every grant; tar lists it, each device ins
   assert.match(strict.err, /stopped at .*line 3 \(--strict\): duplicate .*no archive was written/);
   assert.ok(!existsSync(p('strict.tar')));
   assert.ok(!readdirSync(dir).some((f) => f.endsWith('.tmp')), 'no temp file left');
+});
+
+test('device lists are split into lines across chunk edges: CRLF, multi-byte UTF-8, a last line without a newline', async () => {
+  const text = 'a,b\r\nü-1\n\n名前,x\r\nlast';
+  const bytes = Buffer.from(text, 'utf8');
+  for (const size of [1, 2, 3, 5, 64]) {
+    async function* chunks(): AsyncGenerator<Buffer> {
+      for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
+    }
+    const got: string[] = [];
+    for await (const l of lines(chunks())) got.push(l);
+    assert.deepEqual(got, ['a,b', 'ü-1', '', '名前,x', 'last'], `chunks of ${size} B`);
+  }
 });
 
 test('usage: --devices and --device, --out with --devices, --out-dir alone, a list of another type: exit 2, no file', () => {

@@ -31,7 +31,6 @@
 import { closeSync, createReadStream, fsyncSync, linkSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { access, link, mkdir, open, readdir, rm } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
-import { createInterface } from 'node:readline';
 import { basename, dirname, join } from 'node:path';
 import { decodeDevicePub } from '../../keystore/keyfiles.ts';
 import { grantIssuer, KLG_FORMAT, KLG_VERSION, MAX_KLG_BYTES } from '../../keystore/grant.ts';
@@ -95,6 +94,32 @@ export async function countLines(path: string): Promise<number> {
     if (chunk.length) last = chunk[chunk.length - 1];
   }
   return last === 10 ? n : n + 1;
+}
+
+/**
+ * The lines of a stream (`\n` or `\r\n`; a last line without one counts),
+ * decoded as UTF-8 across chunk edges. Lines are split a chunk at a time and
+ * handed out from that batch: node:readline's async iterator costs an event
+ * and a promise per line and pauses its input behind a queue, and in archive
+ * mode, whose loop never waits for anything else, a million-line list stalled
+ * in it.
+ */
+export async function* lines(input: AsyncIterable<Buffer>): AsyncGenerator<string> {
+  const dec = new TextDecoder('utf-8');
+  let carry = '';
+  for await (const chunk of input) {
+    const text = carry + dec.decode(chunk, { stream: true });
+    let start = 0;
+    const batch: string[] = [];
+    for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', start)) {
+      batch.push(text.charCodeAt(i - 1) === 13 && i > start ? text.slice(start, i - 1) : text.slice(start, i));
+      start = i + 1;
+    }
+    carry = text.slice(start);
+    yield* batch;
+  }
+  carry += dec.decode();
+  if (carry) yield carry.endsWith('\r') ? carry.slice(0, -1) : carry;
 }
 
 /** A refused line. */
@@ -377,9 +402,8 @@ export async function grantFleet(req: FleetRequest): Promise<FleetResult> {
   let writeError: unknown;
   let columns: string[] | undefined;
   let lineNo = 0;
-  const rl = createInterface({ input, crlfDelay: Infinity });
   try {
-    for await (const text of rl) {
+    for await (const text of lines(input)) {
       lineNo++;
       if (writeError !== undefined) throw writeError;
       if (res.stopped) break;
@@ -460,7 +484,6 @@ export async function grantFleet(req: FleetRequest): Promise<FleetResult> {
       tar = undefined;
     }
   } finally {
-    rl.close();
     input.destroy();
     await Promise.allSettled(inFlight);
     issuer.close();
