@@ -369,8 +369,7 @@ function boxKey(shared: Uint8Array): Uint8Array {
 
 /**
  * Seals `plain` to `recipientPub` with NaCl box (X25519, XSalsa20-Poly1305) from
- * a fresh ephemeral key pair whose secret half is wiped at once (with
- * node:crypto it never leaves native memory): only the
+ * a fresh ephemeral key pair whose secret half is wiped at once: only the
  * recipient can open it, and the sender cannot be impersonated by reusing keys.
  * Authenticity of the sender comes from the vendor signature around it, not from box.
  */
