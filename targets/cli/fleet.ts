@@ -99,10 +99,10 @@ export async function countLines(path: string): Promise<number> {
 /**
  * The lines of a stream (`\n` or `\r\n`; a last line without one counts),
  * decoded as UTF-8 across chunk edges. Lines are split a chunk at a time and
- * handed out from that batch: node:readline's async iterator costs an event
- * and a promise per line and pauses its input behind a queue, and in archive
- * mode, whose loop never waits for anything else, a million-line list stalled
- * in it.
+ * handed out from that batch, instead of node:readline's async iterator, which
+ * costs an event and a promise per line and pauses its input behind a queue.
+ * (A million-line run that stalled was a deadlock in Node's crypto, fixed in
+ * keystore/native.ts, not readline.)
  */
 export async function* lines(input: AsyncIterable<Buffer>): AsyncGenerator<string> {
   const dec = new TextDecoder('utf-8');
