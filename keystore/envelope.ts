@@ -22,10 +22,11 @@ export interface Envelope {
   outer: Fields;
 }
 
-/** Builds an envelope: signs the CBOR of `body` (which gets `format` and `version` added). */
-export function sealEnvelope(format: string, version: number, body: Record<string, unknown>, secretKey: Uint8Array, extra: Record<string, unknown> = {}): Uint8Array {
+/** Builds an envelope: signs the CBOR of `body` (which gets `format` and `version` added) with a secret key or a `signer` of nacl.ts. */
+export function sealEnvelope(format: string, version: number, body: Record<string, unknown>, secretKey: Uint8Array | ((message: Uint8Array) => Uint8Array), extra: Record<string, unknown> = {}): Uint8Array {
   const signed = encodeCbor({ format, version, ...body });
-  return encodeCbor({ format, version, signed, sig: sign(signed, secretKey), ...extra });
+  const sig = typeof secretKey === 'function' ? secretKey(signed) : sign(signed, secretKey);
+  return encodeCbor({ format, version, signed, sig, ...extra });
 }
 
 /**

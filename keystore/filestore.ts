@@ -28,7 +28,8 @@ export interface FileStorageOptions {
  * folder) with mode 0600. Writers serialise on `PATH.lock`, created with
  * O_EXCL and holding the writer's pid; a lock whose pid is gone is broken.
  * Beside it: `PATH.counter` (the generation counter) and `PATH.attempts`
- * (wrong unlock secrets), unless other ones are given.
+ * (wrong unlock secrets), unless other ones are given, and a large revocation
+ * list as `PATH.revocation.<hash>.klr` (side files).
  */
 export function fileStorage(path: string, opts: FileStorageOptions = {}): KeystoreStorage {
   const lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
@@ -49,12 +50,30 @@ export function fileStorage(path: string, opts: FileStorageOptions = {}): Keysto
     async create(bytes) {
       createExclusive(path, bytes);
     },
+    side: {
+      async read(name) {
+        return readFileIfExists(sidePath(path, name));
+      },
+      async write(name, bytes) {
+        writeFileAtomic(sidePath(path, name), bytes, 0o600);
+      },
+      async remove(name) {
+        rmSync(sidePath(path, name), { force: true });
+        fsyncDir(dirname(path));
+      },
+    },
     async lock() {
       const release = await acquireLock(`${path}.lock`, lockTimeoutMs);
       sweepTemps(path);
       return release;
     },
   };
+}
+
+/** `PATH.NAME`, for a side file name of the keystore's own making. */
+function sidePath(path: string, name: string): string {
+  if (!/^[a-z0-9][a-z0-9.-]{0,99}$/.test(name)) throw new RangeError(`side file name: expected [a-z0-9.-], got "${name}"`);
+  return `${path}.${name}`;
 }
 
 /**
@@ -65,7 +84,7 @@ export function fileStorage(path: string, opts: FileStorageOptions = {}): Keysto
 function sweepTemps(path: string): void {
   const dir = dirname(path);
   const base = basename(path).replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const stale = new RegExp(`^\\.${base}(\\.counter)?\\.[0-9a-f]{12}\\.tmp$`);
+  const stale = new RegExp(`^\\.${base}(\\.counter|\\.revocation\\.[0-9a-f]+\\.klr)?\\.[0-9a-f]{12}\\.tmp$`);
   let names: string[];
   try {
     names = readdirSync(dir);

@@ -12,7 +12,7 @@
  * to the device's X25519 key: only that device opens it. The vendor signature
  * covers the sealed key, so nobody can swap in a key of their own.
  */
-import { equalBytes, openFromSender, randomBytes, sealToDevice, signKeyPair, SIZES, wipe } from './nacl.ts';
+import { equalBytes, openFromSender, randomBytes, sealToDevice, signer, signKeyPair, SIZES, wipe } from './nacl.ts';
 import { sealEnvelope } from './envelope.ts';
 import { openVendorFile, unixNow } from './vendorfile.ts';
 import { hex, keyId } from './hex.ts';
@@ -99,15 +99,17 @@ export interface GrantIssuer {
 /**
  * A grant signer for fleets: the Ed25519 key pair is derived from the vendor
  * seed once, not once per grant (a third of a grant's cost with a JavaScript
- * Ed25519). Each grant still gets its own ephemeral X25519 key pair and nonce.
+ * Ed25519), and imported into native code once where there is native Ed25519. Each grant still gets its own ephemeral X25519 key pair and nonce.
  * The caller keeps its seed and wipes it; `close()` wipes the derived key.
  */
 export function grantIssuer(vendorSeed: Uint8Array): GrantIssuer {
   const { publicKey, secretKey } = signKeyPair(vendorSeed);
+  // The key imported into native code once (node:crypto), not per grant: ≈ 35 µs of each signature.
+  let signWith: ((message: Uint8Array) => Uint8Array) | undefined = signer(secretKey);
   let open = true;
   return {
     issue(req) {
-      if (!open) throw new TypeError('this grant issuer was closed');
+      if (!open || !signWith) throw new TypeError('this grant issuer was closed');
       checkId('modelId', req.modelId);
       checkId('deviceId', req.deviceId);
       if (!(req.modelKey instanceof Uint8Array) || req.modelKey.byteLength !== MODEL_KEY_BYTES) throw new RangeError(`modelKey must be ${MODEL_KEY_BYTES} bytes`);
@@ -127,10 +129,11 @@ export function grantIssuer(vendorSeed: Uint8Array): GrantIssuer {
         ...(grace > 0 ? { grace } : {}),
         sealedKey: { ephemeralPub: s.ephemeralPub, nonce: s.nonce, box: s.box },
         vendorKey: publicKey,
-      }, secretKey, { vendorKey: publicKey });
+      }, signWith, { vendorKey: publicKey });
     },
     close() {
       open = false;
+      signWith = undefined;
       wipe(secretKey);
     },
   };

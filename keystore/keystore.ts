@@ -9,11 +9,11 @@
  * generation, counter, atomic replace) and how a keystore is opened (lockout,
  * rollback checks) is transaction.ts.
  */
-import { boxKeyPair, equalBytes, SIZES, wipe } from './nacl.ts';
+import { boxKeyPair, equalBytes, sha256Async, SIZES, wipe } from './nacl.ts';
 import { keyId } from './hex.ts';
 import { encodeDevicePub } from './keyfiles.ts';
 import { openGrant, checkId } from './grant.ts';
-import { openRevocation } from './revocation.ts';
+import { openRevocation, revocationFileName, SIDE_LIST_MIN_IDS } from './revocation.ts';
 import { openReinstate } from './reinstate.ts';
 import { openRotation } from './rotation.ts';
 import type { LockoutPolicy } from './attempts.ts';
@@ -240,11 +240,30 @@ export class Keystore {
   async installRevocation(bytes: Uint8Array): Promise<{ listVersion: number; changed: boolean }> {
     this.#live();
     const list = openRevocation(bytes, this.#store.state.vendorKeys);
+    const side = this.#store.storage.side;
+    const before = this.#store.state.revocation.file;
     let changed = true;
-    await this.#mutate((s) => {
-      changed = applyRevocation(s, list);
-      return changed; // false: this very list is installed already, nothing to store
-    });
+    // A large list goes beside the keystore, written first under a name of its own hash: the sealed
+    // body then records its hash and version only, so installing it re-seals a small body. A crash
+    // before the body is written leaves the old list in force (its file is untouched).
+    const beside = side !== undefined && list.listVersion > this.#store.state.revocation.listVersion
+      && list.grants.length + list.models.length + list.devices.length >= SIDE_LIST_MIN_IDS;
+    const file = beside ? await sha256Async(bytes) : undefined;
+    if (file) await side!.write(revocationFileName(file), bytes);
+    try {
+      await this.#mutate((s) => {
+        changed = applyRevocation(s, list);
+        if (changed && file) s.revocation.file = file;
+        return changed; // false: this very list is installed already, nothing to store
+      });
+    } catch (e) {
+      const now = this.#store.state.revocation.file;
+      if (file && !(now && equalBytes(now, file))) await side!.remove(revocationFileName(file)).catch(() => {});
+      throw e;
+    }
+    // The list it replaced, if that one was kept beside.
+    const now = this.#store.state.revocation.file;
+    if (side && before && !(now && equalBytes(now, before))) await side.remove(revocationFileName(before)).catch(() => {});
     return { listVersion: list.listVersion, changed };
   }
 

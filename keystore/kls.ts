@@ -59,6 +59,12 @@ export interface RevocationState {
   grants: string[];
   models: string[];
   devices: string[];
+  /**
+   * SHA-256 of the signed `.klr` kept beside the keystore (a side file), when
+   * the list lives there: the sealed body then holds only this, the version
+   * and `issued`, and its id arrays are read from that file (transaction.ts).
+   */
+  file?: Uint8Array;
 }
 
 /** Everything inside the sealed body. */
@@ -109,7 +115,9 @@ export function encodeKls(state: KeystoreState, keys: { sealKey: Uint8Array; kcv
     vendorKeys: state.vendorKeys, backupKeys: state.backupKeys, retiredKeys: state.retiredKeys, generation: state.generation,
     grants: state.grants.map((g) => ({ ...g })),
     grantFloors: [...state.grantFloors].map(([modelId, issued]) => ({ modelId, issued })),
-    revocation: { ...state.revocation },
+    revocation: state.revocation.file
+      ? { listVersion: state.revocation.listVersion, issued: state.revocation.issued, grants: [], models: [], devices: [], file: state.revocation.file }
+      : { ...state.revocation },
     failures: [...state.failures].map(([modelId, count]) => ({ modelId, count })),
     disabled: [...state.disabled].map(([modelId, d]) => ({ modelId, at: d.at, reason: d.reason })),
     usedTokens: state.usedTokens,
@@ -234,5 +242,8 @@ function grantRecord(g: Fields): GrantRecord {
 }
 
 function revocation(r: Fields): RevocationState {
-  return { listVersion: r.uint('listVersion'), issued: r.uint('issued'), grants: ids(r, 'grants'), models: ids(r, 'models'), devices: ids(r, 'devices') };
+  const base = { listVersion: r.uint('listVersion'), issued: r.uint('issued'), grants: ids(r, 'grants'), models: ids(r, 'models'), devices: ids(r, 'devices') };
+  if (!r.has('file')) return base;
+  if (base.grants.length || base.models.length || base.devices.length) throw new FormatError(`${r.what}: a list kept in a side file, but ids in the body too`);
+  return { ...base, file: r.bytes('file', { len: 32 }).slice() };
 }

@@ -140,6 +140,19 @@ export function sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array {
   return ed25519Native()?.sign(message, secretKey) ?? nacl.sign.detached(message, secretKey);
 }
 
+/**
+ * A signing function for many messages under one secret key (a vendor issuing
+ * a fleet's grants): with node:crypto the key is imported once, not per
+ * signature; the same bytes as `sign`. The caller wipes `secretKey` when done;
+ * the native copy lives until the function is collected.
+ */
+export function signer(secretKey: Uint8Array): (message: Uint8Array) => Uint8Array {
+  need('signing secret key', secretKey, SIZES.signSecret);
+  const fast = ed25519Native()?.signer(secretKey);
+  if (!fast) return (message) => sign(message, secretKey);
+  return (message) => fast(message) ?? nacl.sign.detached(message, secretKey);
+}
+
 /** The group order L of Ed25519, little-endian. */
 const ED25519_L = Uint8Array.from([
   0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
@@ -356,8 +369,7 @@ function boxKey(shared: Uint8Array): Uint8Array {
 
 /**
  * Seals `plain` to `recipientPub` with NaCl box (X25519, XSalsa20-Poly1305) from
- * a fresh ephemeral key pair whose secret half is wiped at once (with
- * node:crypto it never leaves native memory): only the
+ * a fresh ephemeral key pair whose secret half is wiped at once: only the
  * recipient can open it, and the sender cannot be impersonated by reusing keys.
  * Authenticity of the sender comes from the vendor signature around it, not from box.
  */

@@ -11,6 +11,9 @@
  */
 import type { Fields } from './cbor.ts';
 import { openVendorFile, sealVendorFile, unixNow } from './vendorfile.ts';
+import { parseEnvelope } from './envelope.ts';
+import { decodeCbor, Fields as CborFields } from './cbor.ts';
+import { hex } from './hex.ts';
 import { checkId } from './grant.ts';
 import { FormatError } from './errors.ts';
 
@@ -49,6 +52,30 @@ export function openRevocation(bytes: Uint8Array, vendorKeys: readonly Uint8Arra
   return { listVersion, issued: body.uint('issued'), grants: ids(body, 'grants'), models: ids(body, 'models'), devices: ids(body, 'devices') };
 }
 
+/**
+ * A list with at least this many ids in all is kept beside the keystore as
+ * the signed `.klr` it came in (when the storage keeps side files), not in the
+ * sealed body: installing it then writes the list once instead of re-encoding
+ * and re-sealing the keystore around it (docs/SPEC.md, "Revocation list").
+ */
+export const SIDE_LIST_MIN_IDS = 4096;
+
+/** The side file name of an installed list: its SHA-256's first 8 bytes in hex. */
+export function revocationFileName(sha256: Uint8Array): string {
+  return `revocation.${hex(sha256.subarray(0, 8))}.klr`;
+}
+
+/**
+ * The ids of a `.klr` kept beside the keystore. Its signature was checked at
+ * install; what binds it now is its SHA-256 in the sealed body, which the
+ * caller has compared, so only the envelope and the body are parsed here.
+ */
+export function revocationFromSideFile(bytes: Uint8Array): RevocationList {
+  const env = parseEnvelope(bytes, KLR_FORMAT, KLR_VERSION, MAX_KLR_BYTES);
+  const body = CborFields.of(`${KLR_FORMAT} body`, decodeCbor(env.signed, `${KLR_FORMAT} body`, MAX_KLR_BYTES));
+  return { listVersion: body.uint('listVersion'), issued: body.uint('issued'), grants: ids(body, 'grants'), models: ids(body, 'models'), devices: ids(body, 'devices') };
+}
+
 /** Reads an array of ids from a decoded map (shared with the keystore body). */
 export function ids(f: Fields, key: string, max = MAX_REVOKED_IDS): string[] {
   return normalizeIds(f.array(key, max).map((v, i) => {
@@ -57,13 +84,19 @@ export function ids(f: Fields, key: string, max = MAX_REVOKED_IDS): string[] {
   }));
 }
 
+/** Per id array: true when it is strictly sorted (binary search), else a Set of it. Built once per array. */
+const ID_INDEX = new WeakMap<readonly string[], true | ReadonlySet<string>>();
+
 /**
  * Sorted, without duplicates: two lists with the same ids compare equal. A list
  * that is already strictly increasing (every list keylock writes) is only
  * checked and copied, O(n), instead of deduplicated and sorted again.
  */
 export function normalizeIds(list: readonly string[]): string[] {
-  return isStrictlySorted(list) ? list.slice() : [...new Set(list)].sort();
+  const out = isStrictlySorted(list) ? list.slice() : [...new Set(list)].sort();
+  // Known sorted now: the first lookup in it need not check that again (hasId).
+  if (out.length > 16) ID_INDEX.set(out, true);
+  return out;
 }
 
 /** Every id greater than the one before (so sorted, and no duplicates), in the order `sort()` uses (UTF-16 code units). */
@@ -72,8 +105,6 @@ function isStrictlySorted(list: readonly string[]): boolean {
   return true;
 }
 
-/** Per id array: true when it is strictly sorted (binary search), else a Set of it. Built once per array. */
-const ID_INDEX = new WeakMap<readonly string[], true | ReadonlySet<string>>();
 
 /**
  * Whether `id` is in `list`, without a scan: O(log n) by binary search in a

@@ -30,11 +30,38 @@ export interface KeystoreStorage {
   counter?: MonotonicCounter;
   /** Where wrong unlock secrets are counted (attempts.ts); without one there is no lockout. */
   attempts?: AttemptStore;
+  /**
+   * Files kept beside the keystore, named by it (a large revocation list, as
+   * the signed `.klr` it came in: docs/SPEC.md). Each write is whole or absent.
+   * Without this, everything lives in the sealed body.
+   */
+  side?: SideFiles;
 }
 
-/** A keystore held in memory (tests, browsers that persist `toBytes()` themselves). */
-export function memoryStorage(initial?: Uint8Array): KeystoreStorage & { bytes: Uint8Array | undefined } {
+/** Named byte blobs beside a keystore; `name` is `[a-z0-9.-]+`. */
+export interface SideFiles {
+  /** The bytes, or undefined when there is no such file. */
+  read(name: string): Promise<Uint8Array | undefined>;
+  /** Writes the file whole (atomically) and durably. */
+  write(name: string, bytes: Uint8Array): Promise<void>;
+  /** Removes it, if it is there. */
+  remove(name: string): Promise<void>;
+}
+
+/**
+ * A keystore held in memory (tests, browsers that persist `toBytes()` themselves).
+ * `sideFiles`: keep side files too (in a Map; `toBytes()` does not carry them,
+ * so only for callers that keep this storage object).
+ */
+export function memoryStorage(initial?: Uint8Array, opts: { sideFiles?: boolean } = {}): KeystoreStorage & { bytes: Uint8Array | undefined; files?: Map<string, Uint8Array> } {
+  const files = new Map<string, Uint8Array>();
+  const side: SideFiles = {
+    async read(name) { return files.get(name)?.slice(); },
+    async write(name, bytes) { files.set(name, bytes.slice()); },
+    async remove(name) { files.delete(name); },
+  };
   const s = {
+    ...(opts.sideFiles ? { side, files } : {}),
     where: 'memory',
     bytes: initial ? initial.slice() : undefined,
     async read() {

@@ -14,7 +14,9 @@
  * wrong storage keys are counted across restarts and lock the keystore out
  * for a growing time.
  */
-import { equalBytes, wipe } from './nacl.ts';
+import { equalBytes, sha256Async, wipe } from './nacl.ts';
+import { revocationFileName, revocationFromSideFile } from './revocation.ts';
+import { hex } from './hex.ts';
 import { checkLockoutPolicy, DEFAULT_LOCKOUT, retryAt, type LockoutPolicy } from './attempts.ts';
 import type { MonotonicCounter } from './counter.ts';
 import type { KeystoreStorage } from './storage.ts';
@@ -103,6 +105,12 @@ export class SealedStore {
     let state: KeystoreState;
     try {
       state = openKlsBody(outer, keys);
+      try {
+        await fillRevocation(storage, state);
+      } catch (e) {
+        wipeState(state);
+        throw e;
+      }
     } catch (e) {
       wipe(keys.sealKey);
       // Only a key that derives but does not match counts: a missing key file or a failing hook is no guess.
@@ -156,7 +164,7 @@ export class SealedStore {
         const counter = this.storage.counter;
         // Under the lock: catch up after a crash between a write and its increment, else insist on equality.
         if (counter && checkCounter(this.storage.where, counter, base.generation, await counter.read()) === 'ahead') await counter.increment();
-        const next = structuredClone(base);
+        const next = cloneState(base);
         let keep = false;
         try {
           if (change(next) === false && !rekey) return;
@@ -209,6 +217,12 @@ export class SealedStore {
     if (equalBytes(bytes, this.#bytes)) return this.#state;
     const outer = decodeKlsOuter(bytes);
     const s = openKlsBody(outer, this.#keys);
+    try {
+      await fillRevocation(this.storage, s, this.#state.revocation);
+    } catch (e) {
+      wipeState(s);
+      throw e;
+    }
     if (s.deviceId !== this.#state.deviceId || !equalBytes(s.devicePub, this.#state.devicePub)) {
       wipeState(s);
       throw new TamperedError(`${this.storage.where}: expected the keystore of device "${this.#state.deviceId}", got device "${s.deviceId}"`);
@@ -221,6 +235,44 @@ export class SealedStore {
     this.#bytes = bytes.slice();
     return s;
   }
+}
+
+/**
+ * A copy of the state for a change to edit. The revocation id arrays are
+ * shared, not copied (100,000 ids would be most of the cost): a change
+ * replaces them (incoming.ts `applyRevocation`), never edits them in place.
+ */
+function cloneState(s: KeystoreState): KeystoreState {
+  const r = s.revocation;
+  const next: KeystoreState = structuredClone({ ...s, revocation: { ...r, grants: [] as string[], models: [] as string[], devices: [] as string[] } });
+  next.revocation.grants = r.grants;
+  next.revocation.models = r.models;
+  next.revocation.devices = r.devices;
+  return next;
+}
+
+/**
+ * Fills the ids of a revocation list kept beside the keystore (its SHA-256 in
+ * the sealed body): from `known` when that is the same list, else from the
+ * side file, whose SHA-256 must match. A missing, changed or replaced file is
+ * TamperedError: an older list put back is refused like any other change.
+ */
+async function fillRevocation(storage: KeystoreStorage, s: KeystoreState, known?: KeystoreState['revocation']): Promise<void> {
+  const want = s.revocation.file;
+  if (!want) return;
+  if (known?.file && equalBytes(known.file, want)) {
+    s.revocation = { ...s.revocation, grants: known.grants, models: known.models, devices: known.devices };
+    return;
+  }
+  const name = revocationFileName(want);
+  if (!storage.side) throw new TamperedError(`${storage.where}: the keystore keeps its revocation list in a side file (${name}), but this storage has no side files`);
+  const bytes = await storage.side.read(name);
+  if (!bytes) throw new TamperedError(`${storage.where}: expected the revocation list ${name} beside the keystore, found none (removed?)`);
+  const got = await sha256Async(bytes);
+  if (!equalBytes(got, want)) throw new TamperedError(`${storage.where}: the revocation list ${name} beside the keystore has SHA-256 ${hex(got)}, expected ${hex(want)} (changed or replaced)`);
+  const list = revocationFromSideFile(bytes);
+  if (list.listVersion !== s.revocation.listVersion) throw new TamperedError(`${storage.where}: the revocation list ${name} is version ${list.listVersion}, the keystore recorded ${s.revocation.listVersion}`);
+  s.revocation = { ...s.revocation, grants: list.grants, models: list.models, devices: list.devices };
 }
 
 /**

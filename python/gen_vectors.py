@@ -19,6 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keylock_keys as kk  # noqa: E402
+import keylock_aead as aead  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "vectors", "derive.json")
 
@@ -197,6 +198,21 @@ def main() -> int:
                        ("urn:uuid:6f1c7a52-5f0e-4d8e-9a53-2b1d0b7c9e11", "fc/weight:0"),
                        ("", ""), ("m\u00f6del", "\u540d\u524d")]
     ]
+    # The cipher itself on sealed tensors: key and nonce derived as above, no AAD, the tag kept apart
+    # (docs/SPEC.md, sealed). keylock_aead.py is checked first against the draft's own known answer.
+    kat_ct, kat_tag = aead.xchacha20poly1305_seal(
+        bytes(range(0x80, 0xA0)), bytes(range(0x40, 0x58)),
+        b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.",
+        bytes.fromhex("50515253c0c1c2c3c4c5c6c7"))
+    assert kat_tag.hex() == "c0875924c1c7987947deafd8780acf49" and kat_ct[:8].hex() == "bd6d179d3e83d43b", "keylock_aead.py fails draft-irtf-cfrg-xchacha-03 A.3.1"
+    sealed_cipher = []
+    for k, mid, t, n in [("K0", "mnist-cnn-v1", "conv1.weight", 1), ("K0", "mnist-cnn-v1", "conv2.weight", 64),
+                         ("K1", "urn:uuid:6f1c7a52-5f0e-4d8e-9a53-2b1d0b7c9e11", "fc/weight:0", 65),
+                         ("K1", "m\u00f6del", "\u540d\u524d", 1000)]:
+        plain = hashlib.shake_256(f"sealed-cipher/{mid}/{t}".encode()).digest(n)
+        ct, tag = aead.xchacha20poly1305_seal(kk.sealed_xchacha_key(KEYS[k]), kk.sealed_xchacha_nonce(mid, t), plain)
+        sealed_cipher.append({"model_key": k, "model_id": mid, "tensor_name": t, "plain": plain.hex(), "cipher": ct.hex(), "tag": tag.hex()})
+    v["sealed_xchacha_cipher"] = sealed_cipher
     v["advparams_key"] = [{"model_key": k, "secretbox_key": kk.advparams_secretbox_key(KEYS[k]).hex()} for k in ["K0", "K1"]]
     v["advparams_nonce"] = [{"model_id": mid, "nonce": kk.advparams_nonce(mid).hex()}
                             for mid in ["mnist-cnn-v1", "urn:uuid:6f1c7a52-5f0e-4d8e-9a53-2b1d0b7c9e11", ""]]

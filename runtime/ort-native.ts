@@ -14,7 +14,7 @@
  */
 import { BackendUnavailableError } from '../keystore/errors.ts';
 import type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
-import { isDType, type DType, type TensorMap } from './tensor.ts';
+import { isDType, type TensorMap } from './tensor.ts';
 
 /*
  * The few shapes of onnxruntime-node's API this backend uses, declared here so that
@@ -68,15 +68,22 @@ class NativeSession implements BackendSession {
     this.inputs = ioInfo(session.inputMetadata);
     this.outputs = ioInfo(session.outputMetadata);
   }
+  // Per run this is all keylock adds to a plain onnxruntime-node call (docs/BENCH.md section 10): no
+  // entries arrays, and each output's dims array handed on as ORT made it (a fresh array per result,
+  // which nothing else holds), not copied.
   async run(feeds: TensorMap): Promise<TensorMap> {
     const f: Record<string, NodeTensor> = {};
     // ORT's type union does not cover every keylock dtype; unsupported ones fail inside ORT with its own message.
-    for (const [k, v] of Object.entries(feeds)) f[k] = new this.ort.Tensor(v.dtype, v.data, v.dims);
+    for (const k in feeds) {
+      const v = feeds[k];
+      f[k] = new this.ort.Tensor(v.dtype, v.data, v.dims);
+    }
     const out = await this.session.run(f);
     const r: TensorMap = {};
-    for (const [k, v] of Object.entries(out)) {
+    for (const k in out) {
+      const v = out[k];
       if (!isDType(v.type)) throw new BackendUnavailableError(`onnxruntime-node returned a ${v.type} tensor, which keylock does not carry`);
-      r[k] = { dtype: v.type as DType, dims: [...v.dims], data: v.data as TensorMap[string]['data'] };
+      r[k] = { dtype: v.type, dims: v.dims as number[], data: v.data as TensorMap[string]['data'] };
     }
     return r;
   }

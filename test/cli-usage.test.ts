@@ -210,7 +210,7 @@ const BAD: [string[], RegExp][] = [
   [grantArgs('--grace', '2592001'), /--grace: expected at most 2592000 seconds/],
   [grantArgs('--devices', p('fleet.csv')), /not both/],
   [['grant', p('m.klm'), '--model-key', p('m.key'), '--vendor', p('v.key'), '--devices', p('fleet.txt'), '--out-dir', p('grants')], /--devices/],
-  [['grant', p('m.klm'), '--model-key', p('m.key'), '--vendor', p('v.key'), '--devices', p('fleet.csv'), '--out', p('g.klg')], /--out goes with --device/],
+  [['grant', p('m.klm'), '--model-key', p('m.key'), '--vendor', p('v.key'), '--devices', p('fleet.csv'), '--out', p('g.klg')], /expected a name ending in \.tar/],
   [grantArgs('--strict'), /--strict goes with --devices/],
   [grantArgs('--days', '3', '--not-after', '2030-01-01T00:00:00Z'), /--days or --not-after/],
   [['revoke', '--vendor', p('v.key'), '--version', '0', '--out', p('r.klr')], /--version/],

@@ -13,7 +13,7 @@ import { readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import nacl from 'tweetnacl';
 import {
-  boxKeyPair, cryptoInfo, forceCryptoFallback, openFromSender, prepareCrypto, sealToDevice, sealToDeviceWith, sign, signKeyPair, verify, verifyAsync,
+  boxKeyPair, cryptoInfo, forceCryptoFallback, openFromSender, prepareCrypto, sealToDevice, sealToDeviceWith, sign, signer, signKeyPair, verify, verifyAsync,
 } from '../keystore/nacl.ts';
 import { ed25519Web } from '../keystore/native.ts';
 import { TamperedError, KeylockError } from '../keystore/errors.ts';
@@ -305,6 +305,23 @@ test('Ed25519, random keys and messages: both paths sign the same bytes and acce
     }
     if (len <= 2048) for (const [what, m, s, k] of tamperings(msg, n.sig, n.kp.publicKey)) for (const path of PATHS) await assertRefused(path, m, s, k, `${what}, ${len}`);
   }
+});
+
+test('signer (the key imported once, for a fleet of grants): the same signatures as sign and tweetnacl, on both paths, odd keys included', () => {
+  const a = nacl.sign.keyPair();
+  const odd = new Uint8Array(64);
+  odd.set(a.secretKey.subarray(0, 32));
+  odd.set(nacl.sign.keyPair().publicKey, 32);
+  for (const sk of [a.secretKey, odd]) {
+    for (const path of PATHS) {
+      const s = on(path, () => signer(sk));
+      for (const len of [0, 1, 64, 2048]) {
+        const msg = nacl.randomBytes(len);
+        assert.deepEqual(s(msg), nacl.sign.detached(msg, sk), `${path}, ${len} bytes`);
+      }
+    }
+  }
+  assert.throws(() => signer(new Uint8Array(32)), RangeError);
 });
 
 test('Ed25519: S + L is refused on both paths (tweetnacl alone would take it), and by WebCrypto', async () => {

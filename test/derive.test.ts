@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { KeyMismatchError } from '../keystore/errors.ts';
+import { KeyMismatchError, TamperedError } from '../keystore/errors.ts';
+import { aeadNative, prepareAead, setAeadForceJs, xchachaDecryptInPlace, xchachaOpenDetachedInPlace, xchachaSealDetached } from '../keystore/aead.ts';
 import { AesExtendedKeySchedule, INV_SBOX, SBOX, aesExpandKeyWords, rcon } from '../runtime/keys/aes.ts';
 import { DeeplockKeystream, deeplockLock, deeplockSchedule, deeplockUnlock } from '../runtime/keys/deeplock-key.ts';
 import {
@@ -173,6 +174,39 @@ test('vectors: deeplock master key, schedule words, lock', () => {
     assert.equal(ks.paramIndex, c.start_param + c.plain_f16le.length / 4, 'one word per 2-byte parameter');
   }
   assert.throws(() => new DeeplockKeystream(key('K0')).lock(new Uint8Array(3), 2), RangeError);
+});
+
+test('vectors: sealed XChaCha20-Poly1305 ciphertext and tag (python/keylock_aead.py), on the native and the JavaScript path', async () => {
+  assert.ok(await prepareAead(), 'node:crypto ChaCha20-Poly1305 passes its known answers here');
+  assert.ok(V.sealed_xchacha_cipher.length >= 4, 'the cipher vectors are present');
+  const h = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
+  const fail = (): Error => new TamperedError('tag');
+  for (const js of [false, true]) {
+    setAeadForceJs(js);
+    try {
+      assert.equal(aeadNative(), !js);
+      for (const c of V.sealed_xchacha_cipher) {
+        const what = `${js ? 'JavaScript' : 'native'}: ${c.model_id}/${c.tensor_name}, ${c.plain.length / 2} B`;
+        const k = sealedXchachaKey(key(c.model_key));
+        const n = sealedXchachaNonce(c.model_id, c.tensor_name);
+        const data = h(c.plain);
+        assert.equal(hex(xchachaSealDetached(data, n, k)), c.tag, `tag, ${what}`);
+        assert.equal(hex(data), c.cipher, `ciphertext, ${what}`);
+        xchachaOpenDetachedInPlace(data, h(c.tag), n, k, fail);
+        assert.equal(hex(data), c.plain, `opened, ${what}`);
+        const noTag = h(c.cipher);
+        xchachaDecryptInPlace(noTag, n, k);
+        assert.equal(hex(noTag), c.plain, `decrypted without the tag (pinned key), ${what}`);
+        const bad = h(c.tag);
+        bad[15] ^= 1;
+        const ct = h(c.cipher);
+        assert.throws(() => xchachaOpenDetachedInPlace(ct, bad, n, k, fail), TamperedError, `a flipped tag bit, ${what}`);
+        assert.equal(hex(ct), c.cipher, `bytes left as they were, ${what}`);
+      }
+    } finally {
+      setAeadForceJs(false);
+    }
+  }
 });
 
 test('vectors: sealed, advparams, kcv', () => {

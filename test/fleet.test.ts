@@ -2,7 +2,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,7 @@ import { lockModel } from '../models/lock/index.ts';
 import { openKlm } from '../runtime/klm.ts';
 import { loadModel } from '../runtime/load.ts';
 import { hex } from '../keystore/hex.ts';
+import { lines } from '../targets/cli/fleet.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'keylock-fleet-'));
@@ -119,10 +120,82 @@ test('JSONL: bad lines are reported with their line numbers and the run goes on 
   assert.match(noHeader.err, /line 1: expected a header line with a "device" or "pub" column/);
 });
 
+test('--out FLEET.tar: one archive of every grant; tar lists it, each device installs its own from it, a stopped run writes none', async () => {
+  const [a, b, c] = devices;
+  // A device with a keystore on disk, made by the CLI, beside the in-memory ones.
+  const init = kl('device', 'init', '--keystore', p('disk.kls'), '--unlock', `file:${p('disk.secret')}`, '--trust', p('vendor.pub'), '--pub-out', p('disk.pub'), '--device-id', 'disk-unit');
+  assert.equal(init.code, 0, init.err);
+  writeFileSync(p('tar.jsonl'), [
+    JSON.stringify({ device: b64(a.devicePubFile()) }),
+    JSON.stringify({ device: b64(b.devicePubFile()), name: 'second' }),
+    JSON.stringify({ device: b64(a.devicePubFile()) }), // duplicate of line 1
+    JSON.stringify({ device: b64(readFileSync(p('disk.pub'))) }),
+    JSON.stringify({ device: b64(c.devicePubFile()), name: 'n'.repeat(120) }), // too long for a tar entry name
+  ].join('\n') + '\n');
+  const args = ['grant', p('m.klm'), '--model-key', p('m.key'), '--vendor', p('vendor.key'), '--devices', p('tar.jsonl')];
+  const r = kl(...args, '--out', p('fleet.tar'));
+  assert.equal(r.code, 1, r.err);
+  assert.match(r.out, /^granted 3 devices in [\d.]+ s \(\d+ grants\/s\); 2 refused: line 3 \(duplicate device: unit-0\.klg/);
+  assert.match(r.err, /line 5: .* longer than a tar entry name \(100 bytes\)/);
+  assert.ok(!readdirSync(dir).some((f) => f.endsWith('.tmp')), 'no temp file left');
+  // The system's tar reads it: the same names --out-dir would write.
+  const list = spawnSync('tar', ['-tf', p('fleet.tar')], { encoding: 'utf8' });
+  assert.equal(list.status, 0, list.stderr);
+  assert.deepEqual(list.stdout.trim().split('\n'), ['unit-0.klg', 'second.klg', 'disk-unit.klg']);
+  mkdirSync(p('untar'));
+  assert.equal(spawnSync('tar', ['-xf', p('fleet.tar'), '-C', p('untar')]).status, 0);
+  const g0 = await a.installGrant(new Uint8Array(readFileSync(p('untar/unit-0.klg'))));
+  assert.equal(g0.modelId, modelId);
+  assert.equal(inspectGrant(new Uint8Array(readFileSync(p('untar/second.klg'))), [vendorPub]).deviceId, 'unit-1');
+  // A device installs its own entry from the whole archive (the CLI finds it by device id and key).
+  const inst = kl('install', p('fleet.tar'), '--keystore', p('disk.kls'), '--unlock', `file:${p('disk.secret')}`);
+  assert.equal(inst.code, 0, inst.err);
+  assert.match(inst.out, new RegExp(`installed grant [0-9a-f]{32} for model ${modelId} from .*fleet\\.tar`));
+  // Never overwritten; a device with no entry gets a clear error.
+  const again = kl(...args, '--out', p('fleet.tar'));
+  assert.equal(again.code, 1);
+  assert.match(again.err, /fleet\.tar exists already/);
+  const other = kl('device', 'init', '--keystore', p('other.kls'), '--unlock', `file:${p('other.secret')}`, '--trust', p('vendor.pub'), '--pub-out', p('other.pub'), '--device-id', 'not-granted');
+  assert.equal(other.code, 0, other.err);
+  const none = kl('install', p('fleet.tar'), '--keystore', p('other.kls'), '--unlock', `file:${p('other.secret')}`);
+  assert.equal(none.code, 1);
+  assert.match(none.err, /expected a grant for device "not-granted" .*found none among 3 grant\(s\)/);
+  assert.match(none.err, /hint: /);
+  // A damaged archive: a clear error, not a crash.
+  const bytes = readFileSync(p('fleet.tar'));
+  const second = 512 + Math.ceil(parseInt(bytes.subarray(124, 136).toString('latin1'), 8) / 512) * 512; // the second entry's header
+  bytes[600] ^= 1; // inside the first entry's data: that entry no longer parses, the others still route
+  bytes[second + 10] ^= 0xff; // the second header: wrong checksum
+  writeFileSync(p('damaged.tar'), bytes);
+  const dmg = kl('install', p('damaged.tar'), '--keystore', p('other.kls'), '--unlock', `file:${p('other.secret')}`);
+  assert.equal(dmg.code, 1);
+  assert.match(dmg.err, new RegExp(`damaged\\.tar: the tar header at byte ${second} has a wrong checksum`));
+  // --strict: stopped at the duplicate, and no archive at all.
+  const strict = kl(...args, '--out', p('strict.tar'), '--strict');
+  assert.equal(strict.code, 1);
+  assert.match(strict.err, /stopped at .*line 3 \(--strict\): duplicate .*no archive was written/);
+  assert.ok(!existsSync(p('strict.tar')));
+  assert.ok(!readdirSync(dir).some((f) => f.endsWith('.tmp')), 'no temp file left');
+});
+
+test('device lists are split into lines across chunk edges: CRLF, multi-byte UTF-8, a last line without a newline', async () => {
+  const text = 'a,b\r\nü-1\n\n名前,x\r\nlast';
+  const bytes = Buffer.from(text, 'utf8');
+  for (const size of [1, 2, 3, 5, 64]) {
+    async function* chunks(): AsyncGenerator<Buffer> {
+      for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
+    }
+    const got: string[] = [];
+    for await (const l of lines(chunks())) got.push(l);
+    assert.deepEqual(got, ['a,b', 'ü-1', '', '名前,x', 'last'], `chunks of ${size} B`);
+  }
+});
+
 test('usage: --devices and --device, --out with --devices, --out-dir alone, a list of another type: exit 2, no file', () => {
   for (const [args, re] of [
     [[...grantArgs(p('x.csv'), p('u1')), '--device', p('d.pub')], /not both/],
-    [[...grantArgs(p('x.csv'), p('u2')), '--out', p('g.klg')], /--out goes with --device/],
+    [[...grantArgs(p('x.csv'), p('u2')), '--out', p('g.tar')], /--out-dir DIR .* or --out FLEET\.tar .*not both/],
+    [['grant', p('m.klm'), '--model-key', p('m.key'), '--vendor', p('vendor.key'), '--devices', p('x.csv'), '--out', p('u5.klg')], /expected a name ending in \.tar/],
     [grantArgs(p('x.txt'), p('u3')), /--devices: expected a \.csv or \.jsonl/],
     [['grant', p('m.klm'), '--model-key', p('m.key'), '--vendor', p('vendor.key'), '--out-dir', p('u4')], /--device DEVICE\.pub .* or --devices/],
   ] as [string[], RegExp][]) {
@@ -131,7 +204,7 @@ test('usage: --devices and --device, --out with --devices, --out-dir alone, a li
     assert.match(r.err, re);
     assert.match(r.err, /keylock: hint: /);
   }
-  for (const d of ['u1', 'u2', 'u3', 'u4']) assert.ok(!existsSync(p(d)));
+  for (const d of ['u1', 'u2', 'u3', 'u4', 'g.tar', 'u5.klg']) assert.ok(!existsSync(p(d)));
 });
 
 test('a grant issuer makes what makeGrant makes: same fields, one vendor key derivation for many grants', () => {

@@ -101,6 +101,22 @@ function set(tree: unknown, p: Path, value: unknown): unknown {
   return tree;
 }
 
+/**
+ * A copy of a node for "many copies": arrays and maps are cloned (a later
+ * edit of one copy must not grow them all); values no edit changes in place
+ * (numbers, text, byte strings, which edits replace by a changed copy, and
+ * Raw items) are shared. A plain recursive copy: structuredClone's fixed cost
+ * per call, paid for tens of thousands of copies and for every input's tree
+ * (with the model's bytes in it), was most of the campaign's time.
+ */
+function copyOf(x: unknown): unknown {
+  if (x === null || typeof x !== 'object' || x instanceof Uint8Array || x instanceof Raw) return x;
+  if (Array.isArray(x)) return x.map(copyOf);
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(x)) out[k] = copyOf((x as Record<string, unknown>)[k]);
+  return out;
+}
+
 function applyTreeOp(tree: unknown, o: TreeOp): unknown {
   const all = paths(tree);
   const p = all[o.path % all.length];
@@ -126,18 +142,23 @@ function applyTreeOp(tree: unknown, o: TreeOp): unknown {
         // The growth is counted per copy: the entries copied differ in size (an earlier edit may have
         // grown one to MAX_GROWTH), so a budget from the first entry alone let one edit add gigabytes.
         const original = node.length;
+        // Each original entry's size once, not once per copy (encoding every copy again was quadratic).
+        const sizes = new Map<number, number>();
         let grown = 0;
         for (let i = 0; i < cap(o.n, 70_000); i++) {
-          const x = node[i % original];
-          grown += size(x);
+          const j = i % original;
+          const x = node[j];
+          let sz = sizes.get(j);
+          if (sz === undefined) sizes.set(j, (sz = size(x)));
+          grown += sz;
           if (grown > MAX_GROWTH) break;
-          node.push(x instanceof Raw ? x : structuredClone(x));
+          node.push(copyOf(x));
         }
         return tree;
       }
       // Copies, not one shared reference: a later edit of one copy must not grow them all.
       const n = Math.min(cap(o.n, 70_000), Math.floor(MAX_GROWTH / size(node)));
-      return set(tree, p, Array.from({ length: n }, () => (node instanceof Raw ? node : structuredClone(node))));
+      return set(tree, p, Array.from({ length: n }, () => copyOf(node)));
     }
     case 4: // bytes or text edited in place
       if (node instanceof Uint8Array && node.byteLength) {
@@ -149,7 +170,7 @@ function applyTreeOp(tree: unknown, o: TreeOp): unknown {
       return set(tree, p, hostile());
     case 5: { // another node's value moved here (right type, wrong place)
       const q = all[o.value % all.length];
-      return set(tree, p, structuredClone(get(tree, q) instanceof Raw ? 0 : get(tree, q)));
+      return set(tree, p, copyOf(get(tree, q) instanceof Raw ? 0 : get(tree, q)));
     }
     default: // numbers nudged to their edges
       if (typeof node === 'number' || typeof node === 'bigint') {
@@ -192,7 +213,7 @@ export function applyMutation(target: Target, m: Mutation): Uint8Array {
       return m.bytes;
     case 'tree': {
       const layer = target.layers[m.layer % target.layers.length];
-      let tree = structuredClone(layer.tree);
+      let tree = copyOf(layer.tree);
       for (const o of m.ops) tree = applyTreeOp(tree, o);
       return layer.rebuild(tree);
     }

@@ -29,8 +29,23 @@ export function encodeRaw(tree: unknown): Uint8Array {
       return ph;
     }
     if (v instanceof Uint8Array || v === null || typeof v !== 'object') return v;
-    if (Array.isArray(v)) return v.map(swap);
-    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, swap(x)]));
+    // Copy on write: a subtree without a Raw in it is encoded as it is (copying every tree of
+    // every input was a fifth of the campaign's time).
+    if (Array.isArray(v)) {
+      let out: unknown[] | undefined;
+      for (let i = 0; i < v.length; i++) {
+        const x = swap(v[i]);
+        if (x !== v[i]) (out ??= v.slice())[i] = x;
+      }
+      return out ?? v;
+    }
+    let out: Record<string, unknown> | undefined;
+    for (const k of Object.keys(v)) {
+      const was = (v as Record<string, unknown>)[k];
+      const x = swap(was);
+      if (x !== was) (out ??= { ...(v as Record<string, unknown>) })[k] = x;
+    }
+    return out ?? v;
   };
   const bytes = encodeCbor(swap(tree));
   if (!raws.length) return bytes;

@@ -97,7 +97,8 @@ async function main(): Promise<number> {
   });
   await w.terminate();
   const inputs = all.reduce((n, s) => n + s.tried, 0);
-  process.stdout.write(`total: ${inputs} inputs over ${all.length} targets in ${((performance.now() - started) / 1000).toFixed(0)} s, ${failures.length} finding(s); seed ${seed}\n`);
+  const cpu = all.reduce((n, s) => n + s.cpuSeconds, 0);
+  process.stdout.write(`total: ${inputs} inputs over ${all.length} targets in ${((performance.now() - started) / 1000).toFixed(0)} s (${cpu.toFixed(0)} CPU s, ${Math.round(inputs / Math.max(cpu, 1e-9))} inputs per CPU second), ${failures.length} finding(s); seed ${seed}\n`);
   for (const f of failures) process.stdout.write(`finding: ${f}\n`);
   return code;
 }

@@ -12,7 +12,7 @@ import { openRevocation } from '../../keystore/revocation.ts';
 import { openReinstate } from '../../keystore/reinstate.ts';
 import { openRotation } from '../../keystore/rotation.ts';
 import { klsKeys } from '../../keystore/kls.ts';
-import { randomBytes, seal, sha256, sign, signKeyPair, open as openBox } from '../../keystore/nacl.ts';
+import { randomBytes, seal, sha256, signer, signKeyPair, open as openBox } from '../../keystore/nacl.ts';
 import {
   decodeDevicePub, decodeModelKey, decodeVendorPub, decodeVendorSecret, encodeDevicePub, encodeModelKey, encodeVendorPub, encodeVendorSecret,
 } from '../../keystore/keyfiles.ts';
@@ -56,6 +56,8 @@ const dec = (b: Uint8Array, what = 'sample'): Record<string, unknown> => decodeC
 function envelopeLayers(sample: Uint8Array, sigs: { field: string; seed: Uint8Array }[], fixBody?: (body: unknown) => unknown): Layer[] {
   const outer = dec(sample);
   const body = dec(outer.signed as Uint8Array);
+  // Each key derived and imported once, not per input.
+  const signers = sigs.map((s) => ({ field: s.field, sign: signer(signKeyPair(s.seed).secretKey) }));
   return [
     { name: 'outer', tree: outer, rebuild: (t) => encodeRaw(t) },
     {
@@ -64,10 +66,7 @@ function envelopeLayers(sample: Uint8Array, sigs: { field: string; seed: Uint8Ar
       rebuild: (t) => {
         const signed = encodeRaw(fixBody ? fixBody(t) : t);
         const extra: Record<string, unknown> = {};
-        for (const s of sigs) {
-          const { secretKey } = signKeyPair(s.seed);
-          extra[s.field] = sign(signed, secretKey);
-        }
+        for (const s of signers) extra[s.field] = s.sign(signed);
         return encodeCbor({ ...outer, signed, ...extra });
       },
     },
@@ -108,9 +107,10 @@ export async function makeTargets(files?: TinyFiles): Promise<Target[]> {
   const canaried = await lockOnnx(tinyOnnx(), { schemes: ['sealed'], vendorSeed: t.vendorSeed, modelId: 'c', canary: [{ inputs: x }] });
   const cOuter = dec(canaried.klm);
   const cBody = dec(cOuter.signed as Uint8Array);
+  const vendorSign = signer(signKeyPair(t.vendorSeed).secretKey);
   const resignKlm = (body: unknown, model: Uint8Array): Uint8Array => {
     const signed = encodeRaw(body);
-    return encodeCbor({ ...cOuter, signed, sig: sign(signed, signKeyPair(t.vendorSeed).secretKey), model });
+    return encodeCbor({ ...cOuter, signed, sig: vendorSign(signed), model });
   };
 
   const keys = klsKeys(t.storageKey);

@@ -18,7 +18,7 @@ import { UsageError, CliError, type Command } from './command.ts';
 import { checkIdFlag, intFlag, readInput, req, unlockFlag, writeOutput } from './io.ts';
 import { equalBytes } from '../../keystore/nacl.ts';
 import { createCountBar } from '../../models/train/progress.ts';
-import { countLines, fleetFormat, grantFleet } from './fleet.ts';
+import { countLines, findGrantInTar, fleetFormat, grantFleet } from './fleet.ts';
 
 /** Parses an ISO 8601 time (or Unix seconds) into Unix seconds. */
 export function parseTime(flag: string, v: string): number {
@@ -123,7 +123,7 @@ export const deviceShow: Command = {
 
 export const grant: Command = {
   summary: 'issue a grant: the model key sealed to one device (or to each device of a list), with a licence window, vendor-signed',
-  usage: 'grant M.klm --model-key M.key --vendor VENDOR.key (--device DEVICE.pub --out G.klg | --devices FLEET.csv|FLEET.jsonl --out-dir DIR [--strict]) [--not-before ISO] [--not-after ISO] [--days N] [--grace SECONDS]',
+  usage: 'grant M.klm --model-key M.key --vendor VENDOR.key (--device DEVICE.pub --out G.klg | --devices FLEET.csv|FLEET.jsonl (--out-dir DIR | --out FLEET.tar) [--strict]) [--not-before ISO] [--not-after ISO] [--days N] [--grace SECONDS]',
   options: {
     'model-key': { type: 'string' }, vendor: { type: 'string' }, device: { type: 'string' }, out: { type: 'string' },
     devices: { type: 'string' }, 'out-dir': { type: 'string' }, strict: { type: 'boolean' },
@@ -140,13 +140,16 @@ export const grant: Command = {
     if (!fleet) {
       if (values.device === undefined) throw new UsageError('--device DEVICE.pub (one device) or --devices FLEET.csv|FLEET.jsonl (a list) is required', `usage: keylock ${this.usage}`);
       if (values['out-dir'] !== undefined || values.strict !== undefined) throw new UsageError(`--${values['out-dir'] !== undefined ? 'out-dir' : 'strict'} goes with --devices`, 'one device: --device D.pub --out D.klg; a list: --devices FLEET.csv --out-dir DIR');
-    } else if (values.out !== undefined) {
-      throw new UsageError('--out goes with --device; a list of devices takes --out-dir DIR', 'each device gets DIR/<device id or name>.klg');
+    } else if (values.out !== undefined && values['out-dir'] !== undefined) {
+      throw new UsageError('give --out-dir DIR (one file per device) or --out FLEET.tar (one archive), not both', 'a list of devices takes --out-dir DIR or --out FLEET.tar');
+    } else if (values.out !== undefined && !String(values.out).toLowerCase().endsWith('.tar')) {
+      throw new UsageError(`--out with --devices writes one tar archive: expected a name ending in .tar, got "${values.out}"`, 'a list of devices takes --out-dir DIR (one .klg per device) or --out FLEET.tar (one archive)');
     }
     const devicePath = fleet ? undefined : req(values, 'device', this.usage);
     const out = fleet ? undefined : req(values, 'out', this.usage);
     const listPath = fleet ? req(values, 'devices', this.usage) : undefined;
-    const outDir = fleet ? req(values, 'out-dir', this.usage) : undefined;
+    const archive = fleet && values.out !== undefined ? req(values, 'out', this.usage) : undefined;
+    const outDir = fleet && archive === undefined ? req(values, 'out-dir', this.usage) : undefined;
     if (listPath !== undefined && !fleetFormat(listPath)) throw new UsageError(`--devices: expected a .csv or .jsonl list, got "${listPath}"`, 'a CSV with a header (device or pub, optional id, name), or JSON lines with the same fields');
     const now = Math.floor(Date.now() / 1000);
     const notBefore = typeof values['not-before'] === 'string' ? parseTime('not-before', values['not-before']) : now - 300;
@@ -162,10 +165,10 @@ export const grant: Command = {
     const manifest = isKlp(file) ? { modelId: (await openKlp(file)).manifest.pipelineId } : openKlm(file).manifest;
     const mk = decodeModelKey(readInput(modelKeyPath, 'model key file'));
     if (mk.modelId !== manifest.modelId) throw new CliError(`the model key is for model "${mk.modelId}", expected one for "${manifest.modelId}"`);
-    if (listPath !== undefined && outDir !== undefined) {
+    if (listPath !== undefined) {
       const vendorSeed = decodeVendorSecret(readInput(vendorPath, 'vendor key'));
       try {
-        await grantMany(manifest.modelId, mk.key, vendorSeed, listPath, outDir, notBefore, notAfter, values.strict === true, window, grace);
+        await grantMany(manifest.modelId, mk.key, vendorSeed, listPath, { outDir, archive }, notBefore, notAfter, values.strict === true, window, grace);
       } finally {
         vendorSeed.fill(0);
         mk.key.fill(0);
@@ -188,13 +191,14 @@ export const grant: Command = {
  * summary line. Refused lines do not stop the run (unless --strict), but make
  * the exit code 1, so a script notices.
  */
-async function grantMany(modelId: string, modelKey: Uint8Array, vendorSeed: Uint8Array, list: string, outDir: string, notBefore: number, notAfter: number, strict: boolean, window: string, grace = 0): Promise<void> {
+async function grantMany(modelId: string, modelKey: Uint8Array, vendorSeed: Uint8Array, list: string, to: { outDir?: string; archive?: string }, notBefore: number, notAfter: number, strict: boolean, window: string, grace = 0): Promise<void> {
+  const { outDir, archive } = to;
   const bar = createCountBar(process.stderr);
   const total = process.stderr.isTTY === true ? await countLines(list).catch(() => 0) : 0;
   let r;
   try {
     r = await grantFleet({
-      list, outDir, modelId, modelKey, vendorSeed, notBefore, notAfter, grace, strict,
+      list, outDir, archive, modelId, modelKey, vendorSeed, notBefore, notAfter, grace, strict,
       onProgress: (g, k) => bar.update(g + k, total, `granted ${g}${k ? `, ${k} refused` : ''}`),
       onRefused: (line, reason) => bar.note(`keylock: ${list} line ${line}: ${reason}`),
     });
@@ -203,19 +207,37 @@ async function grantMany(modelId: string, modelKey: Uint8Array, vendorSeed: Uint
   }
   const rate = r.seconds > 0 ? Math.round(r.granted / r.seconds) : 0;
   const refused = r.refusedCount ? `; ${r.refusedCount} refused: ${r.refused.map((x) => `line ${x.line} (${x.reason})`).join(', ')}${r.refusedCount > r.refused.length ? ', …' : ''}` : '';
-  process.stdout.write(`granted ${r.granted} devices in ${r.seconds.toFixed(1)} s (${rate} grants/s)${refused}; model ${modelId}, ${window}; wrote ${outDir}/\n`);
+  const where = archive ?? `${outDir}/`;
+  if (r.stopped && archive !== undefined) {
+    throw new CliError(`stopped at ${list} line ${r.refused[0].line} (--strict): ${r.refused[0].reason}; no archive was written`, 'fix the line and run the list again');
+  }
+  process.stdout.write(`granted ${r.granted} devices in ${r.seconds.toFixed(1)} s (${rate} grants/s)${refused}; model ${modelId}, ${window}; wrote ${where}\n`);
   if (r.stopped) throw new CliError(`stopped at ${list} line ${r.refused[0].line} (--strict): ${r.refused[0].reason}`, 'grants written before that line are complete; fix the line and run the rest into a new --out-dir');
-  if (r.refusedCount) throw new CliError(`${r.refusedCount} line(s) of ${list} refused (see above); the other devices were granted`, 'fix those lines and grant them into a new --out-dir, or use --strict to stop at the first bad line');
+  const again = archive !== undefined ? 'a new --out archive' : 'a new --out-dir';
+  if (r.refusedCount) throw new CliError(`${r.refusedCount} line(s) of ${list} refused (see above); the other devices were granted`, `fix those lines and grant them into ${again}, or use --strict to stop at the first bad line`);
 }
 
 export const install: Command = {
   summary: 'install a grant (.klg), revocation list (.klr), reinstate token (.klt) or key rotation (.klv) into a keystore',
-  usage: 'install FILE.klg|FILE.klr|FILE.klt|FILE.klv --keystore F.kls --unlock SPEC',
+  usage: 'install FILE.klg|FLEET.tar|FILE.klr|FILE.klt|FILE.klv --keystore F.kls --unlock SPEC',
   options: { keystore: { type: 'string' }, unlock: { type: 'string' } },
   positionals: [1, 1],
   async run({ values, positionals }) {
     const path = req(values, 'keystore', this.usage);
     const unlock = unlockFlag(values, this.usage);
+    if (positionals[0].toLowerCase().endsWith('.tar')) {
+      // A fleet's grant archive: this device's entry only, found without holding the archive.
+      const ks = await Keystore.open(path, { unlock });
+      try {
+        const found = findGrantInTar(positionals[0], ks.deviceId, ks.devicePub);
+        if (!found.bytes) throw new CliError(`${positionals[0]}: expected a grant for device "${ks.deviceId}" (key ${keyId(ks.devicePub)}), found none among ${found.entries} grant(s)`, 'grant this device (its device.pub) and install that .klg or a new archive');
+        const g = await ks.installGrant(found.bytes);
+        process.stdout.write(`installed grant ${g.grantId} for model ${g.modelId} from ${positionals[0]} (generation ${ks.generation})\n`);
+      } finally {
+        ks.close();
+      }
+      return;
+    }
     const bytes = readInput(positionals[0], 'file to install');
     let format: string;
     try {

@@ -11,6 +11,14 @@
  * name is refused as a duplicate without a table that grows with the fleet.
  * That needs a folder that starts empty (or is created).
  *
+ * Or, with `archive` (`--out FLEET.tar`), every grant goes into one POSIX tar
+ * (ustar) of `<name>.klg` entries: one file written through a temp name,
+ * synced once and linked into place at the end, so the archive is whole or
+ * absent (a run stopped by `strict` or an error leaves none). `tar xf` gives
+ * the same folder as `--out-dir`, and `keylock install FLEET.tar` on a device
+ * installs the grant in it for that device. Duplicate names are found with a
+ * table of 64-bit name fingerprints (SHA-256), 16 bytes per device at most.
+ *
  * A line is one device: `device` (or `pub`), the device's `device.pub` file in
  * hex or base64 (what `keylock device init --pub-out` writes), or a raw 32-byte
  * X25519 key in hex or base64 together with `id`; optional `id` (must match the
@@ -20,13 +28,15 @@
  * safe file name, a duplicate) is reported with its line number and skipped,
  * or, with `strict`, ends the run there (grants already written stay).
  */
-import { createReadStream } from 'node:fs';
-import { link, mkdir, open, readdir, rm } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { createInterface } from 'node:readline';
-import { join } from 'node:path';
+import { closeSync, createReadStream, fsyncSync, linkSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { access, link, mkdir, open, readdir, rm } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
 import { decodeDevicePub } from '../../keystore/keyfiles.ts';
-import { grantIssuer } from '../../keystore/grant.ts';
+import { grantIssuer, KLG_FORMAT, KLG_VERSION, MAX_KLG_BYTES } from '../../keystore/grant.ts';
+import { parseEnvelope } from '../../keystore/envelope.ts';
+import { decodeCbor, Fields } from '../../keystore/cbor.ts';
+import { equalBytes } from '../../keystore/nacl.ts';
 import { fsyncDir } from '../../keystore/atomic.ts';
 import { CliError } from './command.ts';
 
@@ -34,7 +44,10 @@ import { CliError } from './command.ts';
 export interface FleetRequest {
   /** The device list, `.csv` or `.jsonl` (`.ndjson`). */
   list: string;
-  outDir: string;
+  /** One `.klg` per device in this folder (new or empty); or, instead: */
+  outDir?: string;
+  /** One tar archive of all the grants (a new file, never overwritten). */
+  archive?: string;
   modelId: string;
   modelKey: Uint8Array;
   vendorSeed: Uint8Array;
@@ -83,6 +96,32 @@ export async function countLines(path: string): Promise<number> {
     if (chunk.length) last = chunk[chunk.length - 1];
   }
   return last === 10 ? n : n + 1;
+}
+
+/**
+ * The lines of a stream (`\n` or `\r\n`; a last line without one counts),
+ * decoded as UTF-8 across chunk edges. Lines are split a chunk at a time and
+ * handed out from that batch, instead of node:readline's async iterator, which
+ * costs an event and a promise per line and pauses its input behind a queue.
+ * (A million-line run that stalled was a deadlock in Node's crypto, fixed in
+ * keystore/native.ts, not readline.)
+ */
+export async function* lines(input: AsyncIterable<Buffer>): AsyncGenerator<string> {
+  const dec = new TextDecoder('utf-8');
+  let carry = '';
+  for await (const chunk of input) {
+    const text = carry + dec.decode(chunk, { stream: true });
+    let start = 0;
+    const batch: string[] = [];
+    for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', start)) {
+      batch.push(text.charCodeAt(i - 1) === 13 && i > start ? text.slice(start, i - 1) : text.slice(start, i));
+      start = i + 1;
+    }
+    carry = text.slice(start);
+    yield* batch;
+  }
+  carry += dec.decode();
+  if (carry) yield carry.endsWith('\r') ? carry.slice(0, -1) : carry;
 }
 
 /** A refused line. */
@@ -178,10 +217,148 @@ async function writeNew(dir: string, name: string, data: Uint8Array): Promise<vo
   }
 }
 
-/** Issues one grant per device of `req.list` into `req.outDir` (see the module comment). */
+/** Longest entry name a plain ustar header holds. */
+export const TAR_NAME_MAX = 100;
+const TAR_BLOCK = 512;
+
+/** A ustar header for a regular file `name` of `size` bytes (mode 0644, owner 0, time `mtime`). */
+export function tarHeader(name: string, size: number, mtime: number): Uint8Array {
+  const h = new Uint8Array(TAR_BLOCK);
+  const put = (off: number, len: number, text: string): void => {
+    const b = Buffer.from(text, 'utf8');
+    if (b.length > len) throw new RangeError(`tar field of ${len} bytes cannot hold "${text}"`);
+    h.set(b, off);
+  };
+  const octal = (off: number, len: number, v: number): void => put(off, len, v.toString(8).padStart(len - 1, '0'));
+  put(0, 100, name);
+  octal(100, 8, 0o644);
+  octal(108, 8, 0);
+  octal(116, 8, 0);
+  octal(124, 12, size);
+  octal(136, 12, mtime);
+  h.fill(0x20, 148, 156); // the checksum counts its own field as spaces
+  h[156] = 0x30; // '0': a regular file
+  put(257, 6, 'ustar');
+  put(263, 2, '00');
+  let sum = 0;
+  for (let i = 0; i < TAR_BLOCK; i++) sum += h[i];
+  put(148, 7, sum.toString(8).padStart(6, '0'));
+  return h;
+}
+
+/**
+ * The tar output of `archive` mode: entries appended in a 1 MiB buffer and
+ * written with plain writes to a temp file beside the target; `commit` syncs
+ * once and links it into place (EEXIST if the target appeared meanwhile);
+ * `abort` removes the temp file.
+ */
+class TarSink {
+  private readonly tmp: string;
+  private fd: number;
+  private buf = new Uint8Array(1 << 20);
+  private used = 0;
+  private readonly mtime = Math.floor(Date.now() / 1000);
+
+  constructor(private readonly path: string) {
+    this.tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+    this.fd = openSync(this.tmp, 'wx', 0o644);
+  }
+
+  add(name: string, data: Uint8Array): void {
+    this.put(tarHeader(name, data.byteLength, this.mtime));
+    this.put(data);
+    const pad = (TAR_BLOCK - (data.byteLength % TAR_BLOCK)) % TAR_BLOCK;
+    if (pad) this.put(new Uint8Array(pad));
+  }
+
+  private put(b: Uint8Array): void {
+    if (this.used + b.byteLength > this.buf.byteLength) this.flush();
+    if (b.byteLength > this.buf.byteLength) this.write(b);
+    else {
+      this.buf.set(b, this.used);
+      this.used += b.byteLength;
+    }
+  }
+
+  private flush(): void {
+    this.write(this.buf.subarray(0, this.used));
+    this.used = 0;
+  }
+
+  private write(b: Uint8Array): void {
+    for (let off = 0; off < b.byteLength;) off += writeSync(this.fd, b, off, b.byteLength - off);
+  }
+
+  /** Two zero blocks end the archive; then one fsync, the link into place, the folder synced. */
+  commit(): void {
+    this.put(new Uint8Array(2 * TAR_BLOCK));
+    this.flush();
+    fsyncSync(this.fd);
+    closeSync(this.fd);
+    this.fd = -1;
+    try {
+      linkSync(this.tmp, this.path);
+    } finally {
+      rmSync(this.tmp, { force: true });
+    }
+    fsyncDir(dirname(this.path) || '.');
+  }
+
+  abort(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+    rmSync(this.tmp, { force: true });
+  }
+}
+
+/**
+ * A set of names kept as 64-bit fingerprints (the first 8 bytes of SHA-256) in
+ * an open-addressed table: 16 bytes a slot, at most half full. Two different
+ * names share a fingerprint with probability about n²/2⁶⁵ (3·10⁻⁸ for a
+ * million devices); then the second would be refused as a duplicate.
+ */
+export class NameFingerprints {
+  private hi = new Uint32Array(1 << 12);
+  private lo = new Uint32Array(1 << 12);
+  private count = 0;
+
+  /** Adds `name`; false if it was there already. */
+  add(name: string): boolean {
+    const d = createHash('sha256').update(name).digest();
+    return this.insert(d.readUInt32LE(0), d.readUInt32LE(4) || 1);
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  private insert(h: number, l: number): boolean {
+    const mask = this.hi.length - 1;
+    for (let i = h & mask; ; i = (i + 1) & mask) {
+      if (this.lo[i] === 0) {
+        this.hi[i] = h;
+        this.lo[i] = l;
+        if (++this.count * 2 > this.hi.length) this.grow();
+        return true;
+      }
+      if (this.lo[i] === l && this.hi[i] === h) return false;
+    }
+  }
+
+  private grow(): void {
+    const [hi, lo] = [this.hi, this.lo];
+    this.hi = new Uint32Array(hi.length * 2);
+    this.lo = new Uint32Array(lo.length * 2);
+    this.count = 0;
+    for (let i = 0; i < hi.length; i++) if (lo[i] !== 0) this.insert(hi[i], lo[i]);
+  }
+}
+
+/** Issues one grant per device of `req.list` into `req.outDir` or `req.archive` (see the module comment). */
 export async function grantFleet(req: FleetRequest): Promise<FleetResult> {
   const format = fleetFormat(req.list);
   if (!format) throw new CliError(`${req.list}: expected a .csv or .jsonl device list`);
+  if ((req.outDir === undefined) === (req.archive === undefined)) throw new TypeError('grantFleet: give outDir or archive, not both or neither');
   const concurrency = req.concurrency ?? 16;
   const t0 = performance.now();
   const input = createReadStream(req.list);
@@ -190,7 +367,29 @@ export async function grantFleet(req: FleetRequest): Promise<FleetResult> {
     input.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'ENOENT' ? new CliError(`device list not found: ${req.list}`) : e));
   });
   await opened;
-  await emptyDir(req.outDir);
+  let tar: TarSink | undefined;
+  let names: NameFingerprints | undefined;
+  if (req.archive !== undefined) {
+    try {
+      tar = new TarSink(req.archive);
+    } catch (e) {
+      input.destroy();
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new CliError(`--out ${req.archive}: its folder does not exist`, 'create the folder first, or give a path in an existing one');
+      throw e;
+    }
+    names = new NameFingerprints();
+    try {
+      await access(req.archive);
+      tar.abort();
+      input.destroy();
+      throw new CliError(`--out ${req.archive} exists already`, 'give a new file name: grant archives are never overwritten');
+    } catch (e) {
+      if (e instanceof CliError) throw e;
+    }
+  } else {
+    await emptyDir(req.outDir!);
+  }
   const issuer = grantIssuer(req.vendorSeed);
   const res: FleetResult = { granted: 0, refusedCount: 0, refused: [], seconds: 0, signSeconds: 0, stopped: false };
   const refuse = (line: number, reason: string): void => {
@@ -205,9 +404,8 @@ export async function grantFleet(req: FleetRequest): Promise<FleetResult> {
   let writeError: unknown;
   let columns: string[] | undefined;
   let lineNo = 0;
-  const rl = createInterface({ input, crlfDelay: Infinity });
   try {
-    for await (const text of rl) {
+    for await (const text of lines(input)) {
       lineNo++;
       if (writeError !== undefined) throw writeError;
       if (res.stopped) break;
@@ -244,8 +442,17 @@ export async function grantFleet(req: FleetRequest): Promise<FleetResult> {
         // A name already being written by an earlier line waits for that write, so the earlier line
         // gets the file and this one the EEXIST, whatever order the writes would finish in.
         const file = `${dev.name}.klg`;
+        if (tar) {
+          if (Buffer.byteLength(file) > TAR_NAME_MAX) throw new BadLine(`"${file.slice(0, 60)}…" is longer than a tar entry name (${TAR_NAME_MAX} bytes); give a shorter "name"`);
+          if (!names!.add(file)) throw new BadLine(`duplicate device: ${file} was already granted by an earlier line`);
+          tar.add(file, bytes);
+          res.granted++;
+          req.onProgress?.(res.granted, res.refusedCount);
+          continue;
+        }
         const before = writing.get(file);
-        const p: Promise<void> = (before ? before.then(() => writeNew(req.outDir, file, bytes)) : writeNew(req.outDir, file, bytes)).then(
+        const outDir = req.outDir!;
+        const p: Promise<void> = (before ? before.then(() => writeNew(outDir, file, bytes)) : writeNew(outDir, file, bytes)).then(
           () => { res.granted++; },
           (e: NodeJS.ErrnoException) => {
             if (e.code === 'EEXIST') refuse(at, `duplicate device: ${dev.name}.klg was already granted by an earlier line`);
@@ -266,14 +473,80 @@ export async function grantFleet(req: FleetRequest): Promise<FleetResult> {
       }
     }
     if (format === 'csv' && !columns) throw new CliError(`${req.list}: expected a header line and devices, got an empty file`);
+    if (tar) {
+      if (res.stopped) tar.abort();
+      else {
+        try {
+          tar.commit();
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'EEXIST') throw new CliError(`--out ${req.archive} appeared while the grants were issued; nothing was written`, 'give a new file name');
+          throw e;
+        }
+      }
+      tar = undefined;
+    }
   } finally {
-    rl.close();
     input.destroy();
     await Promise.allSettled(inFlight);
     issuer.close();
-    fsyncDir(req.outDir);
+    tar?.abort();
+    if (req.outDir !== undefined) fsyncDir(req.outDir);
   }
   if (writeError !== undefined) throw writeError;
   res.seconds = (performance.now() - t0) / 1000;
   return res;
+}
+
+/** Whether `head` (the first bytes of a file) starts a ustar archive. */
+export function isTar(head: Uint8Array): boolean {
+  return head.byteLength >= TAR_BLOCK && Buffer.from(head.subarray(257, 262)).toString('latin1') === 'ustar';
+}
+
+/**
+ * Finds the grant for one device in a grant archive (`grant --devices … --out
+ * FLEET.tar`), reading one entry at a time (a million-device archive is never
+ * held): the first `.klg` entry whose body names `deviceId` and `devicePub`.
+ * Only the routing fields are read here; the caller installs the bytes, which
+ * checks the signature. Undefined when no entry is for this device.
+ */
+export function findGrantInTar(path: string, deviceId: string, devicePub: Uint8Array): { bytes: Uint8Array; entries: number } | { bytes: undefined; entries: number } {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new CliError(`grant archive not found: ${path}`);
+    throw e;
+  }
+  const head = new Uint8Array(TAR_BLOCK);
+  let entries = 0;
+  try {
+    for (let pos = 0; ;) {
+      const n = readSync(fd, head, 0, TAR_BLOCK, pos);
+      if (n === 0 || (n === TAR_BLOCK && head.every((b) => b === 0))) return { bytes: undefined, entries };
+      if (n < TAR_BLOCK || !isTar(head)) throw new CliError(`${path}: expected a tar header at byte ${pos}, got ${n < TAR_BLOCK ? `${n} bytes (truncated)` : 'something else'}`, 'the archive is damaged; issue it again with keylock grant --devices … --out FLEET.tar');
+      let sum = 0;
+      for (let i = 0; i < TAR_BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : head[i];
+      const field = (off: number, len: number): string => Buffer.from(head.subarray(off, off + len)).toString('latin1').replace(/\0.*$/s, '').trim();
+      if (parseInt(field(148, 8), 8) !== sum) throw new CliError(`${path}: the tar header at byte ${pos} has a wrong checksum`, 'the archive is damaged; issue it again');
+      const size = parseInt(field(124, 12), 8);
+      if (!Number.isSafeInteger(size) || size < 0) throw new CliError(`${path}: the tar header at byte ${pos} has no valid size`, 'the archive is damaged; issue it again');
+      const name = field(0, 100);
+      const type = head[156];
+      const data = pos + TAR_BLOCK;
+      pos = data + Math.ceil(size / TAR_BLOCK) * TAR_BLOCK;
+      if ((type !== 0x30 && type !== 0) || !name.endsWith('.klg') || size > MAX_KLG_BYTES) continue;
+      entries++;
+      const bytes = new Uint8Array(size);
+      if (readSync(fd, bytes, 0, size, data) !== size) throw new CliError(`${path}: entry ${name} is truncated`, 'the archive is damaged; issue it again');
+      try {
+        const env = parseEnvelope(bytes, KLG_FORMAT, KLG_VERSION, MAX_KLG_BYTES);
+        const body = Fields.of(`${KLG_FORMAT} body`, decodeCbor(env.signed, `${KLG_FORMAT} body`, MAX_KLG_BYTES));
+        if (body.text('deviceId', 256) === deviceId && equalBytes(body.bytes('devicePub', { len: 32 }), devicePub)) return { bytes, entries };
+      } catch {
+        // not a grant keylock can read: another entry may be this device's; installGrant judges the one chosen
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
