@@ -74,6 +74,15 @@ export interface Env {
    * thread even where the platform has workers. Default: worker mode there.
    */
   worker?: boolean;
+  /**
+   * The model formats the platform's worker can run (worker mode); a model of
+   * another format loads on the caller's thread. Undefined: every format. The
+   * browser target sets `['onnx']`: tfjs-tflite loads its wasm glue with
+   * `importScripts`, which a module Web Worker does not have, so TFLite models run
+   * on the page's thread there (Node, rpi, Electron's main process and Deno run
+   * them in their workers).
+   */
+  workerFormats?: readonly ('onnx' | 'tflite')[];
 }
 
 /**

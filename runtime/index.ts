@@ -32,7 +32,7 @@ import { loadInWorker, usesWorker } from './worker.ts';
  */
 export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<LockedModel> {
   // Worker mode where the platform has workers (runtime/worker.ts); misuse throws here as in-thread.
-  if (opts && usesWorker(opts)) {
+  if (opts && usesWorker(opts, klm)) {
     if (!opts.keystore && !opts.modelKey) throw new TypeError('loadModel needs a keystore or a modelKey');
     if (env.checkLoad) await env.checkLoad({ threads: opts.threads ?? env.threads, backend: opts.backend ?? env.backend });
     return loadInWorker(klm, opts);

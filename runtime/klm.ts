@@ -205,6 +205,21 @@ export function checkKlmDigest(file: KlmFile, digest: Uint8Array): void {
   }
 }
 
+/**
+ * The model format a `.klm` says it holds, read without verifying anything
+ * (undefined when the file does not parse): only for choosing where to load it
+ * (runtime/worker.ts `usesWorker`); the load itself verifies the file.
+ */
+export function peekModelFormat(bytes: Uint8Array): ModelFormat | undefined {
+  try {
+    const env = parseEnvelope(bytes, KLM_FORMAT, KLM_VERSION, MAX_KLM_BYTES);
+    const f = Fields.of('manifest', decodeCbor(env.signed, 'manifest', MAX_MANIFEST_BYTES));
+    return f.oneOf('modelFormat', ['onnx', 'tflite'] as const);
+  } catch {
+    return undefined;
+  }
+}
+
 function peekVendorKey(signed: Uint8Array): { key?: Uint8Array; decoded?: unknown } {
   let decoded: unknown;
   try {

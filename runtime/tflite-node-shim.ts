@@ -62,9 +62,18 @@ export function installTfliteNodeShim(wasmDir: string): () => void {
   const saved = NAMES.map((n) => [n, Object.getOwnPropertyDescriptor(g, n)] as const);
   // A file name inside the folder: the library cuts location.href at its last '/'.
   const href = pathToFileURL(join(wasmDir, 'index.html')).href;
-  g.self = globalThis;
-  g.location = { origin: 'file://', href, protocol: 'file:' };
-  g.importScripts = (url: string): void => {
+  // Own properties, defined rather than assigned: in a Deno worker `self` and `location` are getters
+  // of the worker scope's prototype, which an assignment cannot replace; `remove()` uncovers them again.
+  const set = (n: (typeof NAMES)[number], value: unknown): void => {
+    try {
+      Object.defineProperty(g, n, { value, writable: true, configurable: true, enumerable: false });
+    } catch {
+      g[n] = value; // an own property that cannot be redefined but may be writable
+    }
+  };
+  set('self', globalThis);
+  set('location', { origin: 'file://', href, protocol: 'file:' });
+  set('importScripts', (url: string): void => {
     const path = (url.startsWith('file:') ? fileURLToPath(url) : url).replace(/_threaded\.js$/, '.js');
     let factory: Factory;
     let wasmBinary: Uint8Array;
@@ -78,8 +87,8 @@ export function installTfliteNodeShim(wasmDir: string): () => void {
     }
     // The interpreter announces every XNNPACK delegate on stderr with "INFO: "; keep warnings and errors.
     const printErr = (s: string): void => { if (!s.startsWith('INFO: ')) console.warn(s); };
-    g.tflite_web_api_ModuleFactory = (opts: Record<string, unknown>) => factory({ ...opts, wasmBinary, printErr });
-  };
+    set('tflite_web_api_ModuleFactory', (opts: Record<string, unknown>) => factory({ ...opts, wasmBinary, printErr }));
+  });
   return () => {
     for (const [n, d] of saved) {
       if (d) Object.defineProperty(g, n, d);

@@ -73,7 +73,9 @@ export function serveModel(port: HostPort): void {
   async function load(klm: Uint8Array, consume: boolean, o: ToWorker & { t: 'load' } extends { opts: infer O } ? O : never): Promise<void> {
     // The caller's platform settings, so the worker loads as the caller would have.
     if (o.env.backend !== undefined) env.backend = o.env.backend;
+    env.threads = o.env.threads;
     if (o.env.wasmPaths !== undefined) env.wasmPaths = o.env.wasmPaths;
+    if (o.env.tfliteWasmPaths !== undefined) env.tfliteWasmPaths = o.env.tfliteWasmPaths;
     const opts: LoadOptions = {
       backend: o.backend, threads: o.threads, warmup: o.warmup, trust: o.trust,
       // The bytes arrived as this thread's own copy (cloned or transferred): restored in place, then wiped.

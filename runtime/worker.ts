@@ -31,7 +31,7 @@ import {
 import { wipe } from '../keystore/nacl.ts';
 import { AUTO, isBuiltinBackend } from './backends.ts';
 import { env, type WorkerLike } from './env.ts';
-import type { IOSpec, Manifest } from './klm.ts';
+import { peekModelFormat, type IOSpec, type Manifest } from './klm.ts';
 import { isLicenceSource, watchLicence } from './licence.ts';
 import type { LoadOptions, ModelKeySource } from './load.ts';
 import { Model, type LockedModel, type ModelEvent, type ModelState, type RunOptions, type RunStats, type SkippedBackend } from './model.ts';
@@ -66,20 +66,29 @@ export interface WireLoadOptions {
   vendorKeys?: Uint8Array[];
   modelKey?: Uint8Array;
   trust?: Uint8Array[];
-  env: { backend?: string; wasmPaths?: string };
+  /** The caller's platform settings the worker's load reads (its own entry set none of them): the rpi default thread count, where the wasm files are. */
+  env: { backend?: string; threads: number; wasmPaths?: string; tfliteWasmPaths?: string };
 }
 
 /**
- * Whether `loadModel` runs this load in a worker: the platform provides one
- * (`env.spawnWorker`), `opts.worker` is not false, and nothing the load needs
- * lives only on this thread (a recorder's sink, a backend the app registered).
+ * Whether `loadModel` runs this load of `klm` in a worker: the platform provides one
+ * (`env.spawnWorker`), `opts.worker` is not false, nothing the load needs
+ * lives only on this thread (a recorder's sink, a backend the app registered),
+ * and the platform's worker can run the model's format (`env.workerFormats`:
+ * browsers' module workers cannot run tfjs-tflite, whose glue loads with
+ * `importScripts`, so a TFLite model runs on the page's thread there).
  */
-export function usesWorker(opts: LoadOptions): boolean {
+export function usesWorker(opts: LoadOptions, klm?: Uint8Array): boolean {
   if (opts.worker === false || !env.spawnWorker) return false;
   if (opts.worker === undefined && env.worker === false) return false;
   if (opts.record) return false;
   const asked = opts.backend ?? env.backend;
-  return asked === undefined || isBuiltinBackend(asked === AUTO ? AUTO : asked);
+  if (asked !== undefined && !isBuiltinBackend(asked === AUTO ? AUTO : asked)) return false;
+  const formats = env.workerFormats;
+  if (!formats) return true;
+  // Only picks the thread: the format is read unverified here, and the load verifies the file either way.
+  const format = asked === 'tflite' ? 'tflite' : klm ? peekModelFormat(klm) : undefined;
+  return format === undefined || formats.includes(format);
 }
 
 /** A whole, unshared buffer can be transferred; a view into a larger one (or shared memory) is copied. */
@@ -428,7 +437,7 @@ export async function loadInWorker(klm: Uint8Array, opts: LoadOptions): Promise<
     vendorKeys: ks ? ks.vendorKeys.map((k) => k.slice()) : undefined,
     modelKey: opts.modelKey ? new Uint8Array(opts.modelKey) : undefined,
     trust: opts.trust?.map((k) => k.slice()),
-    env: { backend: env.backend, wasmPaths: env.wasmPaths },
+    env: { backend: env.backend, threads: env.threads, wasmPaths: env.wasmPaths, tfliteWasmPaths: env.tfliteWasmPaths },
   };
   const transfer: ArrayBuffer[] = [];
   if (consume) transfer.push(klm.buffer as ArrayBuffer);

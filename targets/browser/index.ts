@@ -25,6 +25,8 @@ export const BUNDLE_BASE = new URL('./', import.meta.url).href;
 env.wasmPaths = BUNDLE_BASE;
 // Worker mode: each model in a module Web Worker (keylock-worker.mjs beside the bundle), where the page has them.
 if (hasWebWorkers()) env.spawnWorker ??= webWorkerSpawner(new URL('./keylock-worker.mjs', import.meta.url));
+// tfjs-tflite loads its glue with importScripts, which module workers lack: TFLite models run on the page's thread.
+env.workerFormats ??= ['onnx'];
 
 interface GpuAdapterLike {
   info?: { vendor?: string; architecture?: string; description?: string; isFallbackAdapter?: boolean };
