@@ -20,9 +20,23 @@ function workerUrl(): URL {
   return new URL(`data:text/javascript,${encodeURIComponent(code)}`);
 }
 
+/**
+ * The process's Node options for the worker, less those that only concern the
+ * main script: `--input-type` (an app started with `node --input-type=module -e …`)
+ * makes Node refuse to start a worker from a file.
+ */
+export function workerExecArgv(argv: readonly string[] = process.execArgv): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--input-type') i++;
+    else if (!argv[i].startsWith('--input-type=')) out.push(argv[i]);
+  }
+  return out;
+}
+
 /** Starts one model's worker thread. */
 export function spawnNodeWorker(): WorkerLike {
-  const w = new Worker(workerUrl(), { stdout: false, stderr: false });
+  const w = new Worker(workerUrl(), { stdout: false, stderr: false, execArgv: workerExecArgv() });
   let ended = false;
   const end = (why: string): void => {
     if (ended) return;
