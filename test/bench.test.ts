@@ -46,7 +46,7 @@ test('a quick bench run computes every ratio and writes BENCH.md and bench.json'
   for (const a of r.alloc!.rows) assert.equal(a.heapUsed.length, 4, 'heap sampled at 0, 100, 200, 300 runs');
   assert.equal(r.bundles[0].target, 'node');
   assert.equal(r.bundles[0].nativeInside, false);
-  assert.deepEqual(r.bundles[0].files, ['keylock.mjs'], 'the TFLite library is counted apart from the bundle');
+  assert.deepEqual(r.bundles[0].files, ['keylock-worker.mjs', 'keylock.mjs'], 'the bundle is its main file and its worker script; the TFLite library is counted apart');
   assert.ok(r.bundles[0].tflite!.bytes > r.bundles[0].js.bytes, 'the TFLite files (library and wasm) are counted');
 
   const md = readFileSync(join(out, 'BENCH.md'), 'utf8');

@@ -171,7 +171,9 @@ export async function bench(o: BenchOptions = {}): Promise<BenchResults> {
       if (!want('memory')) results.memory = previous.memory;
       if (!want('alloc')) results.alloc = previous.alloc;
       if (!want('bundles')) results.bundles = previous.bundles;
-      results.partial = { sections: only!, previousDate: previous.partial?.previousDate ?? previous.date };
+      // Sections an earlier partial run re-measured stay listed as such: they are not from the full run.
+      const sections = [...new Set([...(previous.partial?.sections ?? []), ...only!])];
+      results.partial = { sections, previousDate: previous.partial?.previousDate ?? previous.date };
     }
 
     results.seconds = (performance.now() - t0) / 1000;
