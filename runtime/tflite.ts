@@ -94,7 +94,12 @@ async function tfliteModule(): Promise<TfliteModule> {
     if (isNode) {
       // The library starts loading its wasm as soon as it is imported: the shim must be in place first.
       const shim = await import('./tflite-node-shim.ts');
-      removeShim = shim.installTfliteNodeShim(base === undefined ? shim.defaultTfliteWasmDir() : shim.folderPath(base));
+      try {
+        removeShim = shim.installTfliteNodeShim(base === undefined ? shim.defaultTfliteWasmDir() : shim.folderPath(base));
+      } catch (e) {
+        // The platform refused a global the library needs: a backend that cannot run here, not a damaged file.
+        throw new BackendUnavailableError(`backend tflite: the globals tfjs-tflite needs (self, location, importScripts) could not be set here: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+      }
       shimFailure = shim.tfliteShimFailure;
     }
     let imported: Partial<TfliteModule> & { default?: TfliteModule };
