@@ -75,7 +75,8 @@ export async function createOrtSession(model: Uint8Array, opts: BackendOptions =
   if (ep !== 'wasm' && ep !== 'webgpu') throw new BackendUnavailableError(`onnxruntime-web execution provider must be wasm or webgpu, got ${ep}`);
   let s: ort.InferenceSession;
   try {
-    s = await ort.InferenceSession.create(model, { executionProviders: [ep], graphOptimizationLevel: 'all' });
+    // Errors only: ORT's warnings (e.g. dropping the unread initializers `sealed` inline leaves) are not the app's.
+    s = await ort.InferenceSession.create(model, { executionProviders: [ep], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
   } catch (e) {
     throw new BackendUnavailableError(`onnxruntime-web could not create a ${ep} session: ${(e as Error).message}`, { cause: e });
   }

@@ -196,7 +196,7 @@ export function lockOnnx(modelBytes: Uint8Array, req: LockRequest): Promise<Lock
 
 async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey: Uint8Array, modelId: string): Promise<Locked> {
   const report: string[] = [];
-  const ctx: LockContext = { modelId, modelKey, opts: req, report: (l) => report.push(l) };
+  const ctx: LockContext = { modelId, modelKey, opts: req, schemes: req.schemes, report: (l) => report.push(l) };
   const model = decodeModel(normalizeModel(modelBytes));
   const moved = constantsToInitializers(model);
   if (moved) report.push(`moved ${moved} Constant node tensor(s) into initializers so locks can reach them`);
@@ -207,6 +207,7 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   const byteStage = inPhaseOrder(lockers.filter((l) => l.bytes));
   const finishes: FinishEntry[] = [];
   for (const l of graphStage) finishes.push(await l.graph!(model, ctx));
+  for (const l of byteStage) l.prepareGraph?.(model, ctx);
   const locked = encodeModel(model);
   const inits = listInitializers(locked);
   const byName = new Map<string, InitializerInfo>(inits.map((i) => [i.name, i]));

@@ -13,13 +13,14 @@ export const lock: Command = {
   summary: 'lock a model (.onnx or .tflite) with one or more schemes into a signed .klm',
   usage: 'lock MODEL.onnx|MODEL.tflite --scheme S[+S2] --vendor NAME.key --out M.klm --key-out M.key [--block N] [--negpos] [--trained-with-key] '
     + '[--units U] [--mode input|fold] [--data REC.cbor] [--canary REC.cbor] [--canary-count N] [--model-id ID] '
-    + '[--on-invalid-key halt|disable] [--max-failures N] [--seed N] [--cipher xchacha20-poly1305|xsalsa20-poly1305]',
+    + '[--on-invalid-key halt|disable] [--max-failures N] [--seed N] [--cipher xchacha20-poly1305|xsalsa20-poly1305] [--inline]',
   options: {
     scheme: { type: 'string' }, vendor: { type: 'string' }, out: { type: 'string' }, 'key-out': { type: 'string' },
     block: { type: 'string' }, negpos: { type: 'boolean' }, 'trained-with-key': { type: 'boolean' },
     units: { type: 'string' }, mode: { type: 'string' }, data: { type: 'string' }, canary: { type: 'string' },
     'canary-count': { type: 'string' }, 'model-id': { type: 'string' }, 'on-invalid-key': { type: 'string' },
     'max-failures': { type: 'string' }, seed: { type: 'string' }, cipher: { type: 'string' },
+    inline: { type: 'boolean' },
   },
   positionals: [1, 1],
   async run({ values, positionals }) {
@@ -58,6 +59,7 @@ export const lock: Command = {
     needs('mode', 'signflip', mode !== undefined);
     needs('data', 'advparams', values.data !== undefined);
     needs('cipher', 'sealed', values.cipher !== undefined);
+    needs('inline', 'sealed', values.inline === true);
     const cipher = values.cipher as string | undefined;
     if (cipher !== undefined && cipher !== 'xchacha20-poly1305' && cipher !== 'xsalsa20-poly1305') {
       throw new UsageError(`--cipher must be xchacha20-poly1305 or xsalsa20-poly1305, got "${cipher}"`, usage);
@@ -80,6 +82,7 @@ export const lock: Command = {
       block, negpos: values.negpos === true, trainedWithKey: values['trained-with-key'] === true,
       units, signflipMode: mode as 'input' | 'fold' | undefined,
       data, canary, seed, sealedCipher: cipher as 'xchacha20-poly1305' | 'xsalsa20-poly1305' | undefined,
+      sealedInline: values.inline === true ? true : undefined,
       policy: { onInvalidKey: onInvalid, maxFailures: maxFailures ?? (onInvalid === 'disable' ? 3 : 0) },
     });
     // Write the key first: a .klm without its key would be useless, a key without a .klm is harmless.
