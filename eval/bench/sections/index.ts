@@ -8,10 +8,11 @@ import * as aead from './aead.ts';
 import * as signatures from './signatures.ts';
 import * as fleet from './fleet.ts';
 import * as defaultBackend from './default-backend.ts';
+import * as inline from './inline.ts';
 
 /** One section: its id (for `--only`), its heading, and its module. */
 export interface ExtraSection {
-  id: 'signatures' | 'aead' | 'fleet' | 'default-backend';
+  id: 'signatures' | 'aead' | 'fleet' | 'default-backend' | 'inline';
   title: string;
   measure(quick: boolean): Promise<unknown>;
   render(r: never): string[];
@@ -22,4 +23,5 @@ export const EXTRA_SECTIONS: readonly ExtraSection[] = [
   { id: 'aead', title: 'sealed open throughput beside node:crypto', measure: aead.measure, render: aead.render as ExtraSection['render'] },
   { id: 'fleet', title: 'Fleet scale: grants and revocation lists', measure: (q) => fleet.measure(q), render: fleet.render as ExtraSection['render'] },
   { id: 'default-backend', title: 'keylock by default on Node vs plain onnxruntime-node', measure: defaultBackend.measure, render: defaultBackend.render as ExtraSection['render'] },
+  { id: 'inline', title: '`sealed` inline: cost per inference', measure: inline.measure, render: inline.render as ExtraSection['render'] },
 ];
