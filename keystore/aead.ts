@@ -255,6 +255,16 @@ export function xchachaSealDetached(data: Uint8Array, nonce: Uint8Array, key: Ui
 }
 
 /**
+ * `noCopies`: compute in JavaScript, truly in place. Node's native cipher
+ * writes each output into a buffer one byte longer than the input (the
+ * block size of a stream cipher is 1) and copies it into a buffer of the
+ * right length, freeing the first without clearing it: the plaintext then
+ * stays in the process's malloc heap until reused. Plaintext that must not
+ * outlive its buffer (`sealed` inline) is decrypted with this set.
+ */
+export interface InPlaceOptions { noCopies?: boolean }
+
+/**
  * Opens `data` in place: on success `data` holds the plaintext; when the tag
  * does not verify, `data` holds the ciphertext it held before and `onFail()`
  * is thrown. Natively, decryption and Poly1305 run in one pass and the tag is
@@ -263,13 +273,13 @@ export function xchachaSealDetached(data: Uint8Array, nonce: Uint8Array, key: Ui
  * tag is checked first, then the bytes are decrypted.
  */
 export function xchachaOpenDetachedInPlace(
-  data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error, aad?: Uint8Array,
+  data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error, aad?: Uint8Array, opts?: InPlaceOptions,
 ): void {
   needData(data);
   need('XChaCha20-Poly1305 tag', tag, XCHACHA.tag);
   need('XChaCha20 nonce', nonce, XCHACHA.nonce);
   need('XChaCha20 key', key, XCHACHA.key);
-  const c = impl();
+  const c = opts?.noCopies ? null : impl();
   if (c) {
     const { subkey, iv12 } = xchachaSubkey(key, nonce);
     let ok = false;
@@ -311,11 +321,11 @@ export function xchachaOpenDetachedInPlace(
  * digest, under a pinned vendor key, covers them; docs/SPEC.md §6.4). ChaCha20
  * alone is malleable: never call this on bytes that nothing authenticates.
  */
-export function xchachaDecryptInPlace(data: Uint8Array, nonce: Uint8Array, key: Uint8Array): void {
+export function xchachaDecryptInPlace(data: Uint8Array, nonce: Uint8Array, key: Uint8Array, opts?: InPlaceOptions): void {
   needData(data);
   need('XChaCha20 nonce', nonce, XCHACHA.nonce);
   need('XChaCha20 key', key, XCHACHA.key);
-  const c = impl();
+  const c = opts?.noCopies ? null : impl();
   if (c) return nativeXor(c, data, nonce, key);
   const { subkey, iv12 } = xchachaSubkey(key, nonce);
   try {

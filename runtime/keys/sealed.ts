@@ -95,8 +95,10 @@ export function restoreSealed(model: Uint8Array, lock: SealedLock, ctx: ApplyCon
       }
       if (xchacha) {
         const nonce = sealedXchachaNonce(ctx.modelId, t.name);
+        // An inline tensor's checked copy is wiped at once: it must leave no copy behind either.
+        const opts = t.input !== undefined ? NO_COPIES : undefined;
         if (ctx.authenticated === true) xchachaDecryptInPlace(data, nonce, key);
-        else xchachaOpenDetachedInPlace(data, t.mac, nonce, key, onFail);
+        else xchachaOpenDetachedInPlace(data, t.mac, nonce, key, onFail, undefined, opts);
       } else {
         const nonce = sealedNonce(ctx.modelId, t.name);
         if (ctx.authenticated === true) secretboxDecryptInPlace(data, nonce, key);
@@ -140,7 +142,7 @@ export function sealedInlineHooks(lock: SealedLock, ctx: ApplyContext): RunHooks
       if (!live) throw new FormatError('sealed inline: the model was released');
       for (let i = 0; i < buffers.length; i++) {
         buffers[i].set(ciphertexts[i]);
-        if (xchacha) xchachaDecryptInPlace(buffers[i], nonces[i], key);
+        if (xchacha) xchachaDecryptInPlace(buffers[i], nonces[i], key, NO_COPIES);
         else secretboxDecryptInPlace(buffers[i], nonces[i], key);
       }
     },
@@ -152,6 +154,13 @@ export function sealedInlineHooks(lock: SealedLock, ctx: ApplyContext): RunHooks
     },
   };
 }
+
+/**
+ * Inline plaintext is decrypted in JavaScript, in its buffer: Node's native
+ * cipher leaves a freed, uncleared copy of its output in the malloc heap
+ * (keystore/aead.ts `InPlaceOptions`), which is what inline mode removes.
+ */
+const NO_COPIES = { noCopies: true } as const;
 
 /** The typed array over an inline tensor's buffer, by dtype (INLINE_DTYPES). */
 const TYPED: Readonly<Record<string, new (b: ArrayBuffer, off: number, len: number) => TensorData['data']>> = {
