@@ -58,20 +58,37 @@ const EDGE = 32;
 export class InputScrubber {
   private readonly at = new Map<string, number>();
 
-  /** After a run: zeroes the heap's copy of input `name` whose bytes are `data`. Returns the bytes zeroed. */
-  scrub(name: string, data: Uint8Array): number {
-    if (!heap || data.byteLength < MIN_BYTES) return 0;
+  /**
+   * After a run: zeroes the heap's copy of each input (name, its bytes). Copies
+   * are looked for where they were last time; the ones not there are searched
+   * for together, in one pass over the heap. Returns the bytes zeroed.
+   */
+  scrub(inputs: readonly (readonly [string, Uint8Array])[]): number {
+    if (!heap) return 0;
     const h = new Uint8Array(heap.buffer);
-    const inner = data.subarray(EDGE, data.byteLength - EDGE);
-    let addr = this.at.get(name);
-    if (addr === undefined || !sameAt(h, addr + EDGE, inner)) {
-      addr = find(h, inner);
-      if (addr === undefined) { this.at.delete(name); return 0; }
-      addr -= EDGE;
-      this.at.set(name, addr);
+    let zeroed = 0;
+    const missing: [string, Uint8Array][] = [];
+    for (const [name, data] of inputs) {
+      if (data.byteLength < MIN_BYTES) continue;
+      const inner = data.subarray(EDGE, data.byteLength - EDGE);
+      const addr = this.at.get(name);
+      if (addr !== undefined && sameAt(h, addr + EDGE, inner)) {
+        h.fill(0, addr + EDGE, addr + data.byteLength - EDGE);
+        zeroed += inner.byteLength;
+      } else {
+        missing.push([name, inner]);
+      }
     }
-    h.fill(0, addr + EDGE, addr + data.byteLength - EDGE);
-    return inner.byteLength;
+    if (!missing.length) return zeroed;
+    const found = findAll(h, missing.map(([, inner]) => inner));
+    missing.forEach(([name, inner], i) => {
+      const at = found[i];
+      if (at === undefined) { this.at.delete(name); return; }
+      this.at.set(name, at - EDGE);
+      h.fill(0, at, at + inner.byteLength);
+      zeroed += inner.byteLength;
+    });
+    return zeroed;
   }
 }
 
@@ -81,13 +98,27 @@ function sameAt(h: Uint8Array, at: number, b: Uint8Array): boolean {
   return true;
 }
 
-/** The first 4-aligned address of the heap holding `b` (malloc aligns to 8 at least). */
-function find(h: Uint8Array, b: Uint8Array): number | undefined {
+/** For each of `bs`, the first 4-aligned address of the heap holding it (malloc aligns to 8 at least): one pass. */
+function findAll(h: Uint8Array, bs: readonly Uint8Array[]): (number | undefined)[] {
   const w = new Uint32Array(h.buffer, 0, h.byteLength >>> 2);
-  const first = (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
-  for (let i = 0; i < w.length; i++) {
-    if (w[i] !== first) continue;
-    if (sameAt(h, 4 * i, b)) return 4 * i;
+  const byFirst = new Map<number, number[]>();
+  const filter = new Uint8Array(1 << 16); // by the low 16 bits of the first word: most heap words skip the map
+  bs.forEach((b, i) => {
+    const first = (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
+    filter[first & 0xffff] = 1;
+    const l = byFirst.get(first);
+    if (l) l.push(i);
+    else byFirst.set(first, [i]);
+  });
+  const out: (number | undefined)[] = bs.map(() => undefined);
+  let left = bs.length;
+  for (let i = 0; i < w.length && left > 0; i++) {
+    if (filter[w[i] & 0xffff] === 0) continue;
+    const cands = byFirst.get(w[i]);
+    if (!cands) continue;
+    for (const k of cands) {
+      if (out[k] === undefined && sameAt(h, 4 * i, bs[k])) { out[k] = 4 * i; left--; }
+    }
   }
-  return undefined;
+  return out;
 }

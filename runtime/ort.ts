@@ -63,7 +63,7 @@ class OrtSession implements BackendSession {
     try {
       out = await this.session.run(f);
     } finally {
-      if (this.scrubber) for (const [k, v] of Object.entries(feeds)) this.scrubber.scrub(k, bytesOf(v.data));
+      this.scrubber?.scrub(Object.entries(feeds).map(([k, v]) => [k, bytesOf(v.data)] as const));
     }
     const r: TensorMap = {};
     for (const [k, v] of Object.entries(out)) r[k] = fromOrt(v);

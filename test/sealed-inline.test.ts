@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
+import { prepareAead, setAeadForceJs, xchachaDecryptInPlace, xchachaDecryptInto } from '../keystore/aead.ts';
 import { decodeCbor, encodeCbor } from '../keystore/cbor.ts';
 import { FormatError, TamperedError, UnsupportedModelError } from '../keystore/errors.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
@@ -189,4 +190,26 @@ test('sealed inline: a real model (openWakeWord embedding, 40 tensors) runs bit-
   const inline = await lockOnnx(bytes, { schemes: ['sealed'], vendorSeed, sealedInline: true, canary: [{ inputs }] });
   assert.equal(sealedEntry(inline.klm).tensors.filter((t) => t.input !== undefined).length, 40);
   assert.deepEqual(await outputsOf(inline.klm, inline.modelKey, inputs), await outputsOf(atLoad.klm, atLoad.modelKey, inputs));
+});
+
+test('xchachaDecryptInto (the run hook\'s decryption) equals decryption in place, natively and in JavaScript', async () => {
+  await prepareAead();
+  const key = randomBytes(32);
+  const nonce = randomBytes(24);
+  for (const n of [1, 63, 64, 4097, (256 << 10) + 5]) {
+    const src = randomBytes(n);
+    const want = src.slice();
+    xchachaDecryptInPlace(want, nonce, key);
+    for (const js of [false, true]) {
+      setAeadForceJs(js);
+      try {
+        const dst = new Uint8Array(n + 1).subarray(1); // unaligned too
+        xchachaDecryptInto(dst, src, nonce, key);
+        assert.deepEqual(dst, want, `${n} bytes, ${js ? 'JavaScript' : 'native'}`);
+      } finally {
+        setAeadForceJs(false);
+      }
+    }
+  }
+  assert.throws(() => xchachaDecryptInto(new Uint8Array(3), new Uint8Array(4), nonce, key), RangeError);
 });

@@ -6,7 +6,7 @@
  */
 import { Fields } from '../../keystore/cbor.ts';
 import { secretboxDecryptInPlace, secretboxOpenDetachedInPlace, wipe } from '../../keystore/nacl.ts';
-import { prepareAead, xchachaDecryptInPlace, xchachaOpenDetachedInPlace } from '../../keystore/aead.ts';
+import { prepareAead, xchachaDecryptInPlace, xchachaDecryptInto, xchachaOpenDetachedInPlace } from '../../keystore/aead.ts';
 import { FormatError, TamperedError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { prepareSecretboxWasm } from '../../keystore/wasm/secretbox.ts';
 import { sealedNonce, sealedSecretboxKey, sealedXchachaKey, sealedXchachaNonce } from './derive.ts';
@@ -141,9 +141,12 @@ export function sealedInlineHooks(lock: SealedLock, ctx: ApplyContext): RunHooks
     beforeRun() {
       if (!live) throw new FormatError('sealed inline: the model was released');
       for (let i = 0; i < buffers.length; i++) {
-        buffers[i].set(ciphertexts[i]);
-        if (xchacha) xchachaDecryptInPlace(buffers[i], nonces[i], key, NO_COPIES);
-        else secretboxDecryptInPlace(buffers[i], nonces[i], key);
+        if (xchacha) {
+          xchachaDecryptInto(buffers[i], ciphertexts[i], nonces[i], key);
+        } else {
+          buffers[i].set(ciphertexts[i]);
+          secretboxDecryptInPlace(buffers[i], nonces[i], key);
+        }
       }
     },
     afterRun: clear,
@@ -156,9 +159,10 @@ export function sealedInlineHooks(lock: SealedLock, ctx: ApplyContext): RunHooks
 }
 
 /**
- * Inline plaintext is decrypted in JavaScript, in its buffer: Node's native
- * cipher leaves a freed, uncleared copy of its output in the malloc heap
- * (keystore/aead.ts `InPlaceOptions`), which is what inline mode removes.
+ * The inline tag check at load decrypts in JavaScript, in its buffer: Node's
+ * native cipher leaves a freed, uncleared copy of its output in the malloc heap
+ * (keystore/aead.ts `InPlaceOptions`). The runs use `xchachaDecryptInto`, whose
+ * native cipher sees only zeros.
  */
 const NO_COPIES = { noCopies: true } as const;
 

@@ -5,8 +5,8 @@
  * model `sealed` inline (every sealed tensor decrypted into its buffer before the run and zeroed
  * after). Medians of per-round ratios to plain. Goal: inline / plain <= 1.10x.
  *
- * Also per model: the decryption alone (XChaCha20 over every inline byte, in JavaScript and in place,
- * the no-tag path the run hook takes), timed beside the runs, which separates the cipher's share from the backend's (a
+ * Also per model: the decryption alone (XChaCha20 over every inline byte, the no-tag, out-of-place
+ * path the run hook takes: native keystream XORed in JavaScript), timed beside the runs, which separates the cipher's share from the backend's (a
  * weight fed as an input is neither constant-folded nor prepacked).
  *
  *   node --import tsx eval/bench/sections/inline.ts [--quick]
@@ -17,7 +17,7 @@
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { signKeyPair } from '../../../keystore/nacl.ts';
-import { prepareAead, xchachaDecryptInPlace } from '../../../keystore/aead.ts';
+import { prepareAead, xchachaDecryptInto } from '../../../keystore/aead.ts';
 import { lockOnnx } from '../../../models/lock/index.ts';
 import { resolveBackend } from '../../../runtime/backends.ts';
 import { sealedXchachaKey, sealedXchachaNonce } from '../../../runtime/keys/derive.ts';
@@ -70,8 +70,9 @@ export async function measure(quick: boolean): Promise<InlineResults> {
     // The decryption alone: what the run hook does to every inline tensor.
     const cKey = sealedXchachaKey(inline.modelKey);
     const bufs = inl.map((t) => new Uint8Array(t.length));
+    const cts = inl.map((t) => new Uint8Array(t.length));
     const nonces = inl.map((t) => sealedXchachaNonce(`bench-inline-${def.id}`, t.name));
-    const decrypt = async (): Promise<void> => { for (let i = 0; i < bufs.length; i++) xchachaDecryptInPlace(bufs[i], nonces[i], cKey, { noCopies: true }); };
+    const decrypt = async (): Promise<void> => { for (let i = 0; i < bufs.length; i++) xchachaDecryptInto(bufs[i], cts[i], nonces[i], cKey); };
     for (const backend of quick ? ['native'] : ['native', 'wasm']) {
       process.stderr.write(`    inline ${def.id} ${backend}\n`);
       const plain = await (await resolveBackend(backend)).create(bytes, { threads: 1 });
