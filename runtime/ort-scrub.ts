@@ -9,8 +9,8 @@
  * ORT instantiates its module (the `WebAssembly.Memory` it passes in the
  * imports), and after each run every copy of an input still holding that
  * input's bytes is found (at the address it had last time, or by a search of
- * the heap) and zeroed, except its first and last 32 bytes, where the
- * allocator keeps its free-list fields. A copy whose bytes differ (the block
+ * the heap) and zeroed, except its first 24 and last 8 bytes, where the
+ * allocator keeps its fields. A copy whose bytes differ (the block
  * was reused) is left alone. Only with one ORT thread: with worker threads
  * another thread could take the block between the check and the write.
  */
@@ -49,10 +49,18 @@ export function ortHeapCaught(): boolean {
   return heap !== undefined;
 }
 
-/** Inputs smaller than this are not searched for (their copies are not worth a heap scan). */
-const MIN_BYTES = 256;
-/** Bytes left at each end of a freed block: the allocator's fields. */
-const EDGE = 32;
+/** Inputs smaller than this are not searched for: a shorter pattern could match bytes that are not its copy. */
+const MIN_BYTES = 64;
+/**
+ * Bytes left at the start and at the end of a freed block: where the allocator
+ * keeps its fields (dlmalloc: free-list links and tree fields at the start, the
+ * boundary tag at the end). Fewer than 32 in all, so no 32-byte run of the
+ * input survives; and only bytes that still equal the input are ever zeroed, so
+ * an allocator that keeps more there only leaves its copy uncleared, never
+ * loses a field.
+ */
+const HEAD = 24;
+const TAIL = 8;
 
 /** Per session: where each input's copy was last found. */
 export class InputScrubber {
@@ -70,10 +78,12 @@ export class InputScrubber {
     const missing: [string, Uint8Array][] = [];
     for (const [name, data] of inputs) {
       if (data.byteLength < MIN_BYTES) continue;
-      const inner = data.subarray(EDGE, data.byteLength - EDGE);
+      const inner = data.subarray(HEAD, data.byteLength - TAIL);
+      // A constant start (zeros, a flat image) could match live memory that is not the copy: left alone.
+      if (constantStart(inner)) continue;
       const addr = this.at.get(name);
-      if (addr !== undefined && sameAt(h, addr + EDGE, inner)) {
-        h.fill(0, addr + EDGE, addr + data.byteLength - EDGE);
+      if (addr !== undefined && sameAt(h, addr + HEAD, inner)) {
+        h.fill(0, addr + HEAD, addr + data.byteLength - TAIL);
         zeroed += inner.byteLength;
       } else {
         missing.push([name, inner]);
@@ -84,12 +94,18 @@ export class InputScrubber {
     missing.forEach(([name, inner], i) => {
       const at = found[i];
       if (at === undefined) { this.at.delete(name); return; }
-      this.at.set(name, at - EDGE);
+      this.at.set(name, at - HEAD);
       h.fill(0, at, at + inner.byteLength);
       zeroed += inner.byteLength;
     });
     return zeroed;
   }
+}
+
+/** True when the first 32 bytes of `b` are one 4-byte word repeated. */
+function constantStart(b: Uint8Array): boolean {
+  for (let i = 4; i < 32; i++) if (b[i] !== b[i & 3]) return false;
+  return true;
 }
 
 function sameAt(h: Uint8Array, at: number, b: Uint8Array): boolean {
