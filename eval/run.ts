@@ -22,6 +22,7 @@ import { createStepBar } from '../models/train/progress.ts';
 import type { Section, SectionResult } from './section.ts';
 import { publishedSection } from './published.ts';
 import { finetuneSection } from './finetune.ts';
+import { partialInlineSection } from './partial-inline.ts';
 import { fidelitySection } from './fidelity.ts';
 import { locksSection } from './locks.ts';
 import { lmAdvparamsSection, lmSection } from './lm.ts';
@@ -53,6 +54,7 @@ export async function sections(): Promise<(Entry | string)[]> {
     { id: 'locks', run: locksSection, quick: false },
     { id: 'published', run: publishedSection, quick: true },
     { id: 'finetune', run: finetuneSection, quick: true },
+    { id: 'partial-inline', run: partialInlineSection, quick: true },
     await optionalSection('recovery.ts', 'recoverySection', 'recovery'),
     await optionalSection('adversarial.ts', 'adversarialSection', 'adversarial'),
     { id: 'fidelity', run: fidelitySection, quick: true },

@@ -255,6 +255,72 @@ export function xchachaSealDetached(data: Uint8Array, nonce: Uint8Array, key: Ui
 }
 
 /**
+ * `dst = src` XOR the XChaCha20 keystream from block 1: decryption without a
+ * tag, out of place, leaving no copy of the plaintext behind. Natively, Node's
+ * cipher runs over zeros, so what it frees uncleared (see `InPlaceOptions`) is
+ * keystream, never plaintext (keystream is as secret as the key, which the
+ * caller holds anyway); the XOR is done here, in `dst`. In JavaScript: copy,
+ * then XOR in place.
+ */
+export function xchachaDecryptInto(dst: Uint8Array, src: Uint8Array, nonce: Uint8Array, key: Uint8Array): void {
+  needData(src);
+  if (dst.byteLength !== src.byteLength) throw new RangeError(`XChaCha20: the output must be ${src.byteLength} bytes, got ${dst.byteLength}`);
+  need('XChaCha20 nonce', nonce, XCHACHA.nonce);
+  need('XChaCha20 key', key, XCHACHA.key);
+  const c = impl();
+  const { subkey, iv12 } = xchachaSubkey(key, nonce);
+  try {
+    if (!c) {
+      dst.set(src);
+      jsXor(dst, subkey, iv12);
+      return;
+    }
+    const iv16 = new Uint8Array(16);
+    iv16[0] = 1; // block counter 1, as nativeXor
+    iv16.set(iv12, 4);
+    const d = c.createDecipheriv('chacha20', subkey, iv16);
+    zeros ??= new Uint8Array(NATIVE_CHUNK);
+    for (let off = 0; off < src.byteLength; off += NATIVE_CHUNK) {
+      const n = Math.min(NATIVE_CHUNK, src.byteLength - off);
+      const ks = d.update(zeros.subarray(0, n));
+      if (ks.byteLength !== n) throw new Error(`native ChaCha20 returned ${ks.byteLength} of ${n} bytes`);
+      xorInto(dst.subarray(off, off + n), src.subarray(off, off + n), ks);
+      ks.fill(0);
+    }
+    d.final();
+  } finally {
+    subkey.fill(0);
+  }
+}
+
+let zeros: Uint8Array | undefined;
+
+/** `d = a XOR b` (equal lengths), by 32-bit words where all three are aligned. */
+function xorInto(d: Uint8Array, a: Uint8Array, b: Uint8Array): void {
+  const n = d.byteLength;
+  let i = 0;
+  if (d.byteOffset % 4 === 0 && a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0) {
+    const w = n >>> 2;
+    const D = new Uint32Array(d.buffer, d.byteOffset, w);
+    const A = new Uint32Array(a.buffer, a.byteOffset, w);
+    const B = new Uint32Array(b.buffer, b.byteOffset, w);
+    for (let k = 0; k < w; k++) D[k] = A[k] ^ B[k];
+    i = w << 2;
+  }
+  for (; i < n; i++) d[i] = a[i] ^ b[i];
+}
+
+/**
+ * `noCopies`: compute in JavaScript, truly in place. Node's native cipher
+ * writes each output into a buffer one byte longer than the input (the
+ * block size of a stream cipher is 1) and copies it into a buffer of the
+ * right length, freeing the first without clearing it: the plaintext then
+ * stays in the process's malloc heap until reused. Plaintext that must not
+ * outlive its buffer (`sealed` inline) is decrypted with this set.
+ */
+export interface InPlaceOptions { noCopies?: boolean }
+
+/**
  * Opens `data` in place: on success `data` holds the plaintext; when the tag
  * does not verify, `data` holds the ciphertext it held before and `onFail()`
  * is thrown. Natively, decryption and Poly1305 run in one pass and the tag is
@@ -263,13 +329,13 @@ export function xchachaSealDetached(data: Uint8Array, nonce: Uint8Array, key: Ui
  * tag is checked first, then the bytes are decrypted.
  */
 export function xchachaOpenDetachedInPlace(
-  data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error, aad?: Uint8Array,
+  data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error, aad?: Uint8Array, opts?: InPlaceOptions,
 ): void {
   needData(data);
   need('XChaCha20-Poly1305 tag', tag, XCHACHA.tag);
   need('XChaCha20 nonce', nonce, XCHACHA.nonce);
   need('XChaCha20 key', key, XCHACHA.key);
-  const c = impl();
+  const c = opts?.noCopies ? null : impl();
   if (c) {
     const { subkey, iv12 } = xchachaSubkey(key, nonce);
     let ok = false;
@@ -311,11 +377,11 @@ export function xchachaOpenDetachedInPlace(
  * digest, under a pinned vendor key, covers them; docs/SPEC.md §6.4). ChaCha20
  * alone is malleable: never call this on bytes that nothing authenticates.
  */
-export function xchachaDecryptInPlace(data: Uint8Array, nonce: Uint8Array, key: Uint8Array): void {
+export function xchachaDecryptInPlace(data: Uint8Array, nonce: Uint8Array, key: Uint8Array, opts?: InPlaceOptions): void {
   needData(data);
   need('XChaCha20 nonce', nonce, XCHACHA.nonce);
   need('XChaCha20 key', key, XCHACHA.key);
-  const c = impl();
+  const c = opts?.noCopies ? null : impl();
   if (c) return nativeXor(c, data, nonce, key);
   const { subkey, iv12 } = xchachaSubkey(key, nonce);
   try {

@@ -257,7 +257,7 @@ export async function unlockInto(
   }
   const recording = defaultBackend(manifest.modelFormat);
   // With a pinned signer, the digest awaited below covers every byte restore reads.
-  const ctx: ApplyContext = { modelId: manifest.modelId, modelKey, authenticated: file.trusted && verified !== undefined };
+  const ctx: ApplyContext = { modelId: manifest.modelId, modelKey, authenticated: file.trusted && verified !== undefined, modelFormat: manifest.modelFormat };
   await prepareLocks(manifest.locks);
   let bytes: Uint8Array | undefined;
   let canaryFailure: KeylockError | undefined;

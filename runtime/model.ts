@@ -130,6 +130,8 @@ export class Model implements LockedModel {
   /** The hooks that rewrite inputs, and every hook's key feeds merged: fixed at attach, read per run. */
   private inputHooks: RunHooks[] = [];
   private keyFeeds: TensorMap | undefined;
+  /** Hooks with work around each run (sealed inline: decrypt before, zero after). */
+  private aroundHooks: RunHooks[] = [];
   /** Settles when the last run started has settled (never rejects); the next run starts then. */
   private last: Promise<unknown> = Promise.resolve();
   /** Runs started and not yet settled; with none, a run starts at once instead of behind the last. */
@@ -204,6 +206,7 @@ export class Model implements LockedModel {
     this.session = session;
     this.hooks = hooks;
     this.inputHooks = hooks.filter((h) => h.transformInput);
+    this.aroundHooks = hooks.filter((h) => h.beforeRun || h.afterRun);
     const feeds: TensorMap = {};
     for (const h of hooks) if (h.feeds) Object.assign(feeds, h.feeds);
     this.keyFeeds = Object.keys(feeds).length ? feeds : undefined;
@@ -356,7 +359,13 @@ export class Model implements LockedModel {
       }
       if (this.keyFeeds) Object.assign(feeds, this.keyFeeds);
     }
-    const out = await this.session.run(feeds);
+    let out: TensorMap;
+    try {
+      for (const h of this.aroundHooks) h.beforeRun?.();
+      out = await this.session.run(feeds);
+    } finally {
+      for (const h of this.aroundHooks) h.afterRun?.();
+    }
     this.lat[this.runs % WINDOW] = performance.now() - t0;
     this.runs++;
     if (rec) this.recorder!.add(rec, out);
@@ -368,6 +377,7 @@ export class Model implements LockedModel {
     for (const h of this.hooks) h.wipe();
     this.hooks = [];
     this.inputHooks = [];
+    this.aroundHooks = [];
     this.keyFeeds = undefined;
     const s = this.session;
     this.session = undefined;

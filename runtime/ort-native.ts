@@ -107,6 +107,8 @@ export async function createNativeSession(model: Uint8Array, opts: BackendOption
   try {
     s = await ort.InferenceSession.create(model, {
       executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: threads, interOpNumThreads: 1,
+      // Errors only: ORT's warnings (e.g. dropping the unread initializers `sealed` inline leaves) are not the app's.
+      logSeverityLevel: 3,
     });
   } catch (e) {
     throw new BackendUnavailableError(`onnxruntime-node could not create a session: ${(e as Error).message}`, { cause: e });

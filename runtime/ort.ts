@@ -10,7 +10,8 @@ import * as ort from 'onnxruntime-web';
 import { BackendUnavailableError } from '../keystore/errors.ts';
 import type { Backend, BackendOptions, BackendSession, IOInfo } from './backend.ts';
 import { env } from './env.ts';
-import { isDType, type DType, type TensorData, type TensorMap } from './tensor.ts';
+import { catchOrtMemory, InputScrubber } from './ort-scrub.ts';
+import { bytesOf, isDType, type DType, type TensorData, type TensorMap } from './tensor.ts';
 
 let initializedThreads: number | undefined;
 
@@ -49,6 +50,8 @@ function ioInfo(meta: readonly ort.InferenceSession.ValueMetadata[]): IOInfo[] {
 class OrtSession implements BackendSession {
   readonly inputs: IOInfo[];
   readonly outputs: IOInfo[];
+  /** Clears ORT's heap copies of the inputs after each run (one ORT thread only: runtime/ort-scrub.ts). */
+  private readonly scrubber = initializedThreads === 1 ? new InputScrubber() : undefined;
   constructor(private readonly session: ort.InferenceSession) {
     this.inputs = ioInfo(session.inputMetadata);
     this.outputs = ioInfo(session.outputMetadata);
@@ -56,7 +59,12 @@ class OrtSession implements BackendSession {
   async run(feeds: TensorMap): Promise<TensorMap> {
     const f: Record<string, ort.Tensor> = {};
     for (const [k, v] of Object.entries(feeds)) f[k] = toOrt(v);
-    const out = await this.session.run(f);
+    let out: ort.InferenceSession.ReturnType;
+    try {
+      out = await this.session.run(f);
+    } finally {
+      this.scrubber?.scrub(Object.entries(feeds).map(([k, v]) => [k, bytesOf(v.data)] as const));
+    }
     const r: TensorMap = {};
     for (const [k, v] of Object.entries(out)) r[k] = fromOrt(v);
     return r;
@@ -75,7 +83,8 @@ export async function createOrtSession(model: Uint8Array, opts: BackendOptions =
   if (ep !== 'wasm' && ep !== 'webgpu') throw new BackendUnavailableError(`onnxruntime-web execution provider must be wasm or webgpu, got ${ep}`);
   let s: ort.InferenceSession;
   try {
-    s = await ort.InferenceSession.create(model, { executionProviders: [ep], graphOptimizationLevel: 'all' });
+    // Errors only: ORT's warnings (e.g. dropping the unread initializers `sealed` inline leaves) are not the app's.
+    s = await catchOrtMemory(() => ort.InferenceSession.create(model, { executionProviders: [ep], graphOptimizationLevel: 'all', logSeverityLevel: 3 }));
   } catch (e) {
     throw new BackendUnavailableError(`onnxruntime-web could not create a ${ep} session: ${(e as Error).message}`, { cause: e });
   }

@@ -282,7 +282,7 @@ export function lockOnnx(modelBytes: Uint8Array, req: LockRequest): Promise<Lock
 
 async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey: Uint8Array, modelId: string): Promise<Locked> {
   const report: string[] = [];
-  const ctx: LockContext = { modelId, modelKey, opts: req, report: (l) => report.push(l) };
+  const ctx: LockContext = { modelId, modelKey, opts: req, schemes: req.schemes, report: (l) => report.push(l) };
   const model = decodeModel(normalizeModel(modelBytes));
   const floats = floatConstantsToTensors(model.graph);
   if (floats) report.push(`stored ${floats} Constant value_float(s) attribute(s) as float32 tensors so locks can reach them`);
@@ -297,6 +297,7 @@ async function lockOnnxUnder(modelBytes: Uint8Array, req: LockRequest, modelKey:
   const byteStage = inPhaseOrder(lockers.filter((l) => l.bytes));
   const finishes: FinishEntry[] = [];
   for (const l of graphStage) finishes.push(await l.graph!(model, ctx));
+  for (const l of byteStage) l.prepareGraph?.(model, ctx);
   const locked = encodeModel(model);
   // Every tensor: main-graph initializers, those of If/Loop/Scan bodies, Constant values (listTensors names them).
   const inits = listTensors(locked);

@@ -38,6 +38,12 @@ export interface LockOptions {
   advparams?: Record<string, number>;
   /** sealed: the cipher; `xchacha20-poly1305` (default, native speed in Node) or `xsalsa20-poly1305` (as files were before; WebAssembly SIMD in browsers). */
   sealedCipher?: 'xchacha20-poly1305' | 'xsalsa20-poly1305';
+  /**
+   * sealed, ONNX only: `true` seals every sealed tensor inline, a list of
+   * initializer names seals those: each becomes a graph input too, and the
+   * device decrypts it only during a run (docs/SPEC.md, sealed inline).
+   */
+  sealedInline?: boolean | readonly string[];
   /** Random seed for lockers that choose at random (advparams' layers). */
   seed?: number;
 }
@@ -67,6 +73,8 @@ export interface LockContext {
   modelId: string;
   modelKey: Uint8Array;
   opts: LockOptions;
+  /** Every scheme asked for in this lock (lockers that cannot combine with another refuse it). */
+  schemes?: readonly Scheme[];
   /** One line of the lock report (what was locked, what could not be kept exact). */
   report(line: string): void;
 }
@@ -103,6 +111,8 @@ export type FinishEntry = (ranges: ReadonlyMap<string, InitializerInfo>, bytes: 
 export interface OnnxLocker<S extends Scheme = Scheme> extends LockerBase<S> {
   graph?(model: OnnxModel, ctx: LockContext): Promise<FinishEntry> | FinishEntry;
   bytes?(bytes: Uint8Array, inits: readonly InitializerInfo[], ctx: LockContext): EntryOf<S>;
+  /** A byte-stage lock's change to the graph, made after the graph stage and before the model is encoded (sealed inline: initializers listed as inputs). */
+  prepareGraph?(model: OnnxModel, ctx: LockContext): void;
 }
 
 /** What every TFLite locker gets: the file's structure stays fixed while locks change its bytes. */

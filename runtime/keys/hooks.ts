@@ -6,6 +6,10 @@ export interface RunHooks {
   feeds?: TensorMap;
   /** Rewrites one user input (e.g. shuffles it) into a buffer the hook owns and reuses. */
   transformInput?: (name: string, t: TensorData) => TensorData;
+  /** Just before each run (after the inputs are checked): e.g. decrypt inline weights into `feeds`' buffers. */
+  beforeRun?(): void;
+  /** Right after each run, whether it succeeded or not: e.g. zero those buffers. */
+  afterRun?(): void;
   /** Zeroizes key material held by the hooks. */
   wipe(): void;
 }
@@ -20,4 +24,6 @@ export interface ApplyContext {
    * its per-tensor MACs, which that digest already covers (docs/SPEC.md).
    */
   authenticated?: boolean;
+  /** The manifest's model format (`onnx`, `tflite`): schemes that need a graph input refuse others. */
+  modelFormat?: string;
 }

@@ -14,7 +14,7 @@ export const lock: Command = {
   summary: 'lock a model (.onnx or .tflite) with one or more schemes into a signed .klm',
   usage: 'lock MODEL.onnx|MODEL.tflite --scheme S[+S2] --vendor NAME.key --out M.klm --key-out M.key [--block N] [--negpos] [--trained-with-key] '
     + '[--units U] [--mode input|fold] [--data REC.cbor] [--canary REC.cbor] [--canary-count N] [--model-id ID] '
-    + '[--on-invalid-key halt|disable] [--max-failures N] [--seed N] [--cipher xchacha20-poly1305|xsalsa20-poly1305]\n'
+    + '[--on-invalid-key halt|disable] [--max-failures N] [--seed N] [--cipher xchacha20-poly1305|xsalsa20-poly1305] [--inline]\n'
     + '       keylock lock --pipeline SPEC.json --scheme S[+S2] --vendor NAME.key --out P.klp --key-out P.key [--canary FRAMES.cbor [--canary-count N]] [--model-id ID] [lock flags as above]',
   options: {
     scheme: { type: 'string' }, vendor: { type: 'string' }, out: { type: 'string' }, 'key-out': { type: 'string' },
@@ -22,6 +22,7 @@ export const lock: Command = {
     units: { type: 'string' }, mode: { type: 'string' }, data: { type: 'string' }, canary: { type: 'string' },
     'canary-count': { type: 'string' }, 'model-id': { type: 'string' }, 'on-invalid-key': { type: 'string' },
     'max-failures': { type: 'string' }, seed: { type: 'string' }, cipher: { type: 'string' }, pipeline: { type: 'string' },
+    inline: { type: 'boolean' },
   },
   positionals: [0, 1],
   async run({ values, positionals }) {
@@ -65,6 +66,7 @@ export const lock: Command = {
     needs('mode', 'signflip', mode !== undefined);
     needs('data', 'advparams', values.data !== undefined);
     needs('cipher', 'sealed', values.cipher !== undefined);
+    needs('inline', 'sealed', values.inline === true);
     const cipher = values.cipher as string | undefined;
     if (cipher !== undefined && cipher !== 'xchacha20-poly1305' && cipher !== 'xsalsa20-poly1305') {
       throw new UsageError(`--cipher must be xchacha20-poly1305 or xsalsa20-poly1305, got "${cipher}"`, usage);
@@ -87,6 +89,7 @@ export const lock: Command = {
       block, negpos: values.negpos === true, trainedWithKey: values['trained-with-key'] === true,
       units, signflipMode: mode as 'input' | 'fold' | undefined,
       data, canary, seed, sealedCipher: cipher as 'xchacha20-poly1305' | 'xsalsa20-poly1305' | undefined,
+      sealedInline: values.inline === true ? true : undefined,
       policy: { onInvalidKey: onInvalid, maxFailures: maxFailures ?? (onInvalid === 'disable' ? 3 : 0) },
     });
     // Write the key first: a .klm without its key would be useless, a key without a .klm is harmless.

@@ -12,10 +12,11 @@ import * as stream from './stream.ts';
 import * as weightPlaces from './weight-places.ts';
 import * as bundleTflite from './bundle-tflite.ts';
 import * as realtime from './realtime.ts';
+import * as inline from './inline.ts';
 
 /** One section: its id (for `--only`), its heading, and its module. */
 export interface ExtraSection {
-  id: 'signatures' | 'aead' | 'fleet' | 'default-backend' | 'stream' | 'weight-places' | 'bundle-tflite' | 'realtime';
+  id: 'signatures' | 'aead' | 'fleet' | 'default-backend' | 'stream' | 'weight-places' | 'bundle-tflite' | 'realtime' | 'inline';
   title: string;
   measure(quick: boolean): Promise<unknown>;
   render(r: never): string[];
@@ -30,4 +31,5 @@ export const EXTRA_SECTIONS: readonly ExtraSection[] = [
   { id: 'weight-places', title: 'Loading models locked where exports keep their weights', measure: weightPlaces.measure, render: weightPlaces.render as ExtraSection['render'] },
   { id: 'bundle-tflite', title: 'What carrying TFLite costs a device bundle at load', measure: bundleTflite.measure, render: bundleTflite.render as ExtraSection['render'] },
   { id: 'realtime', title: 'Worker mode: the event loop while a model runs, and the per-run cost', measure: realtime.measure, render: realtime.render as ExtraSection['render'] },
+  { id: 'inline', title: '`sealed` inline: cost per inference', measure: inline.measure, render: inline.render as ExtraSection['render'] },
 ];

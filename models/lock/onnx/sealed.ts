@@ -9,10 +9,13 @@ import { secretboxDetached, wipe } from '../../../keystore/nacl.ts';
 import { xchachaSealDetached } from '../../../keystore/aead.ts';
 import { UnsupportedModelError } from '../../../keystore/errors.ts';
 import { sealedNonce, sealedSecretboxKey, sealedXchachaKey, sealedXchachaNonce } from '../../../runtime/keys/derive.ts';
-import { DEFAULT_SEALED_CIPHER, SEALED_CIPHERS, type SealedCipher } from '../../../runtime/keys/sealed.ts';
+import { DEFAULT_SEALED_CIPHER, INLINE_DTYPES, SEALED_CIPHERS, type SealedCipher } from '../../../runtime/keys/sealed.ts';
 import type { SealedLock, TensorRange } from '../../../runtime/klm.ts';
 import type { InitializerInfo, TensorPlace } from '../../onnx/layout.ts';
-import { LockOptionError, PARAMETER_DTYPES, rangeOf, type OnnxLocker } from '../types.ts';
+import { makeValueInfo } from '../../onnx/builder.ts';
+import { dataTypeName } from '../../onnx/dtypes.ts';
+import { isGraphOutput, replaceUses, uniqueName } from '../../onnx/graph.ts';
+import { LockOptionError, PARAMETER_DTYPES, rangeOf, type LockContext, type OnnxLocker } from '../types.ts';
 
 /** The `sealed` locker for ONNX (byte stage). */
 export const onnxSealed: OnnxLocker<'sealed'> = {
@@ -27,7 +30,48 @@ export const onnxSealed: OnnxLocker<'sealed'> = {
     if (unaddressable.length) throw new UnsupportedModelError(`sealed: tensor "${unaddressable[0].name}" has no contiguous raw_data range`);
     const lock = sealRanges(bytes, targets.map(rangeOf), ctx);
     ctx.report(`sealed: encrypted ${lock.tensors.length} tensor(s), ${lock.tensors.reduce((n, t) => n + t.length, 0)} bytes with ${lock.cipher ?? 'xsalsa20-poly1305'}${placesNote(targets)}`);
+    // Inline: the ciphertext of each tensor prepareGraph moved out of the graph is
+    // fed to the graph input that took its place.
+    const moved = INLINE_MOVES.get(ctx);
+    if (moved?.size) {
+      const dims = new Map(targets.map((i) => [i.name, i.dims]));
+      for (const t of lock.tensors) {
+        const input = moved.get(t.name);
+        if (input !== undefined) { t.input = input; t.dims = [...dims.get(t.name)!]; }
+      }
+      const n = lock.tensors.filter((t) => t.input !== undefined);
+      ctx.report(`sealed inline: ${n.length} of ${lock.tensors.length} tensor(s), ${n.reduce((a, t) => a + t.length, 0)} bytes, are graph inputs the device decrypts only during a run`);
+    }
     return lock;
+  },
+  /**
+   * Inline: each chosen initializer stays where it is, under its name, and is
+   * sealed like any other tensor, but no node reads it any more: its readers
+   * read a new graph input instead. The backend drops the unread initializer
+   * when it builds the session; the device feeds the input from the decrypted
+   * bytes during each run. (An initializer that is also listed as a graph input
+   * would be simpler, but onnxruntime-web lists only the non-initializer inputs
+   * and refuses to feed the others.)
+   */
+  prepareGraph(model, ctx) {
+    const params = model.graph.initializer
+      .filter((t) => PARAMETER_DTYPES.has(dataTypeName(t.data_type ?? 0)) && (t.raw_data?.byteLength ?? 0) > 0)
+      .map((t) => ({ name: t.name ?? '', dtype: dataTypeName(t.data_type ?? 0) }));
+    const inline = inlineChoice(params, ctx);
+    if (!inline.size) return;
+    const moves = new Map<string, string>();
+    const inputs = new Set(model.graph.input.map((v) => v.name));
+    for (const t of model.graph.initializer) {
+      const name = t.name ?? '';
+      if (!inline.has(name)) continue;
+      if (inputs.has(name)) throw new UnsupportedModelError(`sealed inline: initializer "${name}" is also a graph input (an overridable default); keylock cannot tell the caller's feed from its own`);
+      if (isGraphOutput(model, name)) throw new UnsupportedModelError(`sealed inline: initializer "${name}" is a graph output; only weights that nodes read can be fed during a run`);
+      const input = uniqueName(model, `keylock_inline/${name}`);
+      model.graph.input.push(makeValueInfo(input, t.data_type!, (t.dims ?? []).map((d) => Number(d))));
+      replaceUses(model, name, input);
+      moves.set(name, input);
+    }
+    INLINE_MOVES.set(ctx, moves);
   },
 };
 
@@ -38,6 +82,45 @@ export function placesNote(targets: readonly InitializerInfo[]): string {
   const attrs = places.filter((t) => t.place === 'attribute').length;
   const parts = [bodies ? `${bodies} in If/Loop/Scan bodies or functions` : '', attrs ? `${attrs} Constant/attribute value(s)` : ''].filter(Boolean);
   return parts.length ? ` (${parts.join(', ')})` : '';
+}
+
+/** Per lock: each inline initializer and the graph input that took its readers (initializer name -> input name). */
+const INLINE_MOVES = new WeakMap<LockContext, Map<string, string>>();
+
+/** Schemes `sealed` inline combines with: those that leave the sealed bytes alone at load. */
+const INLINE_WITH = new Set(['sealed', 'shuffle', 'signflip']);
+
+/**
+ * The tensors to seal inline (`sealedInline`), from the parameter initializers:
+ * empty without the option; LockOptionError for a name that is not one of them
+ * or a scheme it cannot combine with; UnsupportedModelError for a dtype keylock
+ * does not feed.
+ */
+export function inlineChoice(params: readonly { name: string; dtype: string }[], ctx: Pick<LockContext, 'opts' | 'schemes'>): Set<string> {
+  const opt = ctx.opts.sealedInline;
+  if (opt === undefined || opt === false) return new Set();
+  const other = (ctx.schemes ?? []).find((s) => !INLINE_WITH.has(s));
+  if (other) {
+    throw new LockOptionError('sealedInline', '--inline', 'sealed alone or with shuffle, signflip', other,
+      `sealed inline: ${other} restores its bytes at load, inside the sealed ranges, and cannot be combined with inline tensors; lock with sealed alone or with shuffle/signflip`);
+  }
+  if (ctx.opts.signflipMode === 'fold' && ctx.schemes?.includes('signflip')) {
+    throw new LockOptionError('sealedInline', '--inline', 'signflip in input mode', 'fold',
+      'sealed inline: signflip in fold mode negates its channels back at load, inside the sealed ranges; use signflip input mode (the ONNX default) with inline tensors');
+  }
+  let chosen = params;
+  if (opt !== true) {
+    const byName = new Map(params.map((p) => [p.name, p]));
+    const unknown = opt.find((n) => !byName.has(n));
+    if (unknown !== undefined) {
+      throw new LockOptionError('sealedInline', '--inline', `names of parameter initializers, e.g. ${params.slice(0, 3).map((p) => JSON.stringify(p.name)).join(', ')}`, unknown,
+        `sealed inline: "${unknown}" is not a parameter initializer of the model (${params.length} are)`);
+    }
+    chosen = opt.map((n) => byName.get(n)!);
+  }
+  const bad = chosen.find((p) => !Object.hasOwn(INLINE_DTYPES, p.dtype));
+  if (bad) throw new UnsupportedModelError(`sealed inline: tensor "${bad.name}" is ${bad.dtype}; inline tensors are fed as ${Object.keys(INLINE_DTYPES).join(', ')} (seal it at load instead: leave it out of the inline list)`);
+  return new Set(chosen.map((p) => p.name));
 }
 
 /**

@@ -30,6 +30,9 @@ export const tfliteSealed: TfliteLocker<'sealed'> = {
   // With the other byte locks, after shuffle and advparams, which need the plain weights.
   phase: 2,
   lock(bytes, ctx): SealedLock {
+    if (ctx.opts.sealedInline !== undefined && ctx.opts.sealedInline !== false) {
+      throw new UnsupportedModelError('sealed inline: a TFLite model takes its weights only from the model buffer (tfjs-tflite has no way to feed a weight as an input), so they cannot stay encrypted between runs; lock it without inline, or convert the model to ONNX');
+    }
     const targets = sealedTargets(ctx.weights);
     if (!targets.length) throw new UnsupportedModelError('sealed: the TFLite model has no parameter buffers (float, int8/uint8, or int32 biases) to encrypt');
     const plain = ctx.weights.filter((w) => !targets.includes(w));
