@@ -129,10 +129,10 @@ test('the zoo\'s checks fail on a bad row', () => {
   assert.match(failed([row({ outcome: 'refused', errorName: 'UnsupportedModelError', reason: 'tensor "w" is float16' })]).join(), /sealed/);
   assert.match(failed([row({}), row({ lock: 'deeplock', withKeyHalt: 'TypeError: cannot read "x"' })]).join(), /cannot run/);
   assert.deepEqual(failed([row({}), row({ lock: 'deeplock', withKeyHalt: 'BackendUnavailableError: no session' })]), []);
-  // A listed known failure is left out of the refusal check (and reported); the same failure elsewhere is not.
+  // No known failure is listed any more: an untyped error on any model fails the refusal check.
   const rec = (model: string): ZooRow => row({ model, lock: 'advparams', outcome: 'error', errorName: 'RangeError', reason: 'logits must be [batch, classes]' });
-  assert.deepEqual(failed([row({}), rec('ch_PP-OCRv4_rec_infer.onnx')]), []);
-  assert.match(knownFailureNotes({ rows: [rec('ch_PP-OCRv4_rec_infer.onnx')] }).join(), /still fails/);
+  assert.deepEqual(knownFailureNotes({ rows: [rec('ch_PP-OCRv4_rec_infer.onnx')] }), []);
+  assert.match(failed([row({}), rec('ch_PP-OCRv4_rec_infer.onnx')]).join(), /refusal/);
   assert.match(failed([row({}), rec('m.onnx')]).join(), /refusal/);
   assert.ok(namesWhat('shuffle expects input \'x\' to have known C, H and W'));
   assert.ok(namesWhat('the TFLite model has no CONV_2D with float32 weights'));

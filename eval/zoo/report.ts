@@ -48,9 +48,7 @@ export const SEALED_KNOWN_REFUSALS: Readonly<Record<string, string>> = {};
  * reported rather than hidden, while the checks still fail on any other row.
  * A row listed here that no longer fails is reported as fixed.
  */
-export const KNOWN_FAILURES: Readonly<Record<string, string>> = {
-  'ch_PP-OCRv4_rec_infer.onnx advparams': 'the ONNX advparams locker takes class scores [batch, classes] only, and on the recogniser\'s per-position scores [1, T, 6625] throws a RangeError where it should refuse with UnsupportedModelError',
-};
+export const KNOWN_FAILURES: Readonly<Record<string, string>> = {};
 
 const known = (x: ZooRow): string | undefined => KNOWN_FAILURES[`${x.model} ${x.lock}`];
 

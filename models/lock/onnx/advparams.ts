@@ -256,6 +256,10 @@ function evaluate(exec: OnnxTfModel, chunks: readonly Chunk[], layers: readonly 
   for (const c of chunks) {
     const [ce, right] = tf.tidy(() => {
       const logits = exec.predict(c.feeds, [output])[output];
+      if (logits.rank !== 2) {
+        throw new UnsupportedModelError(`advparams: output "${output}" has shape [${logits.shape}]; advparams perturbs a classifier and needs class scores [batch, classes] `
+          + '(per-position scores, e.g. a sequence recogniser, are not supported: lock it with sealed or signflip)');
+      }
       return [tf.mul(softmaxCrossEntropy(logits, c.labels), c.size), tf.equal(tf.argMax(logits, 1), c.labels)];
     });
     loss += ce.dataSync()[0] / total;
