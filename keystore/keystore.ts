@@ -311,6 +311,14 @@ export class Keystore {
    * revive an expired grant.
    */
   modelKeyFor(modelId: string, now = unixNow()): Uint8Array {
+    const { s, g } = this.#grantOf(modelId);
+    const t = Math.max(now, s.lastTrustedTime);
+    if (t < g.notBefore || t >= g.notAfter) throw new ExpiredGrantError(modelId, g.notBefore, g.notAfter, t);
+    return g.modelKey.slice();
+  }
+
+  /** The grant of `modelId` in the open keystore, or the typed reason it may not be used (revoked, disabled, none). */
+  #grantOf(modelId: string) {
     this.#live();
     const s = this.#store.state;
     checkRevoked(s, modelId);
@@ -319,9 +327,7 @@ export class Keystore {
     const g = s.grants.find((x) => x.modelId === modelId);
     if (!g) throw new NoGrantError(`model "${modelId}": expected a grant installed on device "${s.deviceId}", got none`);
     checkRevoked(s, modelId, g.grantId);
-    const t = Math.max(now, s.lastTrustedTime);
-    if (t < g.notBefore || t >= g.notAfter) throw new ExpiredGrantError(modelId, g.notBefore, g.notAfter, t);
-    return g.modelKey.slice();
+    return { s, g };
   }
 
   /**
@@ -332,14 +338,7 @@ export class Keystore {
    * (a running model may be in the grant's grace period).
    */
   licenceFor(modelId: string): LicenceState {
-    this.#live();
-    const s = this.#store.state;
-    checkRevoked(s, modelId);
-    const d = s.disabled.get(modelId);
-    if (d) throw new DisabledError(modelId, d.at, d.reason);
-    const g = s.grants.find((x) => x.modelId === modelId);
-    if (!g) throw new NoGrantError(`model "${modelId}": expected a grant installed on device "${s.deviceId}", got none`);
-    checkRevoked(s, modelId, g.grantId);
+    const { s, g } = this.#grantOf(modelId);
     return { grantId: g.grantId, notBefore: g.notBefore, notAfter: g.notAfter, grace: g.grace ?? 0, floor: s.lastTrustedTime };
   }
 

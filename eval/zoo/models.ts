@@ -25,6 +25,7 @@ import type { ModelFormat } from '../../runtime/klm.ts';
 import type { BackendSession } from '../../runtime/backend.ts';
 import type { TensorData, TensorMap } from '../../runtime/tensor.ts';
 import { createOrtSession } from '../../runtime/ort.ts';
+import { mulberry32 } from '../../models/prng.ts';
 
 /** One model of the zoo, with its input sequence. */
 export interface ZooModel {
@@ -44,17 +45,8 @@ export interface ZooModel {
   state?: Record<string, string>;
 }
 
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The zoo's seeded PRNG: the reference models' own (models/prng.ts), uniform in [0, 1). */
+export const prng = mulberry32;
 
 const f32 = (dims: number[], data: Float32Array): TensorData => ({ dtype: 'float32', dims, data });
 

@@ -3,8 +3,8 @@ import { generateText, DEFAULT_VOCAB } from '../../runtime/generate.ts';
 import { AUTO, backendNames } from '../../runtime/backends.ts';
 import { InputMismatchError } from '../../keystore/errors.ts';
 import { CliError, UsageError, type Command } from './command.ts';
-import { intFlag, numFlag, readInput, req, unlockFlag } from './io.ts';
-import { openModel, type KeySource } from './model-commands.ts';
+import { intFlag, numFlag, readInput, req } from './io.ts';
+import { keySourceFlags, openModel } from './model-commands.ts';
 
 const BACKENDS = [...backendNames(), AUTO];
 
@@ -32,16 +32,7 @@ export const generate: Command = {
     if (new Set(vocab).size !== vocab.length) throw new UsageError('--vocab must not repeat a character', 'id i is the i-th character; write a newline as \\n');
     const backend = values.backend as string | undefined;
     if (backend !== undefined && !BACKENDS.includes(backend)) throw new UsageError(`--backend: expected one of ${BACKENDS.join(', ')}, got "${backend}"`, usage);
-    let source: KeySource;
-    if (typeof values.keystore === 'string') {
-      if (values['model-key'] !== undefined) throw new UsageError('give either --keystore or --model-key, not both', '--keystore for a device, --model-key for the vendor\'s own check');
-      source = { keystore: values.keystore, unlock: unlockFlag(values, this.usage) };
-    } else if (typeof values['model-key'] === 'string') {
-      if (values.unlock !== undefined) throw new UsageError('--unlock goes with --keystore', usage);
-      source = { modelKey: values['model-key'], trust: values.trust as string | undefined };
-    } else {
-      throw new UsageError('give --keystore F.kls --unlock SPEC (on a device) or --model-key M.key (the vendor\'s check)', usage);
-    }
+    const source = keySourceFlags(values, this.usage);
     const model = await openModel(readInput(positionals[0], 'model file'), source, { backend });
     if (model.state !== 'ready') {
       const hint = model.state === 'disabled' ? 'only a vendor reinstate token (keylock install T.klt) lifts it' : model.error?.hint;

@@ -128,6 +128,24 @@ const BACKEND_NAMES = [...backendNames(), AUTO];
 /** How the model is opened: a device keystore, or the vendor's model key. */
 export type KeySource = { keystore: string; unlock: UnlockProvider } | { modelKey: string; trust?: string };
 
+/**
+ * Where a command's model key comes from: `--keystore F.kls --unlock SPEC` on a device, or
+ * `--model-key M.key [--trust V.pub]` for the vendor's own check; one and only one of them.
+ */
+export function keySourceFlags(values: Record<string, string | boolean | (string | boolean)[] | undefined>, cmdUsage: string): KeySource {
+  const usage = `usage: keylock ${cmdUsage}`;
+  if (typeof values.keystore === 'string') {
+    if (values['model-key'] !== undefined) throw new UsageError('give either --keystore or --model-key, not both', '--keystore for a device, --model-key for the vendor\'s own check');
+    if (values.trust !== undefined) throw new UsageError('--trust goes with --model-key; a keystore checks signatures against the vendor keys pinned in it', usage);
+    return { keystore: values.keystore, unlock: unlockFlag(values, cmdUsage) };
+  }
+  if (typeof values['model-key'] === 'string') {
+    if (values.unlock !== undefined) throw new UsageError('--unlock goes with --keystore', usage);
+    return { modelKey: values['model-key'], trust: values.trust as string | undefined };
+  }
+  throw new UsageError('give --keystore F.kls --unlock SPEC (on a device) or --model-key M.key (the vendor\'s check)', usage);
+}
+
 export const runCmd: Command = {
   summary: 'run a .klm (or a .klp pipeline, its inputs pushed as one stream) on recorded inputs, with a device keystore or (vendor check) the model key; --expect compares with golden outputs',
   usage: 'run M.klm|P.klp (--keystore F.kls --unlock SPEC | --model-key M.key [--trust VENDOR.pub]) --inputs REC.cbor (--out OUT.cbor | --expect GOLDEN.cbor | both) '
@@ -161,17 +179,7 @@ export const runCmd: Command = {
     const recordMax = intFlag(values, 'record-max', 9, this.usage) ?? DEFAULT_RECORD_MAX;
     const backend = values.backend as string | undefined;
     if (backend !== undefined && !BACKEND_NAMES.includes(backend)) throw new UsageError(`--backend: expected one of ${BACKEND_NAMES.join(', ')}, got "${backend}"`, usage);
-    let source: KeySource;
-    if (typeof values.keystore === 'string') {
-      if (values['model-key'] !== undefined) throw new UsageError('give either --keystore or --model-key, not both', '--keystore for a device, --model-key for the vendor\'s own check');
-      if (values.trust !== undefined) throw new UsageError('--trust goes with --model-key; a keystore checks signatures against the vendor keys pinned in it', usage);
-      source = { keystore: values.keystore, unlock: unlockFlag(values, this.usage) };
-    } else if (typeof values['model-key'] === 'string') {
-      if (values.unlock !== undefined) throw new UsageError('--unlock goes with --keystore', usage);
-      source = { modelKey: values['model-key'], trust: values.trust as string | undefined };
-    } else {
-      throw new UsageError('give --keystore F.kls --unlock SPEC (on a device) or --model-key M.key (the vendor\'s check)', usage);
-    }
+    const source = keySourceFlags(values, this.usage);
 
     const klm = readInput(positionals[0], 'model file');
     if (isKlp(klm)) {
