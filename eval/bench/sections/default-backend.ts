@@ -43,6 +43,9 @@ export interface DefaultBackendRow {
   plainMs: Summary;
   keylockMs: Summary;
   ratio: Summary;
+  /** The same locked model loaded in-thread (`worker: false`), a third side of the same interleaving. */
+  inThreadMs?: Summary;
+  inThreadRatio?: Summary;
 }
 
 export interface DefaultBackendResults {
@@ -91,17 +94,22 @@ export async function measure(quick: boolean): Promise<DefaultBackendResults> {
       const r = await lockOnnx(bytes, { ...l.req, vendorSeed, modelKey: seeded(`key/default-backend/${id}/${l.label}`), modelId: `bench-default-${id}`, canary });
       const m = await loadModel(r.klm, { modelKey: r.modelKey, trust }); // no backend: the Node default
       if (m.state !== 'ready') throw m.error!;
+      const inThread = await loadModel(r.klm, { modelKey: r.modelKey, trust, worker: false });
+      if (inThread.state !== 'ready') throw inThread.error!;
       const runKeylock = (): Promise<unknown> => m.run(x);
-      for (let i = 0; i < 10; i++) { await runPlain(); await runKeylock(); }
+      const runInThread = (): Promise<unknown> => inThread.run(x);
+      for (let i = 0; i < 10; i++) { await runPlain(); await runKeylock(); await runInThread(); }
       const per = await timeBatch(runPlain, 5);
       const rounds = quick ? 7 : per > 20 ? 11 : 21;
       const calls = Math.max(3, Math.min(400, Math.round(100 / per)));
-      const t = await interleaveCalls([runPlain, runKeylock], rounds, calls);
+      const t = await interleaveCalls([runPlain, runKeylock, runInThread], rounds, calls);
       rows.push({
         model: id, lock: l.label, backend: m.backend ?? '?', skipped: m.skippedBackends.map((s) => `${s.backend}: ${s.error.message}`),
         calls, rounds, plainMs: summarize(t.sides[0]), keylockMs: summarize(t.sides[1]), ratio: summarize(ratios(t.sides[1], t.sides[0])),
+        inThreadMs: summarize(t.sides[2]), inThreadRatio: summarize(ratios(t.sides[2], t.sides[0])),
       });
       await m.release();
+      await inThread.release();
     }
     await plain.release();
   }
@@ -114,13 +122,13 @@ export function render(r: DefaultBackendResults): string[] {
   const pass = r.rows.filter((x) => x.ratio.median <= r.goal).length;
   const worst = r.rows.reduce<DefaultBackendRow | undefined>((w, x) => (!w || x.ratio.median > w.ratio.median ? x : w), undefined);
   const out = [
-    `Default Node load (\`env.backend = '${r.envBackend}'\`, set by the Node target) of a locked model, canary checked, against a plain onnxruntime-node ${r.ortNode} \`InferenceSession\` of the same model (cpu, ${r.threads} intra-op thread, graph optimization \`all\`, a new \`Tensor\` per call), interleaved call by call in one process; medians of per-round ratios. Goal ≤ ${r.goal}×: ${pass} of ${r.rows.length} rows${worst ? `, worst ${worst.ratio.median.toFixed(3)}× (${worst.model}, ${worst.lock})` : ''}.`,
+    `Default Node load (\`env.backend = '${r.envBackend}'\`, set by the Node target) of a locked model, canary checked, against a plain onnxruntime-node ${r.ortNode} \`InferenceSession\` of the same model (cpu, ${r.threads} intra-op thread, graph optimization \`all\`, a new \`Tensor\` per call), interleaved call by call in one process; medians of per-round ratios. The default is worker mode (the model runs on a worker thread; the plain session blocks the caller's); the same locked model loaded in-thread (\`worker: false\`) is a third side of the same interleaving. Goal ≤ ${r.goal}× for the default: ${pass} of ${r.rows.length} rows${worst ? `, worst ${worst.ratio.median.toFixed(3)}× (${worst.model}, ${worst.lock})` : ''}.`,
     '',
-    '| model | lock | backend picked | plain ORT-node ms/inference | keylock ms/inference | keylock / plain (median) | p25–p75 (min, max) | ≤ goal |',
-    '| --- | --- | --- | ---: | ---: | ---: | --- | --- |',
+    '| model | lock | backend picked | plain ORT-node ms/inference | keylock ms/inference | keylock / plain (median) | p25–p75 (min, max) | ≤ goal | keylock in-thread ms/inference | in-thread / plain (median) |',
+    '| --- | --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: |',
   ];
   for (const x of r.rows) {
-    out.push(`| ${x.model} | ${x.lock} | ${x.backend}${x.skipped.length ? ` (passed over ${x.skipped.join('; ')})` : ''} | ${ms(x.plainMs)} | ${ms(x.keylockMs)} | ${x.ratio.median.toFixed(3)}× | ${x.ratio.p25.toFixed(3)}–${x.ratio.p75.toFixed(3)} (${x.ratio.min.toFixed(3)}, ${x.ratio.max.toFixed(3)}) | ${x.ratio.median <= r.goal ? 'yes' : '**no**'} |`);
+    out.push(`| ${x.model} | ${x.lock} | ${x.backend}${x.skipped.length ? ` (passed over ${x.skipped.join('; ')})` : ''} | ${ms(x.plainMs)} | ${ms(x.keylockMs)} | ${x.ratio.median.toFixed(3)}× | ${x.ratio.p25.toFixed(3)}–${x.ratio.p75.toFixed(3)} (${x.ratio.min.toFixed(3)}, ${x.ratio.max.toFixed(3)}) | ${x.ratio.median <= r.goal ? 'yes' : '**no**'} | ${x.inThreadMs ? ms(x.inThreadMs) : '–'} | ${x.inThreadRatio ? `${x.inThreadRatio.median.toFixed(3)}×` : '–'} |`);
   }
   return out;
 }
