@@ -119,7 +119,16 @@ export type ModelEvent = 'halt' | 'disable' | 'expiring';
 
 type Listener = (e: KeylockError) => void;
 
-const WINDOW = 1024;
+/** Runs whose latency `stats` keeps: the last this many. */
+export const WINDOW = 1024;
+
+/** `runs`, p50, p99 and max of the latencies kept in `lat` (a ring of `WINDOW`), for `stats`. */
+export function latencyFigures(lat: Float64Array, runs: number): Pick<RunStats, 'runs' | 'p50' | 'p99' | 'max'> {
+  const n = Math.min(runs, WINDOW);
+  const a = Array.from(lat.subarray(0, n)).sort((x, y) => x - y);
+  const q = (p: number): number => (n ? a[Math.min(n - 1, Math.floor(p * n))] : NaN);
+  return { runs, p50: q(0.5), p99: q(0.99), max: n ? a[n - 1] : NaN };
+}
 
 /** The runtime's model: `LockedModel` plus what the load drives. Made by `loadModel` only. */
 export class Model implements LockedModel {
@@ -249,11 +258,8 @@ export class Model implements LockedModel {
 
   /** Latency p50/p99 over the last runs. */
   get stats(): RunStats {
-    const n = Math.min(this.runs, WINDOW);
-    const a = Array.from(this.lat.subarray(0, n)).sort((x, y) => x - y);
-    const q = (p: number): number => (n ? a[Math.min(n - 1, Math.floor(p * n))] : NaN);
     const st: RunStats = {
-      backend: this._backend, runs: this.runs, p50: q(0.5), p99: q(0.99), max: n ? a[n - 1] : NaN,
+      backend: this._backend, ...latencyFigures(this.lat, this.runs),
       deadlineMisses: this.misses, aborted: this.aborts, mode: 'in-thread',
     };
     if (this.recorder) st.recorded = this.recorder.figures;

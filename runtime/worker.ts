@@ -34,7 +34,7 @@ import { env, type WorkerLike } from './env.ts';
 import { peekModelFormat, type IOSpec, type Manifest } from './klm.ts';
 import { isLicenceSource, watchLicence } from './licence.ts';
 import type { LoadOptions, ModelKeySource } from './load.ts';
-import { Model, type LockedModel, type ModelEvent, type ModelState, type RunOptions, type RunStats, type SkippedBackend } from './model.ts';
+import { latencyFigures, Model, WINDOW, type LockedModel, type ModelEvent, type ModelState, type RunOptions, type RunStats, type SkippedBackend } from './model.ts';
 import type { TensorMap } from './tensor.ts';
 
 export type { WorkerLike } from './env.ts';
@@ -107,7 +107,6 @@ export function tensorTransfers(m: TensorMap): ArrayBuffer[] {
   return [...out];
 }
 
-const WINDOW = 1024;
 
 interface Job {
   id: number;
@@ -157,11 +156,8 @@ export class WorkerModel implements LockedModel {
   get skippedBackends(): readonly SkippedBackend[] { return this._skipped; }
 
   get stats(): RunStats {
-    const n = Math.min(this.runs, WINDOW);
-    const a = Array.from(this.lat.subarray(0, n)).sort((x, y) => x - y);
-    const q = (p: number): number => (n ? a[Math.min(n - 1, Math.floor(p * n))] : NaN);
     return {
-      backend: this._backend, runs: this.runs, p50: q(0.5), p99: q(0.99), max: n ? a[n - 1] : NaN,
+      backend: this._backend, ...latencyFigures(this.lat, this.runs),
       deadlineMisses: this.misses, aborted: this.aborts, mode: 'worker',
     };
   }
