@@ -81,24 +81,27 @@ EXPORT(hchacha) void hchacha(uint8_t *out, const uint8_t *key, const uint8_t *n)
  * (k[8], n[3]). dst may equal src.
  */
 __attribute__((noinline)) static void blocks4(uint8_t *dst, const uint8_t *src, const uint32_t k[8], const uint32_t n[3], uint32_t ctr) {
-  const v128_t i4 = wasm_i32x4_splat(k[0]), i5 = wasm_i32x4_splat(k[1]), i6 = wasm_i32x4_splat(k[2]), i7 = wasm_i32x4_splat(k[3]);
-  const v128_t i8 = wasm_i32x4_splat(k[4]), i9 = wasm_i32x4_splat(k[5]), i10 = wasm_i32x4_splat(k[6]), i11 = wasm_i32x4_splat(k[7]);
+  /* Only the 16 state vectors stay live through the rounds (the input words are splatted again after). */
   const v128_t i12 = wasm_i32x4_make((int32_t)ctr, (int32_t)(ctr + 1), (int32_t)(ctr + 2), (int32_t)(ctr + 3));
-  const v128_t i13 = wasm_i32x4_splat(n[0]), i14 = wasm_i32x4_splat(n[1]), i15 = wasm_i32x4_splat(n[2]);
   v128_t x0 = wasm_i32x4_splat(C0), x1 = wasm_i32x4_splat(C1), x2 = wasm_i32x4_splat(C2), x3 = wasm_i32x4_splat(C3);
-  v128_t x4 = i4, x5 = i5, x6 = i6, x7 = i7, x8 = i8, x9 = i9, x10 = i10, x11 = i11, x12 = i12, x13 = i13, x14 = i14, x15 = i15;
+  v128_t x4 = wasm_i32x4_splat(k[0]), x5 = wasm_i32x4_splat(k[1]), x6 = wasm_i32x4_splat(k[2]), x7 = wasm_i32x4_splat(k[3]);
+  v128_t x8 = wasm_i32x4_splat(k[4]), x9 = wasm_i32x4_splat(k[5]), x10 = wasm_i32x4_splat(k[6]), x11 = wasm_i32x4_splat(k[7]);
+  v128_t x12 = i12, x13 = wasm_i32x4_splat(n[0]), x14 = wasm_i32x4_splat(n[1]), x15 = wasm_i32x4_splat(n[2]);
   ROLLED for (int i = 0; i < 10; i++) {
     QRV(x0, x4, x8, x12) QRV(x1, x5, x9, x13) QRV(x2, x6, x10, x14) QRV(x3, x7, x11, x15)
     QRV(x0, x5, x10, x15) QRV(x1, x6, x11, x12) QRV(x2, x7, x8, x13) QRV(x3, x4, x9, x14)
   }
   x0 = wasm_i32x4_add(x0, wasm_i32x4_splat(C0)); x1 = wasm_i32x4_add(x1, wasm_i32x4_splat(C1));
   x2 = wasm_i32x4_add(x2, wasm_i32x4_splat(C2)); x3 = wasm_i32x4_add(x3, wasm_i32x4_splat(C3));
-  x4 = wasm_i32x4_add(x4, i4); x5 = wasm_i32x4_add(x5, i5); x6 = wasm_i32x4_add(x6, i6); x7 = wasm_i32x4_add(x7, i7);
-  x8 = wasm_i32x4_add(x8, i8); x9 = wasm_i32x4_add(x9, i9); x10 = wasm_i32x4_add(x10, i10); x11 = wasm_i32x4_add(x11, i11);
-  x12 = wasm_i32x4_add(x12, i12); x13 = wasm_i32x4_add(x13, i13); x14 = wasm_i32x4_add(x14, i14); x15 = wasm_i32x4_add(x15, i15);
   OUT4(x0, x1, x2, x3, 0);
+  x4 = wasm_i32x4_add(x4, wasm_i32x4_splat(k[0])); x5 = wasm_i32x4_add(x5, wasm_i32x4_splat(k[1]));
+  x6 = wasm_i32x4_add(x6, wasm_i32x4_splat(k[2])); x7 = wasm_i32x4_add(x7, wasm_i32x4_splat(k[3]));
   OUT4(x4, x5, x6, x7, 4);
+  x8 = wasm_i32x4_add(x8, wasm_i32x4_splat(k[4])); x9 = wasm_i32x4_add(x9, wasm_i32x4_splat(k[5]));
+  x10 = wasm_i32x4_add(x10, wasm_i32x4_splat(k[6])); x11 = wasm_i32x4_add(x11, wasm_i32x4_splat(k[7]));
   OUT4(x8, x9, x10, x11, 8);
+  x12 = wasm_i32x4_add(x12, i12); x13 = wasm_i32x4_add(x13, wasm_i32x4_splat(n[0]));
+  x14 = wasm_i32x4_add(x14, wasm_i32x4_splat(n[1])); x15 = wasm_i32x4_add(x15, wasm_i32x4_splat(n[2]));
   OUT4(x12, x13, x14, x15, 12);
 }
 
