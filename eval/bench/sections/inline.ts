@@ -17,7 +17,7 @@
  * ChaCha20 producing keystream only (OpenSSL's speed, a new output buffer per call), and
  * @noble/ciphers in JavaScript (the fallback).
  *
- *   node --import tsx eval/bench/sections/inline.ts [--quick]
+ *   node --import tsx eval/bench/sections/inline.ts [--quick] [--models ID,ID]
  *
  * `INLINE_BENCH_MODELS` is the list of models; another model is one entry: its file and its
  * input's name (dims and dtype from the locked model's manifest unless given; dynamic dims 1).
@@ -137,14 +137,14 @@ async function measureCipher(quick: boolean): Promise<CipherResults> {
   };
 }
 
-export async function measure(quick: boolean): Promise<InlineResults> {
+export async function measure(quick: boolean, only?: readonly string[]): Promise<InlineResults> {
   await prepareAead();
   await prepareChachaWasm();
   const vendorSeed = seeded('vendor');
   const trust = [signKeyPair(vendorSeed).publicKey];
   const rows: InlineRow[] = [];
   const skipped: string[] = [];
-  const models = quick ? INLINE_BENCH_MODELS.slice(0, 1) : INLINE_BENCH_MODELS;
+  const models = only ? INLINE_BENCH_MODELS.filter((m) => only.includes(m.id)) : quick ? INLINE_BENCH_MODELS.slice(0, 1) : INLINE_BENCH_MODELS;
   for (const def of models) {
     if (!existsSync(`${ROOT}${def.file}`)) {
       const why = `${def.id}: ${def.file} is missing${def.makeWith ? ` (made by \`${def.makeWith}\`)` : ''}; row skipped`;
@@ -249,7 +249,8 @@ export function render(r: InlineResults): string[] {
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const r = await measure(process.argv.includes('--quick'));
+  const i = process.argv.indexOf('--models');
+  const r = await measure(process.argv.includes('--quick'), i > 0 ? process.argv[i + 1].split(',') : undefined);
   process.stdout.write(render(r).join('\n') + '\n');
   process.exit(0);
 }
