@@ -98,7 +98,7 @@ export function weightWindows(onnx: Uint8Array): Windows {
 }
 
 /** An index over the windows' first words: a 2^24-bit filter, then the candidates. */
-class WindowIndex {
+export class WindowIndex {
   private readonly filter = new Uint8Array(1 << 21);
   private readonly byFirst = new Map<number, number[]>();
   constructor(readonly w: Windows) {

@@ -49,6 +49,11 @@ export function ortHeapCaught(): boolean {
   return heap !== undefined;
 }
 
+/** ORT's heap once caught (for the evaluation's probes of what ORT keeps there). */
+export function ortHeap(): WebAssembly.Memory | undefined {
+  return heap;
+}
+
 /** Inputs smaller than this are not searched for: a shorter pattern could match bytes that are not its copy. */
 const MIN_BYTES = 64;
 /**
