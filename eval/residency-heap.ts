@@ -10,6 +10,7 @@
  *   node --import tsx eval/residency-heap.ts MODEL_ID time            # the configs interleaved
  *   node --import tsx eval/residency-heap.ts MODEL_ID cycle CONFIG [all]  # prototype: ORT's copies encrypted between runs
  *   node --import tsx eval/residency-heap.ts MODEL_ID control         # chance floor of the value count
+ *   node --import tsx eval/residency-heap.ts oww-embedding scrub      # the input scrubber's cost
  *
  * CONFIG: `default` (what keylock's wasm backend makes: graph optimizations all, prepacking on),
  * `noprepack` (session.disable_prepacking = 1), `noopt` (that, and graph optimizations disabled).
@@ -127,6 +128,35 @@ if (what === 'copies') {
   const t = await interleaveCalls([() => s.run(feeds), cycle], 9, 20);
   process.stdout.write(`${id} cycle (${config ?? 'noprepack'}): ${places.length} places (${(places.reduce((n, p) => n + p.len, 0) / 1e6).toFixed(2)} MB) encrypted in ORT's heap between runs (${skipped} tensors found more or less than once left alone); outputs ${same ? 'equal' : 'differ from'} the session's own before encryption; ` +
     `32-byte windows of the weights in the heap between runs: ${windows} of ${w.count}; float32 values: ${between} of ${vindex.values.length}; left alone: ${left}; run with decrypt + re-encrypt (JavaScript XChaCha20) ${summarize(t.sides[1]).median.toFixed(2)} ms vs the same session alone ${summarize(t.sides[0]).median.toFixed(2)} ms, ${summarize(ratios(t.sides[1], t.sides[0])).median.toFixed(3)}x\n`);
+} else if (what === 'scrub') {
+  // What runtime/ort-scrub.ts costs: the `sealed` inline graph fed its weights (decrypted once) in
+  // keylock's wasm session (which clears ORT's input copies after each run) and in a raw ORT
+  // session, interleaved; and where ORT put the copies run after run.
+  const { lockOnnx } = await import('../models/lock/index.ts');
+  const { openKlm } = await import('../runtime/klm.ts');
+  const { createOrtSession } = await import('../runtime/ort.ts');
+  const { prepareAead, xchachaDecryptInto } = await import('../keystore/aead.ts');
+  const { sealedXchachaKey, sealedXchachaNonce } = await import('../runtime/keys/derive.ts');
+  await prepareAead();
+  const r = await lockOnnx(onnx, { schemes: ['sealed'], sealedInline: true, vendorSeed: new Uint8Array(32), modelId: 'probe' });
+  const o = openKlm(r.klm);
+  const entry = o.manifest.locks.find((l) => l.scheme === 'sealed') as { tensors: { name: string; offset: number; length: number; input?: string; dims?: number[] }[] };
+  const key = sealedXchachaKey(r.modelKey);
+  const x = seededFloats((m.dims as readonly number[]).reduce((a, b) => a * b, 1), 7);
+  const kfeeds: Record<string, { dtype: 'float32'; dims: number[]; data: Float32Array }> = { [inputName]: { dtype: 'float32', dims: [...m.dims], data: x } };
+  const ofeeds: Record<string, ort.Tensor> = { [inputName]: new ort.Tensor('float32', x, [...m.dims]) };
+  for (const t of entry.tensors.filter((t) => t.input !== undefined)) {
+    const p = new Uint8Array(t.length);
+    xchachaDecryptInto(p, o.model.subarray(t.offset, t.offset + t.length), sealedXchachaNonce('probe', t.name), key);
+    kfeeds[t.input!] = { dtype: 'float32', dims: t.dims!, data: new Float32Array(p.buffer) };
+    ofeeds[t.input!] = new ort.Tensor('float32', new Float32Array(p.buffer), t.dims!);
+  }
+  const k = await createOrtSession(o.model, { threads: 1 });
+  const raw = await ort.InferenceSession.create(o.model, { executionProviders: ['wasm'], logSeverityLevel: 3 });
+  const t = await interleaveCalls([() => raw.run(ofeeds), () => k.run(kfeeds)], 9, 15);
+  const counts = (k as unknown as { scrubber: { counts: Record<string, number> } }).scrubber.counts;
+  process.stdout.write(`${id} scrub: ${Object.keys(kfeeds).length} inputs; raw ORT ${summarize(t.sides[0]).median.toFixed(2)} ms, keylock's session (input copies cleared) ${summarize(t.sides[1]).median.toFixed(2)} ms, ` +
+    `${summarize(ratios(t.sides[1], t.sides[0])).median.toFixed(3)}x; over ${t.sides[1].length * t.calls} runs: copies cleared where ORT wrote them ${counts.atKnown}, searched for ${counts.searched}, at another address than the run before ${counts.moved}\n`);
 } else if (what === 'control') {
   // The chance floor: the model's float32 values in the heap of a session of another model (the MNIST MLP).
   const s = await catchOrtMemory(() => ort.InferenceSession.create(new Uint8Array(readFileSync(`${root}models/reference/mnist-mlp.onnx`)), { executionProviders: ['wasm'], logSeverityLevel: 3 }));

@@ -14,10 +14,13 @@
  * during a watched run, `Uint8Array.prototype.set` gets an own wrapper that
  * notes the heap address of each copy of a watched input (ORT writes them with
  * `HEAPU8.set(view, address)`) and otherwise does exactly what the inherited
- * `set` does; it is removed when no run is watched. ORT's allocator moves the
- * copies from run to run, so without it most copies had to be searched for in
- * the whole heap after every run (the `sealed` inline embedding model: 55 ms
- * of search for a 12 ms run). A copy whose bytes differ (the block
+ * `set` does; it is removed when no run is watched. ORT's allocator moves
+ * some copies from run to run (the `sealed` inline embedding model: about 12
+ * of its 40 weight inputs each run, `eval/residency-heap.ts oww-embedding
+ * scrub`), and each one moved meant a search of the whole heap after the run:
+ * the backend's share of that model's inline cost on wasm fell from 5.3× to
+ * 1.4× a plain run (docs/BENCH.md, section 15). The search stays as the
+ * fallback for a copy the wrapper did not see. A copy whose bytes differ (the block
  * was reused) is left alone. Only with one ORT thread: with worker threads
  * another thread could take the block between the check and the write.
  */
@@ -112,8 +115,11 @@ function unwatch(run: Watched[]): void {
 /** Per session: where each input's copy was last found. */
 export class InputScrubber {
   private readonly at = new Map<string, number>();
-  /** Copies cleared where they were expected, and copies that had to be searched for in the heap (for tests and benchmarks). */
-  readonly counts = { atKnown: 0, searched: 0 };
+  /**
+   * Copies cleared where they were expected, copies that had to be searched for in the heap, and
+   * copies ORT wrote at another address than the run before (for tests and benchmarks).
+   */
+  readonly counts = { atKnown: 0, searched: 0, moved: 0 };
 
   /**
    * Runs `run` (the session's run on these inputs) watching where ORT copies
@@ -126,7 +132,12 @@ export class InputScrubber {
       return await run();
     } finally {
       unwatch(w);
-      for (const x of w) if (x.addr !== undefined) this.at.set(x.name, x.addr);
+      for (const x of w) {
+        if (x.addr === undefined) continue;
+        const before = this.at.get(x.name);
+        if (before !== undefined && before !== x.addr) this.counts.moved++;
+        this.at.set(x.name, x.addr);
+      }
       this.scrub(inputs);
     }
   }

@@ -47,7 +47,8 @@ test('the scrubber clears ORT\'s copy of each input where ORT wrote it, with no 
     assert.equal(copiesOf(bytes), 0, `run ${r}: the copy is cleared after the run`);
     assert.equal(Object.hasOwn(Uint8Array.prototype, 'set'), false, 'no wrapper once no run is watched');
   }
-  assert.deepEqual(scrubber.counts, { atKnown: 4, searched: 0 });
+  assert.equal(scrubber.counts.atKnown, 4);
+  assert.equal(scrubber.counts.searched, 0);
   // A failing run is scrubbed too, and unwatched.
   await assert.rejects(scrubber.around([[name, new Uint8Array(3136).fill(5)]], () => Promise.reject(new Error('run failed'))), /run failed/);
   assert.equal(Object.hasOwn(Uint8Array.prototype, 'set'), false);
