@@ -103,7 +103,11 @@ const INHERITED_SET = Uint8Array.prototype.set;
 function watch(run: Watched[]): void {
   watched.add(run);
   if (!Object.hasOwn(Uint8Array.prototype, 'set')) {
-    Object.defineProperty(Uint8Array.prototype, 'set', { value: heapSet, writable: true, configurable: true, enumerable: false });
+    try {
+      Object.defineProperty(Uint8Array.prototype, 'set', { value: heapSet, writable: true, configurable: true, enumerable: false });
+    } catch {
+      // Frozen intrinsics (e.g. a hardened realm): no watching; the copies are searched for after the run.
+    }
   }
 }
 
