@@ -58,3 +58,17 @@ test('the scrubber clears ORT\'s copy of each input where ORT wrote it, with no 
   assert.deepEqual([...a], [0, 1, 2, 0]);
   await s.release();
 });
+
+test('with Uint8Array.prototype frozen the run still works and the copy is found by a search and cleared (last: it freezes this process\'s prototype)', async () => {
+  await createOrtSession(MLP, { threads: 1 });
+  const s = await ort.InferenceSession.create(MLP, { executionProviders: ['wasm'], logSeverityLevel: 3 });
+  const name = s.inputNames[0];
+  Object.freeze(Uint8Array.prototype);
+  const scrubber = new InputScrubber();
+  const data = Float32Array.from({ length: 784 }, (_, i) => Math.cos(i * 0.11));
+  const bytes = new Uint8Array(data.buffer);
+  await scrubber.around([[name, bytes]], () => s.run({ [name]: new ort.Tensor('float32', data, [1, 1, 28, 28]) }));
+  assert.equal(scrubber.counts.searched, 1, 'not watched: searched for');
+  assert.equal(copiesOf(bytes), 0, 'and cleared');
+  await s.release();
+});
