@@ -2,7 +2,7 @@
  * Plaintext residency: how many of a model's weight bytes sit in plaintext in a device
  * process's memory while the model is loaded and idle between runs.
  *
- *   npm run residency [-- --quick] [--only ID] [--backends native,wasm] [--json FILE]
+ *   npm run residency [-- --quick] [--only ID] [--modes control,inline] [--backends native,wasm] [--json FILE]
  *
  * For each model and lock mode, a device process (eval/residency-child.ts, Node) loads the
  * model, runs it 3 times, collects garbage and idles. This process then stops it (SIGSTOP),
@@ -98,7 +98,7 @@ export function weightWindows(onnx: Uint8Array): Windows {
 }
 
 /** An index over the windows' first words: a 2^24-bit filter, then the candidates. */
-class WindowIndex {
+export class WindowIndex {
   private readonly filter = new Uint8Array(1 << 21);
   private readonly byFirst = new Map<number, number[]>();
   constructor(readonly w: Windows) {
@@ -325,6 +325,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const r = await measureResidency({
     models: only ? only.split(',') : quick ? ['mnist-cnn'] : undefined,
     backends: arg('--backends')?.split(','),
+    modes: arg('--modes')?.split(','),
   });
   const json = arg('--json');
   if (json) writeFileSync(json, JSON.stringify(r, null, 2));

@@ -10,7 +10,17 @@
  * imports), and after each run every copy of an input still holding that
  * input's bytes is found (at the address it had last time, or by a search of
  * the heap) and zeroed, except its first 24 and last 8 bytes, where the
- * allocator keeps its fields. A copy whose bytes differ (the block
+ * allocator keeps its fields. Where each copy goes is seen as ORT makes it:
+ * during a watched run, `Uint8Array.prototype.set` gets an own wrapper that
+ * notes the heap address of each copy of a watched input (ORT writes them with
+ * `HEAPU8.set(view, address)`) and otherwise does exactly what the inherited
+ * `set` does; it is removed when no run is watched. ORT's allocator moves
+ * some copies from run to run (the `sealed` inline embedding model: about 12
+ * of its 40 weight inputs each run, `eval/residency-heap.ts oww-embedding
+ * scrub`), and each one moved meant a search of the whole heap after the run:
+ * the backend's share of that model's inline cost on wasm fell from 5.3× to
+ * 1.4× a plain run (docs/BENCH.md, section 15). The search stays as the
+ * fallback for a copy the wrapper did not see. A copy whose bytes differ (the block
  * was reused) is left alone. Only with one ORT thread: with worker threads
  * another thread could take the block between the check and the write.
  */
@@ -49,6 +59,11 @@ export function ortHeapCaught(): boolean {
   return heap !== undefined;
 }
 
+/** ORT's heap once caught (for the evaluation's probes of what ORT keeps there). */
+export function ortHeap(): WebAssembly.Memory | undefined {
+  return heap;
+}
+
 /** Inputs smaller than this are not searched for: a shorter pattern could match bytes that are not its copy. */
 const MIN_BYTES = 64;
 /**
@@ -62,9 +77,74 @@ const MIN_BYTES = 64;
 const HEAD = 24;
 const TAIL = 8;
 
+/** A watched input of a run in progress: its bytes, and where ORT copied them (once seen). */
+interface Watched { name: string; data: Uint8Array; addr?: number }
+/** The inputs of every watched run in progress (runs of several sessions may overlap at their awaits). */
+const watched = new Set<Watched[]>();
+
+/** Notes the heap address of a copy of a watched input; called by the `set` wrapper for writes into the heap. */
+function note(src: Uint8Array, offset: number): void {
+  for (const run of watched) {
+    for (const w of run) {
+      if (w.addr === undefined && w.data.buffer === src.buffer && w.data.byteOffset === src.byteOffset && w.data.byteLength === src.byteLength) {
+        w.addr = offset;
+        return;
+      }
+    }
+  }
+}
+
+function heapSet(this: Uint8Array, src: ArrayLike<number>, offset?: number): void {
+  if (heap !== undefined && this.buffer === heap.buffer && src instanceof Uint8Array) note(src, offset ?? 0);
+  INHERITED_SET.call(this, src, offset);
+}
+const INHERITED_SET = Uint8Array.prototype.set;
+
+function watch(run: Watched[]): void {
+  watched.add(run);
+  if (!Object.hasOwn(Uint8Array.prototype, 'set')) {
+    try {
+      Object.defineProperty(Uint8Array.prototype, 'set', { value: heapSet, writable: true, configurable: true, enumerable: false });
+    } catch {
+      // Frozen intrinsics (e.g. a hardened realm): no watching; the copies are searched for after the run.
+    }
+  }
+}
+
+function unwatch(run: Watched[]): void {
+  watched.delete(run);
+  if (watched.size === 0 && Uint8Array.prototype.set === heapSet) delete (Uint8Array.prototype as { set?: unknown }).set;
+}
+
 /** Per session: where each input's copy was last found. */
 export class InputScrubber {
   private readonly at = new Map<string, number>();
+  /**
+   * Copies cleared where they were expected, copies that had to be searched for in the heap, and
+   * copies ORT wrote at another address than the run before (for tests and benchmarks).
+   */
+  readonly counts = { atKnown: 0, searched: 0, moved: 0 };
+
+  /**
+   * Runs `run` (the session's run on these inputs) watching where ORT copies
+   * them, then clears the copies (`scrub`), whether the run succeeded or not.
+   */
+  async around<T>(inputs: readonly (readonly [string, Uint8Array])[], run: () => Promise<T>): Promise<T> {
+    const w: Watched[] = inputs.map(([name, data]) => ({ name, data }));
+    watch(w);
+    try {
+      return await run();
+    } finally {
+      unwatch(w);
+      for (const x of w) {
+        if (x.addr === undefined) continue;
+        const before = this.at.get(x.name);
+        if (before !== undefined && before !== x.addr) this.counts.moved++;
+        this.at.set(x.name, x.addr);
+      }
+      this.scrub(inputs);
+    }
+  }
 
   /**
    * After a run: zeroes the heap's copy of each input (name, its bytes). Copies
@@ -85,11 +165,13 @@ export class InputScrubber {
       if (addr !== undefined && sameAt(h, addr + HEAD, inner)) {
         h.fill(0, addr + HEAD, addr + data.byteLength - TAIL);
         zeroed += inner.byteLength;
+        this.counts.atKnown++;
       } else {
         missing.push([name, inner]);
       }
     }
     if (!missing.length) return zeroed;
+    this.counts.searched += missing.length;
     const found = findAll(h, missing.map(([, inner]) => inner));
     missing.forEach(([name, inner], i) => {
       const at = found[i];
@@ -108,9 +190,18 @@ function constantStart(b: Uint8Array): boolean {
   return true;
 }
 
+/** True when `h` holds `b` at `at`; by 32-bit words where both are aligned (about ten times faster on weights). */
 function sameAt(h: Uint8Array, at: number, b: Uint8Array): boolean {
   if (at < 0 || at + b.byteLength > h.byteLength) return false;
-  for (let i = 0; i < b.byteLength; i++) if (h[at + i] !== b[i]) return false;
+  const n = b.byteLength;
+  let i = 0;
+  if ((h.byteOffset + at) % 4 === 0 && b.byteOffset % 4 === 0) {
+    const H = new Int32Array(h.buffer, h.byteOffset + at, n >>> 2);
+    const B = new Int32Array(b.buffer, b.byteOffset, n >>> 2);
+    for (let k = 0; k < H.length; k++) if (H[k] !== B[k]) return false;
+    i = n & ~3;
+  }
+  for (; i < n; i++) if (h[at + i] !== b[i]) return false;
   return true;
 }
 

@@ -59,12 +59,8 @@ class OrtSession implements BackendSession {
   async run(feeds: TensorMap): Promise<TensorMap> {
     const f: Record<string, ort.Tensor> = {};
     for (const [k, v] of Object.entries(feeds)) f[k] = toOrt(v);
-    let out: ort.InferenceSession.ReturnType;
-    try {
-      out = await this.session.run(f);
-    } finally {
-      this.scrubber?.scrub(Object.entries(feeds).map(([k, v]) => [k, bytesOf(v.data)] as const));
-    }
+    const run = (): Promise<ort.InferenceSession.ReturnType> => this.session.run(f);
+    const out = this.scrubber ? await this.scrubber.around(Object.entries(feeds).map(([k, v]) => [k, bytesOf(v.data)] as const), run) : await run();
     const r: TensorMap = {};
     for (const [k, v] of Object.entries(out)) r[k] = fromOrt(v);
     return r;

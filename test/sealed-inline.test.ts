@@ -16,6 +16,7 @@ import { restoreSealed } from '../runtime/keys/sealed.ts';
 import { openKlm, type SealedLock } from '../runtime/klm.ts';
 import { loadModel } from '../runtime/load.ts';
 import { createOrtSession } from '../runtime/ort.ts';
+import { forceChachaJs } from '../keystore/wasm/chacha.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
 
 const MLP = new Uint8Array(readFileSync(new URL('../models/reference/mnist-mlp.onnx', import.meta.url)));
@@ -114,6 +115,47 @@ test('sealed inline: the plaintext reaches the backend only inside run(), and th
     await assert.rejects(m.run({ [input]: { dtype: 'float32', dims: [1, 1, 28, 28], data: new Float32Array(783) } }));
     await m.release();
     assert.ok(seen.every((s) => s.data.every((v) => v === 0)));
+  } finally {
+    unregister();
+  }
+});
+
+test('sealed inline: the run buffers are views of one WebAssembly memory (keystore/wasm/chacha.ts), wiped whole at release; the JavaScript path gives the same outputs', async () => {
+  const r = await lockOnnx(MLP, { schemes: ['sealed'], vendorSeed, sealedInline: true });
+  const entry = sealedEntry(r.klm);
+  const input = openKlm(r.klm).manifest.inputs[0].name;
+  let fed: TensorMap = {};
+  const spy: Backend = {
+    async create(model, opts) {
+      const s = await createOrtSession(model, opts);
+      return { inputs: s.inputs, outputs: s.outputs, release: () => s.release(), async run(feeds) { fed = { ...feeds }; return s.run(feeds); } };
+    },
+  };
+  const unregister = registerBackend('inline-arena-spy', spy);
+  try {
+    const outputs: TensorMap[] = [];
+    for (const js of [false, true]) {
+      forceChachaJs(js);
+      try {
+        const m = await loadModel(r.klm, { modelKey: r.modelKey, backend: 'inline-arena-spy', trust });
+        assert.equal(m.state, 'ready', m.error?.message);
+        outputs.push(await m.run({ [input]: mlpX }));
+        const bufs = entry.tensors.map((t) => fed[t.input!].data.buffer);
+        const mem = bufs[0];
+        if (!js) {
+          assert.ok(bufs.every((b) => b === mem), 'every inline tensor is a view of the same memory');
+          assert.ok(entry.tensors.every((t) => fed[t.input!].data.byteOffset % 64 === 0));
+          assert.ok(new Uint8Array(mem).some((x) => x !== 0), 'the memory holds the ciphertexts and key while the model is loaded');
+        } else {
+          assert.equal(new Set(bufs).size, bufs.length, 'the JavaScript path: one buffer per tensor');
+        }
+        await m.release();
+        if (!js) assert.ok(new Uint8Array(mem).every((x) => x === 0), 'release leaves the arena all zeros (key, ciphertexts, buffers)');
+      } finally {
+        forceChachaJs(false);
+      }
+    }
+    assert.deepEqual(outputs[0], outputs[1]);
   } finally {
     unregister();
   }

@@ -9,6 +9,7 @@ import { secretboxDecryptInPlace, secretboxOpenDetachedInPlace, wipe } from '../
 import { prepareAead, xchachaDecryptInPlace, xchachaDecryptInto, xchachaOpenDetachedInPlace } from '../../keystore/aead.ts';
 import { FormatError, TamperedError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { prepareSecretboxWasm } from '../../keystore/wasm/secretbox.ts';
+import { createXChachaArena, prepareChachaWasm } from '../../keystore/wasm/chacha.ts';
 import { sealedNonce, sealedSecretboxKey, sealedXchachaKey, sealedXchachaNonce } from './derive.ts';
 import type { ApplyContext, RunHooks } from './hooks.ts';
 import { readRange, type DeviceScheme, type TensorRange } from './scheme.ts';
@@ -114,9 +115,16 @@ export function restoreSealed(model: Uint8Array, lock: SealedLock, ctx: ApplyCon
 
 /**
  * Inline tensors' run hooks: one buffer per tensor, allocated once; before each
- * run the ciphertext is copied in and decrypted in place (no tag: it was checked
- * at load, and the ciphertext has been in keylock's memory since), after the
- * run the buffer is zeroed. The derived cipher key stays until `wipe`.
+ * run the ciphertext is decrypted into it (no tag: it was checked at load, and
+ * the ciphertext has been in keylock's memory since), after the run the buffer
+ * is zeroed. The derived cipher key stays until `wipe`.
+ *
+ * XChaCha20 entries, where WebAssembly SIMD runs: the buffers are views of one
+ * WebAssembly memory per model that also holds the ciphertexts and the key
+ * (keystore/wasm/chacha.ts `XChachaArena`); the module XORs each ciphertext's
+ * keystream straight into its buffer, so a run allocates nothing and no
+ * plaintext passes through any other buffer. Elsewhere: Node's ChaCha20 or
+ * JavaScript (`xchachaDecryptInto`), or the secretbox path (XSalsa20 entries).
  */
 export function sealedInlineHooks(lock: SealedLock, ctx: ApplyContext): RunHooks | undefined {
   const inline = lock.tensors.filter((t) => t.input !== undefined);
@@ -126,12 +134,14 @@ export function sealedInlineHooks(lock: SealedLock, ctx: ApplyContext): RunHooks
   const xchacha = sealedCipherOf(lock) === 'xchacha20-poly1305';
   const key = xchacha ? sealedXchachaKey(ctx.modelKey) : sealedSecretboxKey(ctx.modelKey);
   const nonces = inline.map((t) => (xchacha ? sealedXchachaNonce(ctx.modelId, t.name) : sealedNonce(ctx.modelId, t.name)));
-  const buffers = inline.map((t) => new Uint8Array(t.length));
+  const arena = xchacha ? createXChachaArena(key, ciphertexts.map((ciphertext, i) => ({ ciphertext, nonce: nonces[i] }))) : null;
+  if (arena) wipe(key); // the arena holds its own copy, wiped with it
+  const buffers = arena ? arena.buffers : inline.map((t) => new Uint8Array(t.length));
   const feeds: TensorMap = {};
   inline.forEach((t, i) => {
     const dtype = INLINE_DTYPES[t.dtype];
     const b = buffers[i];
-    const data = new TYPED[dtype](b.buffer, 0, t.length / INLINE_SIZES[t.dtype]);
+    const data = new TYPED[dtype](b.buffer as ArrayBuffer, b.byteOffset, t.length / INLINE_SIZES[t.dtype]);
     feeds[t.input!] = { dtype, dims: t.dims!, data } as TensorData;
   });
   let live = true;
@@ -140,6 +150,10 @@ export function sealedInlineHooks(lock: SealedLock, ctx: ApplyContext): RunHooks
     feeds,
     beforeRun() {
       if (!live) throw new FormatError('sealed inline: the model was released');
+      if (arena) {
+        arena.decrypt();
+        return;
+      }
       for (let i = 0; i < buffers.length; i++) {
         if (xchacha) {
           xchachaDecryptInto(buffers[i], ciphertexts[i], nonces[i], key);
@@ -153,6 +167,7 @@ export function sealedInlineHooks(lock: SealedLock, ctx: ApplyContext): RunHooks
     wipe() {
       live = false;
       clear();
+      arena?.wipe();
       wipe(key);
     },
   };
@@ -206,7 +221,11 @@ export const sealedScheme: DeviceScheme<SealedLock> = {
   },
   // XSalsa20: a browser's main thread may refuse to compile WebAssembly synchronously, so
   // the module is compiled here first. XChaCha20: Node's ciphers are looked up here.
-  prepare: (entry?: SealedLock) => (entry && sealedCipherOf(entry) === 'xchacha20-poly1305' ? prepareAead() : prepareSecretboxWasm()),
+  // Inline: the run hooks' WebAssembly ChaCha20 is compiled here too (asynchronously, as a browser's main thread requires).
+  prepare: (entry?: SealedLock) => Promise.all([
+    entry && sealedCipherOf(entry) === 'xchacha20-poly1305' ? prepareAead() : prepareSecretboxWasm(),
+    entry && isInline(entry) ? prepareChachaWasm() : undefined,
+  ]),
   restore: restoreSealed,
   hooks: sealedInlineHooks,
 };
