@@ -407,25 +407,26 @@ export class Model implements LockedModel {
    * as onnxruntime-node does on every run, never waits). Otherwise one clock read.
    */
   private start(inputs: TensorMap): Promise<TensorMap> {
-    if (this.coop) {
-      const now = performance.now();
-      if (now - this.turnAt >= YIELD_MS) {
-        if (this.markAt < 0) {
-          this.markAt = now;
-          nextTurn(this.onTurn);
-        } else if (now - this.markAt >= YIELD_MS) {
-          return new Promise<void>((resolve) => { nextTurn(resolve); }).then(() => this.runNow(inputs));
-        }
+    if (!this.coop) return this.runNow(inputs);
+    // The clock read here is also the run's start for `stats` (one read per run, as without cooperation).
+    const now = performance.now();
+    if (now - this.turnAt >= YIELD_MS) {
+      if (this.markAt < 0) {
+        this.markAt = now;
+        nextTurn(this.onTurn);
+      } else if (now - this.markAt >= YIELD_MS) {
+        return new Promise<void>((resolve) => { nextTurn(resolve); }).then(() => this.runNow(inputs));
       }
     }
-    return this.runNow(inputs);
+    return this.runNow(inputs, now);
   }
 
-  private async runNow(inputs: TensorMap): Promise<TensorMap> {
+  /** `t0`: the run's start on the performance clock, when the caller has just read it. */
+  private async runNow(inputs: TensorMap, t0?: number): Promise<TensorMap> {
     if (this._state !== 'ready' || !this.session) throw this.notReady();
     checkInputs(this.inputs, inputs);
     const rec = this.recorder?.begin(inputs);
-    const t0 = performance.now();
+    t0 ??= performance.now();
     // Load-time locks need nothing per run: the caller's inputs go to the backend as they are.
     let feeds = inputs;
     if (this.inputHooks.length || this.keyFeeds) {

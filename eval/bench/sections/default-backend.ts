@@ -116,7 +116,7 @@ export async function measure(quick: boolean): Promise<DefaultBackendResults> {
       for (let i = 0; i < 200; i++) for (const f of sides) await f();
       const per = await timeBatch(runPlain, 5);
       const rounds = quick ? 7 : per > 0.2 ? 11 : 21;
-      const calls = Math.max(3, Math.min(1000, Math.round(100 / per)));
+      const calls = quick ? 200 : Math.max(3, Math.min(1000, Math.round(100 / per)));
       const t = await interleaveCallsShuffled(sides, rounds, calls);
       rows.push({
         model: id, lock: l.label, backend: m.backend ?? '?', skipped: m.skippedBackends.map((s) => `${s.backend}: ${s.error.message}`),
