@@ -123,7 +123,8 @@ export interface LoadOptions {
    * worker, which times a few runs; one whose run takes at most
    * `AUTO_IN_THREAD_MS` (0.1 ms) is loaded again on the caller's thread, where it
    * lets the event loop turn between runs, and the worker ends; `stats.mode` and
-   * `stats.autoRunMs` say which and why.
+   * `stats.autoRunMs` say which and why. Such a model was loaded twice: the key
+   * source is asked twice and `onPhase` reports the phases of both loads.
    */
   worker?: boolean | 'auto';
 }
