@@ -201,10 +201,12 @@ export class Model implements LockedModel {
 
   /**
    * @internal `worker: 'auto'` put this model on the caller's thread after a run of
-   * `runMs` at load: from now on its runs let the event loop turn every YIELD_MS.
+   * `runMs` at load: from now on its runs let the event loop turn every YIELD_MS,
+   * unless its session's runs turn it anyway (`BackendSession.turnsEventLoop`).
    */
   cooperate(runMs: number): void {
-    this.coop = true;
+    // A session whose every run turns the event loop (onnxruntime-node) needs no turns of the model's own.
+    this.coop = this.session?.turnsEventLoop !== true;
     this.autoRunMs = runMs;
     this.turnAt = performance.now();
   }

@@ -11,6 +11,9 @@ import { makeGrant } from '../keystore/grant.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { lockOnnx } from '../models/lock/index.ts';
 import { encodeModel, makeModel, makeNode, makeTensor, makeValueInfo } from '../models/onnx/index.ts';
+import { createNativeSession } from '../runtime/ort-native.ts';
+import { createOrtSession } from '../runtime/ort.ts';
+import { skipWithoutNative } from './helpers.ts';
 
 const MLP = new Uint8Array(readFileSync(new URL('../models/reference/mnist-mlp.onnx', import.meta.url)));
 const vendorSeed = randomBytes(32);
@@ -113,4 +116,23 @@ test('a cooperative in-thread model lets the event loop turn while it runs back 
   await Promise.all(Array.from({ length: 200 }, (_, i) => coop.run(x()).then(() => { order.push(i); })));
   assert.deepEqual(order, Array.from({ length: 200 }, (_, i) => i));
   await Promise.all([plain.release(), coop.release()]);
+});
+
+test('onnxruntime-node turns the event loop in every run (turnsEventLoop: a cooperative model makes no turns of its own there); onnxruntime-web does not', { skip: skipWithoutNative }, async () => {
+  const native = await createNativeSession(MLP, { threads: 1 });
+  const web = await createOrtSession(MLP, { threads: 1 });
+  assert.equal(native.turnsEventLoop, true);
+  assert.equal(web.turnsEventLoop, undefined);
+  const turnedDuring = async (run: () => Promise<unknown>): Promise<boolean> => {
+    let turned = false;
+    setImmediate(() => { turned = true; });
+    await run();
+    return turned;
+  };
+  for (let i = 0; i < 5; i++) { await native.run(x()); await web.run(x()); } // first runs may do more
+  for (let i = 0; i < 20; i++) {
+    assert.equal(await turnedDuring(() => native.run(x())), true, `native run ${i}: the loop turned`);
+    assert.equal(await turnedDuring(() => web.run(x())), false, `wasm run ${i}: no turn (why a cooperative model yields there)`);
+  }
+  await Promise.all([native.release(), web.release()]);
 });

@@ -10,7 +10,8 @@
  * - backend session: keylock's `native` backend session alone (runtime/ort-native.ts);
  * - model.run: a `sealed` model loaded in-thread with its model key;
  * - model.run, licence guard: the same model with the licence watch's per-run guard of a `Keystore` load;
- * - model.run, cooperative: the same model as `worker: 'auto'` leaves one it keeps on the caller's thread;
+ * - model.run, cooperative: the same model with the yield check `worker: 'auto'` gives a model it keeps on the
+ *   caller's thread when its backend does not turn the event loop itself (wasm, tflite; native needs none);
  * - model.run, deadline: the same model with `{ deadlineMs: 1000 }` (the bounded path);
  * - other session, model.run: a second in-thread load of the same file (what a second session differs by).
  * With `--with-worker` the worker-mode model is a further side (what section 10 interleaves).
