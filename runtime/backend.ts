@@ -16,6 +16,12 @@ export interface BackendSession {
   readonly outputs: IOInfo[];
   run(feeds: TensorMap): Promise<TensorMap>;
   release(): Promise<void>;
+  /**
+   * True when every `run` lets the event loop turn at least once (onnxruntime-node
+   * starts each run in a `setImmediate`): a model kept on the caller's thread by
+   * `worker: 'auto'` then has no turns of its own to make. Absent: it may not.
+   */
+  readonly turnsEventLoop?: boolean;
 }
 
 /** Options every backend accepts. */

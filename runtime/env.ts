@@ -71,9 +71,11 @@ export interface Env {
   spawnWorker?: () => WorkerLike;
   /**
    * `false`: loads that do not say (`LoadOptions.worker`) run on the caller's
-   * thread even where the platform has workers. Default: worker mode there.
+   * thread even where the platform has workers. `'auto'` (set by the Node
+   * target): by the run time measured at load, see `LoadOptions.worker`.
+   * Default: worker mode there.
    */
-  worker?: boolean;
+  worker?: boolean | 'auto';
   /**
    * The model formats the platform's worker can run (worker mode); a model of
    * another format loads on the caller's thread. Undefined: every format. The

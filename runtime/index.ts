@@ -12,9 +12,9 @@ export {
   KeystoreBusyError, LockoutError, RunAbortedError, DeadlineError, WorkerCrashedError,
 } from '../keystore/errors.ts';
 import { loadModel as load, type LoadOptions } from './load.ts';
-import type { LockedModel } from './model.ts';
+import { AUTO_IN_THREAD_MS, Model, type LockedModel } from './model.ts';
 import { env } from './env.ts';
-import { loadInWorker, usesWorker } from './worker.ts';
+import { loadInWorker, usesWorker, WorkerModel } from './worker.ts';
 
 /**
  * Loads a `.klm`. The model key comes from `opts.keystore` (a device's
@@ -35,9 +35,33 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Loc
   if (opts && usesWorker(opts, klm)) {
     if (!opts.keystore && !opts.modelKey) throw new TypeError('loadModel needs a keystore or a modelKey');
     if (env.checkLoad) await env.checkLoad({ threads: opts.threads ?? env.threads, backend: opts.backend ?? env.backend });
-    return loadInWorker(klm, opts);
+    if ((opts.worker ?? env.worker) !== 'auto') return loadInWorker(klm, opts);
+    return loadAuto(klm, opts);
   }
   return load(klm, opts);
+}
+
+/**
+ * `worker: 'auto'`: loads in a worker, which times the model's run; a model whose
+ * run takes at most AUTO_IN_THREAD_MS is loaded again on this thread (the worker
+ * released first, so the decrypted model is in one place at a time) and made
+ * cooperative (it lets the event loop turn between back-to-back runs); a longer
+ * one stays in its worker. The caller's bytes stay here until then (copied to the
+ * worker, not transferred); with `consume` they are restored in place by the
+ * in-thread load, or wiped when the model stays in the worker.
+ */
+async function loadAuto(klm: Uint8Array, opts: LoadOptions): Promise<LockedModel> {
+  const w = await loadInWorker(klm, { ...opts, consume: false }, true);
+  const runMs = w instanceof WorkerModel ? w.probedRunMs : undefined;
+  if (w.state !== 'ready' || runMs === undefined || runMs > AUTO_IN_THREAD_MS || !(w instanceof WorkerModel)) {
+    if (w instanceof WorkerModel) w.chosenByAuto();
+    if (opts.consume === true) klm.fill(0);
+    return w;
+  }
+  await w.release();
+  const m = await load(klm, { ...opts, worker: false });
+  if (m instanceof Model && m.state === 'ready') m.cooperate(runMs);
+  return m;
 }
 export type { LoadOptions, ModelKeySource } from './load.ts';
 export type { LockedModel, ModelEvent, ModelState, RunOptions, RunStats, SkippedBackend } from './model.ts';

@@ -55,6 +55,7 @@ export function watchLicence(model: Watched, source: LicenceSource, modelId: str
   const nowMs = (): number => Math.max(Date.now(), wall0 + (performance.now() - mono0));
   let timer: ReturnType<typeof setTimeout> | undefined;
   let next = Infinity; // the next boundary, in nowMs() terms
+  let nextMono = Infinity; // the same boundary on the monotonic clock: where wall0 + (performance.now() - mono0) reaches it
   let expiring = false;
   let stopped = false;
   let unsubscribe: (() => void) | undefined;
@@ -106,12 +107,14 @@ export function watchLicence(model: Watched, source: LicenceSource, modelId: str
       expiring = false; // renewed
       next = lic.notAfter * 1000;
     }
+    nextMono = mono0 + (next - wall0);
     if (timer !== undefined) clearTimeout(timer);
     timer = setTimeout(evaluate, Math.min(MAX_TIMER_MS, Math.max(0, next - ms) + 1));
     (timer as { unref?: () => void }).unref?.();
   };
 
-  model.watch(stop, () => { if (nowMs() >= next) evaluate(); });
+  // Per run: `nowMs() >= next` as two clock reads and two comparisons, no call and no allocation.
+  model.watch(stop, () => { if (Date.now() >= next || performance.now() >= nextMono) evaluate(); });
   if (stopped) return;
   unsubscribe = source.onChange(evaluate);
   evaluate();

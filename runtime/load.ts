@@ -119,8 +119,14 @@ export interface LoadOptions {
    * worker), where the platform's entry provides one (`env.spawnWorker`): the
    * default there. `false` runs it on the caller's thread (tiny models, tests).
    * Keys and the decrypted model live only in the worker. See runtime/worker.ts.
+   * `'auto'` (the Node target's default, `env.worker`): the model loads in a
+   * worker, which times a few runs; one whose run takes at most
+   * `AUTO_IN_THREAD_MS` (0.1 ms) is loaded again on the caller's thread, where it
+   * lets the event loop turn between runs, and the worker ends; `stats.mode` and
+   * `stats.autoRunMs` say which and why. Such a model was loaded twice: the key
+   * source is asked twice and `onPhase` reports the phases of both loads.
    */
-  worker?: boolean;
+  worker?: boolean | 'auto';
 }
 
 /** Calls `fn` with the time since the previous mark; undefined when nobody listens. */

@@ -65,6 +65,13 @@ export interface RunStats {
   aborted: number;
   /** `worker` when the model runs on its own thread (worker mode), else `in-thread`. */
   mode?: 'worker' | 'in-thread';
+  /**
+   * With `worker: 'auto'` (the Node target's default): the run time at load, in
+   * milliseconds, that chose `mode` (the fastest of a few runs in the model's
+   * worker; `in-thread` when it is at most `AUTO_IN_THREAD_MS`). Undefined when
+   * the mode was named, or when no run could be timed (then `worker`).
+   */
+  autoRunMs?: number;
   /** With `LoadOptions.record`: what the recorder has written. */
   recorded?: RecordStats;
 }
@@ -119,6 +126,30 @@ export type ModelEvent = 'halt' | 'disable' | 'expiring';
 
 type Listener = (e: KeylockError) => void;
 
+/** A settled run slot of a bounded run that never started. */
+const NOTHING: Promise<undefined> = Promise.resolve(undefined);
+
+/**
+ * `worker: 'auto'`: a model whose run at load took at most this long (ms) runs on
+ * the caller's thread, longer ones on a worker. A run this short blocks the event
+ * loop less than a 5 ms timer's own jitter, and a thread hop (tens to a hundred
+ * microseconds each way) would cost more than the run; docs/BENCH.md section 14.
+ */
+export const AUTO_IN_THREAD_MS = 0.1;
+
+/**
+ * A cooperative in-thread model (`worker: 'auto'` chose the caller's thread) lets
+ * the event loop turn at least this often (ms) while it runs back to back: when
+ * the loop has not turned for this long, the next run waits for one `setImmediate`
+ * turn first, so timers and I/O keep their pace.
+ */
+export const YIELD_MS = 0.25;
+
+/** One turn of the event loop (a macrotask): `setImmediate` where there is one, else a zero timer. */
+const nextTurn: (f: () => void) => void = typeof globalThis.setImmediate === 'function'
+  ? (f) => { globalThis.setImmediate(f); }
+  : (f) => { setTimeout(f, 0); };
+
 /** Runs whose latency `stats` keeps: the last this many. */
 export const WINDOW = 1024;
 
@@ -157,9 +188,28 @@ export class Model implements LockedModel {
   private recorder?: Recorder;
   private _backend?: string;
   private _skipped: SkippedBackend[] = [];
+  /** Set by `cooperate`: runs let the event loop turn (see YIELD_MS); `autoRunMs` is what chose it. */
+  private coop = false;
+  private autoRunMs?: number;
+  /** When the event loop was last seen turning (performance.now()), and since when a marker turn has been pending. */
+  private turnAt = 0;
+  private markAt = -1;
+  private readonly onTurn = (): void => { this.markAt = -1; this.turnAt = performance.now(); };
 
   /** @internal */
   constructor(readonly manifest: Manifest | undefined) {}
+
+  /**
+   * @internal `worker: 'auto'` put this model on the caller's thread after a run of
+   * `runMs` at load: from now on its runs let the event loop turn every YIELD_MS,
+   * unless its session's runs turn it anyway (`BackendSession.turnsEventLoop`).
+   */
+  cooperate(runMs: number): void {
+    // A session whose every run turns the event loop (onnxruntime-node) needs no turns of the model's own.
+    this.coop = this.session?.turnsEventLoop !== true;
+    this.autoRunMs = runMs;
+    this.turnAt = performance.now();
+  }
 
   /** `ready`, `halted` or `disabled`. */
   get state(): ModelState { return this._state; }
@@ -262,6 +312,7 @@ export class Model implements LockedModel {
       backend: this._backend, ...latencyFigures(this.lat, this.runs),
       deadlineMisses: this.misses, aborted: this.aborts, mode: 'in-thread',
     };
+    if (this.autoRunMs !== undefined) st.autoRunMs = this.autoRunMs;
     if (this.recorder) st.recorded = this.recorder.figures;
     return st;
   }
@@ -279,7 +330,7 @@ export class Model implements LockedModel {
     if (opts && (opts.signal || opts.deadlineMs !== undefined)) return this.runBounded(inputs, opts);
     // Runs are serialized (hooks reuse their buffers); an idle model starts at once. (Measured:
     // decrementing `pending` in a try/finally inside runNow costs about 1 µs more per run.)
-    const r = this.pending === 0 ? this.runNow(inputs) : this.last.then(() => this.runNow(inputs));
+    const r = this.pending === 0 ? this.start(inputs) : this.last.then(() => this.start(inputs));
     this.pending++;
     this.last = r.then(this.settle, this.settle);
     return r;
@@ -331,9 +382,10 @@ export class Model implements LockedModel {
         if (done) return undefined;
         if (late()) { miss(); return undefined; }
         started = true;
-        return this.runNow(inputs);
+        return this.start(inputs);
       };
-      const r = this.pending === 0 ? Promise.resolve().then(go) : this.last.then(go);
+      // An idle model starts the run now, as the unbounded path does (no microtask turn before it).
+      const r = this.pending === 0 ? go() ?? NOTHING : this.last.then(go);
       this.pending++;
       this.last = r.then(this.settle, this.settle);
       r.then((out) => {
@@ -349,11 +401,34 @@ export class Model implements LockedModel {
     });
   }
 
-  private async runNow(inputs: TensorMap): Promise<TensorMap> {
+  /**
+   * Starts a run whose turn came. A cooperative model first lets the event loop
+   * turn when it has not for YIELD_MS: a marker turn is asked for once the loop
+   * has been quiet that long, and the run waits for a turn of its own only when
+   * the marker has not fired YIELD_MS later (a backend that turns the loop itself,
+   * as onnxruntime-node does on every run, never waits). Otherwise one clock read.
+   */
+  private start(inputs: TensorMap): Promise<TensorMap> {
+    if (!this.coop) return this.runNow(inputs);
+    // The clock read here is also the run's start for `stats` (one read per run, as without cooperation).
+    const now = performance.now();
+    if (now - this.turnAt >= YIELD_MS) {
+      if (this.markAt < 0) {
+        this.markAt = now;
+        nextTurn(this.onTurn);
+      } else if (now - this.markAt >= YIELD_MS) {
+        return new Promise<void>((resolve) => { nextTurn(resolve); }).then(() => this.runNow(inputs));
+      }
+    }
+    return this.runNow(inputs, now);
+  }
+
+  /** `t0`: the run's start on the performance clock, when the caller has just read it. */
+  private async runNow(inputs: TensorMap, t0?: number): Promise<TensorMap> {
     if (this._state !== 'ready' || !this.session) throw this.notReady();
     checkInputs(this.inputs, inputs);
     const rec = this.recorder?.begin(inputs);
-    const t0 = performance.now();
+    t0 ??= performance.now();
     // Load-time locks need nothing per run: the caller's inputs go to the backend as they are.
     let feeds = inputs;
     if (this.inputHooks.length || this.keyFeeds) {

@@ -64,6 +64,8 @@ function ioInfo(meta: readonly ValueMetadata[]): IOInfo[] {
 class NativeSession implements BackendSession {
   readonly inputs: IOInfo[];
   readonly outputs: IOInfo[];
+  /** onnxruntime-node's `run` starts the inference in a `setImmediate` (test/worker-auto.test.ts checks it). */
+  readonly turnsEventLoop = true;
   constructor(private readonly ort: OrtNode, private readonly session: NodeSession) {
     this.inputs = ioInfo(session.inputMetadata);
     this.outputs = ioInfo(session.outputMetadata);

@@ -14,7 +14,8 @@ import { wipe } from '../keystore/nacl.ts';
 import { env } from './env.ts';
 import type { Policy } from './klm.ts';
 import { loadModel, type LoadOptions, type ModelKeySource } from './load.ts';
-import type { Model } from './model.ts';
+import { AUTO_IN_THREAD_MS, type Model } from './model.ts';
+import { zeroInputs } from './warmup.ts';
 import type { FromWorker, ToWorker } from './worker.ts';
 import { tensorTransfers } from './worker.ts';
 
@@ -26,6 +27,10 @@ export interface HostPort {
   /** Ends this thread (after `released` was posted). */
   close(): void;
 }
+
+/** `worker: 'auto'`: runs timed after the load, at most, and the time they may take (the last one started within it). */
+const PROBE_RUNS = 1000;
+const PROBE_BUDGET_MS = 25;
 
 /** Serves one model on `port` until the caller releases it. */
 export function serveModel(port: HostPort): void {
@@ -106,11 +111,43 @@ export function serveModel(port: HostPort): void {
     }
     model = loaded;
     if (releasing) void loaded.release();
+    const runMs = o.probe && loaded.state === 'ready' && !releasing ? await timeRuns(loaded) : undefined;
     port.post({
+      runMs,
       t: 'loaded', state: loaded.state, error: loaded.error ? errorToWire(loaded.error) : undefined,
       manifest: loaded.manifest, backend: loaded.backend,
       skipped: loaded.skippedBackends.map((s) => ({ backend: s.backend, error: errorToWire(s.error) as WireError })),
     });
+  }
+
+  /**
+   * `worker: 'auto'`: the fastest of the runs on zeros of the declared shapes (the
+   * first, and those that start within PROBE_BUDGET_MS after it: at least two, at
+   * most PROBE_RUNS), in ms, not counted in `stats`. The first runs of a fresh thread are slow (the run path is
+   * not compiled yet, a first run allocates), hence the fastest of many: a 20 µs
+   * model needs a few dozen, a long model pays two runs at load. It ends early once a run is clearly short. A model
+   * that cannot run on zeros (a dtype without zeros, an input the model refuses)
+   * reports none and stays in its worker.
+   */
+  async function timeRuns(m: Model): Promise<number | undefined> {
+    let best = Infinity;
+    try {
+      const x = zeroInputs(m.inputs);
+      let start = 0;
+      for (let i = 0; i < PROBE_RUNS && best > AUTO_IN_THREAD_MS / 2; i++) {
+        const t0 = performance.now();
+        await m.run(x);
+        const t1 = performance.now();
+        best = Math.min(best, t1 - t0);
+        if (i === 0) start = t1; // the budget starts after the first run, which pays the engine's first-run costs
+        else if (t1 - start >= PROBE_BUDGET_MS) break;
+      }
+    } catch {
+      return undefined;
+    } finally {
+      m.resetStats();
+    }
+    return best;
   }
 
   async function run(id: number, inputs: Parameters<Model['run']>[0]): Promise<void> {

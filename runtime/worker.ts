@@ -52,7 +52,7 @@ export type FromWorker =
   | { t: 'key'; id: number; modelId: string }
   | { t: 'ask'; id: number; method: 'recordFailure' | 'resetFailures'; args: unknown[] }
   | { t: 'phase'; phase: string; ms: number }
-  | { t: 'loaded'; state: ModelState; error?: WireError; manifest?: Manifest; backend?: string; skipped: { backend: string; error: WireError }[] }
+  | { t: 'loaded'; state: ModelState; error?: WireError; manifest?: Manifest; backend?: string; skipped: { backend: string; error: WireError }[]; runMs?: number }
   | { t: 'ran'; id: number; outputs?: TensorMap; error?: WireError; ms: number }
   | { t: 'released' };
 
@@ -66,6 +66,8 @@ export interface WireLoadOptions {
   vendorKeys?: Uint8Array[];
   modelKey?: Uint8Array;
   trust?: Uint8Array[];
+  /** `worker: 'auto'`: time a few runs after the load and report the fastest (`loaded.runMs`). */
+  probe?: boolean;
   /** The caller's platform settings the worker's load reads (its own entry set none of them): the rpi default thread count, where the wasm files are. */
   env: { backend?: string; threads: number; wasmPaths?: string; tfliteWasmPaths?: string };
 }
@@ -81,6 +83,7 @@ export interface WireLoadOptions {
 export function usesWorker(opts: LoadOptions, klm?: Uint8Array): boolean {
   if (opts.worker === false || !env.spawnWorker) return false;
   if (opts.worker === undefined && env.worker === false) return false;
+  // 'auto' starts in a worker too: the worker times the model's run (runtime/index.ts decides).
   if (opts.record) return false;
   const asked = opts.backend ?? env.backend;
   if (asked !== undefined && !isBuiltinBackend(asked === AUTO ? AUTO : asked)) return false;
@@ -143,6 +146,8 @@ export class WorkerModel implements LockedModel {
   /** Set when this side ends the worker (release, halt): its exit is then no crash. */
   private ending = false;
   private released?: () => void;
+  private _runMs?: number;
+  private autoChosen = false;
 
   /** @internal The worker thread (tests kill it to check crash handling). */
   constructor(readonly worker: WorkerLike) {}
@@ -156,11 +161,19 @@ export class WorkerModel implements LockedModel {
   get skippedBackends(): readonly SkippedBackend[] { return this._skipped; }
 
   get stats(): RunStats {
-    return {
+    const st: RunStats = {
       backend: this._backend, ...latencyFigures(this.lat, this.runs),
       deadlineMisses: this.misses, aborted: this.aborts, mode: 'worker',
     };
+    if (this.autoChosen && this._runMs !== undefined) st.autoRunMs = this._runMs;
+    return st;
   }
+
+  /** @internal The fastest run the worker timed after the load (a `probe` load), in ms; undefined if none. */
+  get probedRunMs(): number | undefined { return this._runMs; }
+
+  /** @internal `worker: 'auto'` kept the model here: `stats.autoRunMs` reports the probe. */
+  chosenByAuto(): void { this.autoChosen = true; }
 
   on(event: ModelEvent, fn: (e: KeylockError) => void): this {
     if (!Object.hasOwn(this.listeners, event)) throw new TypeError(`unknown model event "${String(event)}"; expected halt, disable or expiring`);
@@ -184,6 +197,7 @@ export class WorkerModel implements LockedModel {
   loaded(m: Extract<FromWorker, { t: 'loaded' }>): void {
     this._manifest = m.manifest;
     this._backend = m.backend;
+    this._runMs = m.runMs;
     this._skipped = m.skipped.map((s) => ({ backend: s.backend, error: errorFromWire(s.error) as KeylockError }));
     if (m.state !== 'ready') {
       this._state = m.state;
@@ -369,7 +383,7 @@ export class WorkerModel implements LockedModel {
  * back as a halted or disabled model, as from an in-thread load; a worker that
  * cannot start or dies during the load halts it with WorkerCrashedError.
  */
-export async function loadInWorker(klm: Uint8Array, opts: LoadOptions): Promise<LockedModel> {
+export async function loadInWorker(klm: Uint8Array, opts: LoadOptions, probe = false): Promise<LockedModel> {
   const ks: ModelKeySource | undefined = opts.keystore;
   let worker: WorkerLike;
   try {
@@ -429,7 +443,7 @@ export async function loadInWorker(klm: Uint8Array, opts: LoadOptions): Promise<
   worker.ref?.();
   const consume = opts.consume === true && transferable(klm) !== undefined;
   const wire: WireLoadOptions = {
-    backend: opts.backend, threads: opts.threads ?? env.threads, warmup: opts.warmup, phases: opts.onPhase !== undefined,
+    backend: opts.backend, threads: opts.threads ?? env.threads, warmup: opts.warmup, phases: opts.onPhase !== undefined, probe,
     vendorKeys: ks ? ks.vendorKeys.map((k) => k.slice()) : undefined,
     modelKey: opts.modelKey ? new Uint8Array(opts.modelKey) : undefined,
     trust: opts.trust?.map((k) => k.slice()),

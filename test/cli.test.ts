@@ -29,6 +29,7 @@ test('vendor to device: keygen, lock, inspect, extract, device init, grant, inst
   assert.match(insp, /deeplock .* float32 parameters/);
   assert.match(insp, /sealed .* XChaCha20-Poly1305 \(cipher xchacha20-poly1305\)/);
   assert.match(insp, /canary +2 recorded sample/);
+  assert.match(insp, /thread +its own worker, which times it at load; one whose run takes at most 0\.1 ms is loaded again on the caller's thread/);
   assert.doesNotMatch(insp + ok('inspect', p('mlp.klm'), '--json'), new RegExp(Buffer.from(readFileSync(p('mlp.key'))).subarray(-32).toString('hex')));
   ok('extract', p('mlp.klm'), '--out', p('stolen.onnx'));
   assert.ok(statSync(p('stolen.onnx')).size > 100_000);

@@ -165,11 +165,14 @@ test('CLI: run --out writes golden outputs, --expect passes on a rerun and fails
 
   const json = kl(...run, '--expect', p('bent.cbor'), '--json');
   assert.equal(json.code, 4);
-  const j = JSON.parse(json.out) as { pass: boolean; firstFailure: { sample: number; output: string; index: number }; outputs: { bitIdentical: number }[]; run: { samples: number } };
+  const j = JSON.parse(json.out) as { pass: boolean; firstFailure: { sample: number; output: string; index: number }; outputs: { bitIdentical: number }[]; run: { samples: number; mode: string; autoRunMs: number | null } };
   assert.equal(j.pass, false);
   assert.deepEqual([j.firstFailure.sample, j.firstFailure.output, j.firstFailure.index], [3, 'logits', 7]);
   assert.equal(j.outputs[0].bitIdentical, 49);
   assert.equal(j.run.samples, 5);
+  // The CLI loads with the Node default (worker: 'auto'): the thread follows from the run time it measured.
+  assert.equal(typeof j.run.autoRunMs, 'number');
+  assert.equal(j.run.mode, j.run.autoRunMs! <= 0.1 ? 'in-thread' : 'worker');
 
   const fewer = kl(...run, '--expect', p('fewer.cbor'));
   assert.equal(fewer.code, 1, 'a missing golden file is an error, not a mismatch');

@@ -197,7 +197,7 @@ test('an image that holds a TFLite model carries the TFLite runtime (role tflite
   copies.push(runner);
   const run = spawnSync(process.execPath, [
     runner, pathToFileURL(join(copy, 'keylock.mjs')).href, join(copy, 'models/mnist-cnn-tflite.klm'), join(copy, 'keystore/device.kls'),
-    fx.unlockPath, fxT.recPath, 'default', 'rw',
+    fx.unlockPath, fxT.recPath, 'default', 'rw', 'worker',
   ], { encoding: 'utf8', cwd: copy, env: { PATH: process.env.PATH }, maxBuffer: 64 << 20 });
   assert.equal(run.status, 0, run.stderr);
   const out = parseRunner(run.stdout);

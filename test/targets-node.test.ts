@@ -11,6 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { buildTarget } from '../targets/build.mjs';
 import { Keystore } from '../keystore/keystore.ts';
 import { accuracy, addTfliteModel, makeFixture, parseRunner, referenceOutputs } from '../eval/fixtures/targets.ts';
+import { AUTO_IN_THREAD_MS } from '../runtime/model.ts';
 
 const N = 200;
 const fx = await makeFixture(N);
@@ -78,7 +79,9 @@ function reported(stderr: string, threads = 1): string[] {
 test('the node bundle, in its own process, gives the source tree\'s outputs bit for bit on 200 digits', () => {
   const r = parseRunner(node(runnerArgs).stdout);
   assert.equal(r.state, 'ready', r.message);
-  assert.equal(r.mode, 'worker', 'the node bundle runs models on a worker thread (keylock-worker.mjs beside it) by default');
+  // The default (worker: 'auto'): the model loaded in keylock-worker.mjs, which timed its run; the thread follows from that time.
+  assert.equal(typeof r.autoRunMs, 'number', 'the bundle\'s default load timed the run in its worker');
+  assert.equal(r.mode, r.autoRunMs! <= AUTO_IN_THREAD_MS ? 'in-thread' : 'worker', `run at load ${r.autoRunMs} ms`);
   assert.equal(r.predicted.length, N);
   assert.equal(r.outputs.length, ref.outputs.length);
   assert.ok(r.outputs === ref.outputs, 'outputs differ from the source tree\'s');
@@ -115,7 +118,7 @@ try { new WebSocket('ws://127.0.0.1:9/'); } catch {}
 `);
   assert.deepEqual(reported(node([...importTrap, control]).stderr), ['fetch', 'http.get', 'WebSocket']);
 
-  const { stdout, stderr } = node([...importTrap, ...runnerArgs]);
+  const { stdout, stderr } = node([...importTrap, ...runnerArgs, 'worker']);
   const r = parseRunner(stdout);
   assert.equal(r.state, 'ready', r.message);
   assert.ok(r.outputs === ref.outputs, 'the trapped run gives the same outputs');
@@ -128,7 +131,7 @@ test('a locked .tflite from the node bundle (keylock-tflite.mjs and its wasm bes
   after(() => rmSync(dir, { recursive: true, force: true }));
   const trap = join(dir, 'trap.mjs');
   writeFileSync(trap, TRAP);
-  const { stdout, stderr } = node(['--import', pathToFileURL(trap).href, ...tfliteArgs()]);
+  const { stdout, stderr } = node(['--import', pathToFileURL(trap).href, ...tfliteArgs(), 'worker']);
   const r = parseRunner(stdout);
   assert.equal(r.state, 'ready', r.message);
   assert.equal(r.predicted.length, N);

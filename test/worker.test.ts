@@ -1,4 +1,4 @@
-// Worker mode under Node (worker_threads), the default of the node target: same outputs as in-thread,
+// Worker mode under Node (worker_threads; the node target's default for models whose run at load is over 0.1 ms): same outputs as in-thread,
 // the key leaves the caller's thread, runs queue and cancel, a killed worker halts the model with a typed
 // error and a new load works, licences are enforced from the caller's thread.
 import { test } from 'node:test';
@@ -39,7 +39,7 @@ async function device(...models: { modelId: string; modelKey: Uint8Array }[]) {
   return { ks, ids };
 }
 
-test('the node target runs models in a worker by default: same outputs as in-thread, the key handed over and wiped', async () => {
+test('worker mode (worker: true, and the node target\'s default for models whose run is over 0.1 ms): same outputs as in-thread, the key handed over and wiped', async () => {
   assert.equal(typeof env.spawnWorker, 'function');
   const { ks } = await device(mlp);
   const handed: Uint8Array[] = [];
@@ -49,7 +49,7 @@ test('the node target runs models in a worker by default: same outputs as in-thr
     failureCount: (id: string) => ks.failureCount(id), recordFailure: ks.recordFailure.bind(ks), resetFailures: ks.resetFailures.bind(ks),
     licenceFor: ks.licenceFor.bind(ks), onChange: ks.onChange.bind(ks),
   };
-  const w = await loadModel(mlp.klm, { keystore: source, backend: 'wasm', warmup: true });
+  const w = await loadModel(mlp.klm, { keystore: source, backend: 'wasm', warmup: true, worker: true });
   assert.equal(w.state, 'ready', w.error?.message);
   assert.equal(w.stats.mode, 'worker');
   assert.equal(w.stats.runs, 0, 'the warm-up run in the worker is not counted');
@@ -71,14 +71,14 @@ test('the node target runs models in a worker by default: same outputs as in-thr
   await assert.rejects(w.run(x()), (e) => e instanceof errors.KeylockError && e.code === 'released');
   // A failed load comes back halted with the typed reason, as in-thread.
   const other = await device();
-  const none = await loadModel(mlp.klm, { keystore: other.ks, backend: 'wasm' });
+  const none = await loadModel(mlp.klm, { keystore: other.ks, backend: 'wasm', worker: true });
   assert.equal(none.state, 'halted');
   assert.ok(none.error instanceof errors.NoGrantError, none.error?.name);
 });
 
 test('worker mode: deadline and abort of a running run answer at once; queued runs behind go on', async () => {
   const { ks } = await device(slow);
-  const m = await loadModel(slow.klm, { keystore: ks, backend: 'wasm' });
+  const m = await loadModel(slow.klm, { keystore: ks, backend: 'wasm', worker: true });
   assert.equal(m.state, 'ready', m.error?.message);
   const ref = await m.run(sx()); // warm
   const t0 = performance.now();
@@ -104,7 +104,7 @@ test('worker mode: deadline and abort of a running run answer at once; queued ru
 
 test('a killed worker halts the model with WorkerCrashedError; pending runs reject; a new load works', async () => {
   const { ks } = await device(slow);
-  const m = await loadModel(slow.klm, { keystore: ks, backend: 'wasm' });
+  const m = await loadModel(slow.klm, { keystore: ks, backend: 'wasm', worker: true });
   assert.equal(m.state, 'ready', m.error?.message);
   const halted = new Promise<errors.KeylockError>((resolve) => m.on('halt', resolve));
   const running = m.run(sx());
@@ -115,14 +115,14 @@ test('a killed worker halts the model with WorkerCrashedError; pending runs reje
   assert.equal(e.code, 'worker-crashed');
   assert.equal(m.state, 'halted');
   await assert.rejects(m.run(sx()), errors.WorkerCrashedError);
-  const again = await loadModel(slow.klm, { keystore: ks, backend: 'wasm' });
+  const again = await loadModel(slow.klm, { keystore: ks, backend: 'wasm', worker: true });
   assert.equal(again.state, 'ready', again.error?.message);
   await again.release();
 });
 
 test('worker mode: a revocation installed while the model runs halts it and ends its worker', async () => {
   const { ks, ids } = await device(mlp);
-  const m = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm' });
+  const m = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm', worker: true });
   assert.equal(m.state, 'ready', m.error?.message);
   await m.run(x());
   const w = (m as WorkerModel).worker;
@@ -139,7 +139,7 @@ test('worker mode: a revocation installed while the model runs halts it and ends
 
 test('worker mode: a grant that runs out while the model is loaded halts it (the trusted-time floor moved past notAfter)', async () => {
   const { ks } = await device(mlp);
-  const m = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm' });
+  const m = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm', worker: true });
   assert.equal(m.state, 'ready', m.error?.message);
   const halted = new Promise<errors.KeylockError>((resolve) => m.on('halt', resolve));
   // A vendor-signed time past the grant's end (a revocation list issued then) is the device's clock from now on.
@@ -154,7 +154,7 @@ test('a worker that cannot be started halts the model with WorkerCrashedError; w
   env.spawnWorker = () => { throw new Error('no worker script here'); };
   try {
     const { ks } = await device(mlp);
-    const m = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm' });
+    const m = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm', worker: true });
     assert.equal(m.state, 'halted');
     assert.ok(m.error instanceof errors.WorkerCrashedError, m.error?.name);
     assert.match(m.error!.message, /could not be started: no worker script here/);
@@ -185,7 +185,7 @@ test('env.workerFormats: a model of a format the platform\'s worker cannot run l
     assert.equal(m.state, 'ready', m.error?.message);
     assert.equal(m.stats.mode, 'in-thread');
     await m.release();
-    const o = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm' });
+    const o = await loadModel(mlp.klm, { keystore: ks, backend: 'wasm', worker: true });
     assert.equal(o.stats.mode, 'worker');
     await o.release();
   } finally {

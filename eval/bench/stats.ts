@@ -139,3 +139,34 @@ export async function interleaveCalls(sides: readonly (() => Promise<unknown>)[]
 export function ratios(num: readonly number[], den: readonly number[]): number[] {
   return num.map((v, i) => v / den[i]);
 }
+
+/**
+ * As `interleaveCalls`, but the sides are called in a seeded random order per call
+ * instead of a rotation. A rotation keeps the sides' cyclic order (with three sides
+ * C always follows B): when one side leaves work behind on the machine (a worker
+ * thread still winding down after its reply), the side after it would always pay
+ * for it. Shuffled, every side follows every other equally often.
+ */
+export async function interleaveCallsShuffled(sides: readonly (() => Promise<unknown>)[], rounds: number, calls: number, seed = 1): Promise<InterleavedCalls> {
+  const k = sides.length;
+  const out: number[][] = sides.map(() => []);
+  const times: Float64Array[] = sides.map(() => new Float64Array(calls));
+  const order = Array.from({ length: k }, (_, i) => i);
+  let s = seed >>> 0;
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < calls; i++) {
+      for (let j = k - 1; j > 0; j--) {
+        s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+        const q = s % (j + 1);
+        [order[j], order[q]] = [order[q], order[j]];
+      }
+      for (const side of order) {
+        const t = performance.now();
+        await sides[side]();
+        times[side][i] = performance.now() - t;
+      }
+    }
+    for (let side = 0; side < k; side++) out[side].push(quantile(Array.from(times[side]), 0.5));
+  }
+  return { sides: out, calls };
+}

@@ -8,7 +8,7 @@ import { AUTO, autoBackends, backendNames, resolveBackend } from '../../runtime/
 import { describeLock } from '../../runtime/keys/index.ts';
 import { hex, keyId } from '../../keystore/hex.ts';
 import type { LoadOptions } from '../../runtime/load.ts';
-import type { LockedModel } from '../../runtime/model.ts';
+import { AUTO_IN_THREAD_MS, type LockedModel } from '../../runtime/model.ts';
 import type { ModelFormat } from '../../runtime/klm.ts';
 // The CLI is a Node app: it loads through the Node target, whose import sets `env.backend = 'auto'`
 // (the fastest backend that reproduces the canary here; `--backend NAME` asks for one).
@@ -63,6 +63,7 @@ export const inspect: Command = {
       `policy    on invalid key: ${m.policy.onInvalidKey}; max failures: ${m.policy.maxFailures || 'unlimited'}`,
       `canary    ${m.canary ? `${decodeRecorded(m.canary.inputs).length} recorded sample(s)` : 'none'}`,
       `backend   ${await backendHere(m.modelFormat)}`,
+      `thread    ${threadHere(m.modelFormat)}`,
       'locks     (applied in this order, undone in reverse)',
       ...m.locks.map((l, i) => `  ${i + 1}. ${describeLock(l)}`),
     ];
@@ -82,6 +83,15 @@ export const extract: Command = {
     process.stdout.write(`wrote ${out}: ${model.byteLength} bytes of locked ${manifest.modelFormat}\n`);
   },
 };
+
+/** Which thread a load of a `format` model runs it on here (`env.spawnWorker`, `env.worker`, `env.workerFormats`). */
+function threadHere(format: ModelFormat): string {
+  if (!env.spawnWorker) return "the caller's (this platform has no workers)";
+  if (env.worker === false) return "the caller's (env.worker = false)";
+  if (env.workerFormats && !env.workerFormats.includes(format)) return `the caller's (this platform's worker cannot run ${format})`;
+  if (env.worker === 'auto') return `its own worker, which times it at load; one whose run takes at most ${AUTO_IN_THREAD_MS} ms is loaded again on the caller's thread (worker: 'auto'; run --json reports mode and autoRunMs)`;
+  return 'its own worker thread (worker mode)';
+}
 
 /**
  * What a load of a `format` model picks on this machine, as far as it can be
@@ -215,7 +225,7 @@ export const runCmd: Command = {
     }
     const report = compareOutputs(outputs, want, { atol, rtol });
     if (values.json) {
-      const run = { samples: outputs.length, backend: model.backend, skipped: model.skippedBackends.map((x) => ({ backend: x.backend, error: x.error.code, message: x.error.message })), p50: st.p50, p99: st.p99, accuracy: acc ?? null, out: out ?? null, expect };
+      const run = { samples: outputs.length, backend: model.backend, mode: st.mode, autoRunMs: st.autoRunMs ?? null, skipped: model.skippedBackends.map((x) => ({ backend: x.backend, error: x.error.code, message: x.error.message })), p50: st.p50, p99: st.p99, accuracy: acc ?? null, out: out ?? null, expect };
       process.stdout.write(JSON.stringify({ run, ...(compareReportJson(report) as object) }) + '\n');
     } else {
       process.stdout.write(`${ran}\ncompared with ${expect}:\n${formatCompareReport(report)}\n`);

@@ -22,10 +22,15 @@
  * it runs wasm. `{ backend: 'wasm' }` (or `env.backend = 'wasm'`) asks for the
  * browser-exact path; a backend named is never replaced by another.
  *
- * Threads: this entry sets `env.spawnWorker`, so each model runs on its own
- * `worker_threads` thread (worker mode, runtime/worker.ts): inference never
- * blocks the app's event loop, and the keys and decrypted model live only in
- * that thread. `{ worker: false }` (or `env.worker = false`) runs in-thread.
+ * Threads: this entry sets `env.spawnWorker` and `env.worker = 'auto'`: each
+ * model loads on its own `worker_threads` thread (worker mode, runtime/worker.ts),
+ * which times its run. A model whose run takes more than 0.1 ms stays there:
+ * inference never blocks the app's event loop, and the keys and decrypted model
+ * live only in that thread. A shorter one (an MNIST-size model: 20–60 µs) runs
+ * on the caller's thread, where a thread hop would cost more than the run, and
+ * lets the event loop turn between back-to-back runs. `stats.mode` says which,
+ * `stats.autoRunMs` why. `{ worker: true }` / `{ worker: false }` (or
+ * `env.worker`) name the thread.
  */
 import { readFile } from 'node:fs/promises';
 import { Keystore } from '../../keystore/keystore.ts';
@@ -63,5 +68,7 @@ export function openKeystore(path: string, unlock: UnlockProvider | string): Pro
 
 // Under Node the fastest backend that reproduces the canary, unless something set a backend first.
 env.backend ??= AUTO;
-// Worker mode by default: each model on its own worker_threads thread (runtime/worker.ts).
+// Worker mode by default: each model on its own worker_threads thread (runtime/worker.ts), unless its run
+// is so short that the thread hop costs more (worker: 'auto', runtime/index.ts; docs/BENCH.md sections 10, 14).
 env.spawnWorker ??= spawnNodeWorker;
+env.worker ??= 'auto';
