@@ -75,7 +75,7 @@ export async function measure(quick: boolean): Promise<InlineResults> {
     const cKey = sealedXchachaKey(inline.modelKey);
     const bufs = inl.map((t) => new Uint8Array(t.length));
     const cts = inl.map((t) => new Uint8Array(t.length));
-    const nonces = inl.map((t) => sealedXchachaNonce(`bench-inline-${def.id}`, t.name));
+    const nonces = inl.map((t) => sealedXchachaNonce(`bench-inline-${def.id}`, t.name, entry.salt));
     const decrypt = async (): Promise<void> => { for (let i = 0; i < bufs.length; i++) xchachaDecryptInto(bufs[i], cts[i], nonces[i], cKey); };
     for (const backend of quick ? ['native'] : ['native', 'wasm']) {
       process.stderr.write(`    inline ${def.id} ${backend}\n`);
