@@ -468,10 +468,10 @@ async function adoptSubtle(s: SubtleCrypto | undefined): Promise<SubtleCrypto | 
     if (!s || typeof s.importKey !== 'function') return null;
     const { key, nonce, plain, sealed } = aesKnown();
     const open = new Uint8Array(sealed);
-    await webGcmOpen(s, open.subarray(0, plain.length), open.subarray(plain.length), nonce, key, () => new Error('tag'), undefined);
+    await webGcmOpen(s, webKey(s, key, 'AES-GCM'), open.subarray(0, plain.length), open.subarray(plain.length), nonce, () => new Error('tag'), undefined);
     if (!eq(open.subarray(0, plain.length), plain)) return null;
     const ct = sealed.slice(0, plain.length);
-    await webCtr(s, ct, nonce, key);
+    await webCtr(s, webKey(s, key, 'AES-CTR'), ct, nonce);
     return eq(ct, plain) ? s : null;
   } catch {
     return null;
@@ -529,21 +529,27 @@ function nodeCtr(c: NodeCryptoLike, data: Uint8Array, nonce: Uint8Array, key: Ui
   d.final();
 }
 
-function webAlgo(s: SubtleCrypto, key: Uint8Array, name: 'AES-GCM' | 'AES-CTR'): Promise<CryptoKey> {
+function webKey(s: SubtleCrypto, key: Uint8Array, name: 'AES-GCM' | 'AES-CTR'): Promise<CryptoKey> {
   return s.importKey('raw', key as BufferSource, { name }, false, ['decrypt']);
 }
 
-/** WebCrypto GCM: `data || tag` in one buffer (ciphertext, not secret), the plaintext copied back and its buffer wiped. */
+/**
+ * WebCrypto GCM: `data || tag` in one buffer (ciphertext, not secret; `scratch`
+ * when it is large enough: a fresh large buffer per tensor costs a page several
+ * times the decryption), the plaintext copied back and its buffer wiped.
+ */
 async function webGcmOpen(
-  s: SubtleCrypto, data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error, aad: Uint8Array | undefined,
+  s: SubtleCrypto, key: Promise<CryptoKey>, data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, onFail: () => Error, aad: Uint8Array | undefined,
+  scratch?: Uint8Array,
 ): Promise<void> {
-  const k = await webAlgo(s, key, 'AES-GCM');
-  const ct = new Uint8Array(data.byteLength + AESGCM.tag);
+  const k = await key;
+  const n = data.byteLength + AESGCM.tag;
+  const ct = scratch && scratch.byteLength >= n ? scratch.subarray(0, n) : new Uint8Array(n);
   ct.set(data);
   ct.set(tag, data.byteLength);
   let plain: ArrayBuffer;
   try {
-    plain = await s.decrypt({ name: 'AES-GCM', iv: nonce as BufferSource, tagLength: 128, ...(aad ? { additionalData: aad as BufferSource } : {}) }, k, ct);
+    plain = await s.decrypt({ name: 'AES-GCM', iv: nonce as BufferSource, tagLength: 128, ...(aad ? { additionalData: aad as BufferSource } : {}) }, k, ct as BufferSource);
   } catch {
     throw onFail(); // OperationError: the tag does not match; nothing was returned, `data` is untouched
   }
@@ -552,10 +558,12 @@ async function webGcmOpen(
   p.fill(0);
 }
 
-async function webCtr(s: SubtleCrypto, data: Uint8Array, nonce: Uint8Array, key: Uint8Array): Promise<void> {
-  const k = await webAlgo(s, key, 'AES-CTR');
+async function webCtr(s: SubtleCrypto, key: Promise<CryptoKey>, data: Uint8Array, nonce: Uint8Array, scratch?: Uint8Array): Promise<void> {
+  const k = await key;
+  const input = scratch && scratch.byteLength >= data.byteLength ? scratch.subarray(0, data.byteLength) : new Uint8Array(data.byteLength);
+  input.set(data);
   // length 32: the low 32 bits count, as GCM's inc32.
-  const out = new Uint8Array(await s.decrypt({ name: 'AES-CTR', counter: ctrBlock(nonce) as BufferSource, length: 32 }, k, data as BufferSource));
+  const out = new Uint8Array(await s.decrypt({ name: 'AES-CTR', counter: ctrBlock(nonce) as BufferSource, length: 32 }, k, input as BufferSource));
   data.set(out);
   out.fill(0);
 }
@@ -603,10 +611,51 @@ export function aesGcmSealDetached(data: Uint8Array, nonce: Uint8Array, key: Uin
 export function aesGcmOpenDetachedInPlace(
   data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error, aad?: Uint8Array,
 ): void | Promise<void> {
-  needAes('data', data, nonce, key);
-  need('AES-256-GCM tag', tag, AESGCM.tag);
+  return aesGcmKey(key).open(data, tag, nonce, onFail, aad);
+}
+
+/**
+ * One AES-256-GCM key for several tensors (a restore): on WebCrypto the key is
+ * imported once per algorithm, not once per tensor. It reads `key` when first
+ * used and keeps the imported keys until dropped; the caller wipes `key` after
+ * the last call.
+ */
+export interface AesGcmKey {
+  /** As `aesGcmOpenDetachedInPlace`. */
+  open(data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, onFail: () => Error, aad?: Uint8Array): void | Promise<void>;
+  /** As `aesGcmDecryptInPlace`. */
+  decrypt(data: Uint8Array, nonce: Uint8Array): void | Promise<void>;
+}
+
+export function aesGcmKey(key: Uint8Array): AesGcmKey {
+  need('AES-256-GCM key', key, AESGCM.key);
+  let gcmKey: Promise<CryptoKey> | undefined;
+  let ctrKey: Promise<CryptoKey> | undefined;
+  let scratch: Uint8Array | undefined; // WebCrypto's C || tag, reused (decrypt copies its input when called)
+  return {
+    open: (data, tag, nonce, onFail, aad) => {
+      needAes('data', data, nonce, key);
+      need('AES-256-GCM tag', tag, AESGCM.tag);
+      if (aesGcmPath() !== 'webcrypto') return openSync(data, tag, nonce, key, onFail, aad);
+      gcmKey ??= webKey(subtle!, key, 'AES-GCM');
+      if (!scratch || scratch.byteLength < data.byteLength + AESGCM.tag) scratch = new Uint8Array(data.byteLength + AESGCM.tag);
+      return webGcmOpen(subtle!, gcmKey, data, tag, nonce, onFail, aad, scratch);
+    },
+    decrypt: (data, nonce) => {
+      needAes('data', data, nonce, key);
+      const path = aesGcmPath();
+      if (path === 'node') return nodeCtr(nativeAes!, data, nonce, key);
+      if (path === 'js') return jsCtr(data, nonce, key);
+      ctrKey ??= webKey(subtle!, key, 'AES-CTR');
+      if (!scratch || scratch.byteLength < data.byteLength + AESGCM.tag) scratch = new Uint8Array(data.byteLength + AESGCM.tag);
+      return webCtr(subtle!, ctrKey, data, nonce, scratch);
+    },
+  };
+}
+
+/** node:crypto or JavaScript open (the synchronous paths). */
+function openSync(data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error, aad: Uint8Array | undefined): void {
   const path = aesGcmPath();
-  if (path === 'webcrypto') return webGcmOpen(subtle!, data, tag, nonce, key, onFail, aad);
   if (path === 'node') {
     const c = nativeAes!;
     const d = c.createDecipheriv('aes-256-gcm', key, nonce, { authTagLength: AESGCM.tag });
@@ -643,9 +692,5 @@ export function aesGcmOpenDetachedInPlace(
  * §6.4): CTR alone is malleable. A Promise on WebCrypto.
  */
 export function aesGcmDecryptInPlace(data: Uint8Array, nonce: Uint8Array, key: Uint8Array): void | Promise<void> {
-  needAes('data', data, nonce, key);
-  const path = aesGcmPath();
-  if (path === 'webcrypto') return webCtr(subtle!, data, nonce, key);
-  if (path === 'node') return nodeCtr(nativeAes!, data, nonce, key);
-  jsCtr(data, nonce, key);
+  return aesGcmKey(key).decrypt(data, nonce);
 }

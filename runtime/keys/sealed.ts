@@ -7,7 +7,7 @@
 import { Fields, describe } from '../../keystore/cbor.ts';
 import { secretboxDecryptInPlace, secretboxOpenDetachedInPlace, wipe } from '../../keystore/nacl.ts';
 import {
-  aesGcmDecryptInPlace, aesGcmOpenDetachedInPlace, prepareAead, prepareAesGcm, xchachaDecryptInPlace, xchachaDecryptInto, xchachaOpenDetachedInPlace,
+  aesGcmKey, prepareAead, prepareAesGcm, xchachaDecryptInPlace, xchachaDecryptInto, xchachaOpenDetachedInPlace,
 } from '../../keystore/aead.ts';
 import { FormatError, TamperedError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { prepareSecretboxWasm } from '../../keystore/wasm/secretbox.ts';
@@ -130,13 +130,14 @@ export function restoreSealed(model: Uint8Array, lock: SealedLock, ctx: ApplyCon
  */
 async function restoreAesGcm(model: Uint8Array, lock: SealedLock, ctx: ApplyContext): Promise<void> {
   const key = sealedAesGcmKey(ctx.modelKey);
+  const cipher = aesGcmKey(key); // WebCrypto: the key imported once for every tensor
   try {
     for (const t of lock.tensors) {
       const data = model.subarray(t.offset, t.offset + t.length);
       const nonce = sealedAesGcmNonce(ctx.modelId, t.name, lock.salt!);
       const r = ctx.authenticated === true
-        ? aesGcmDecryptInPlace(data, nonce, key)
-        : aesGcmOpenDetachedInPlace(data, t.mac, nonce, key, () => new TamperedError(`sealed tensor "${t.name}": the AES-256-GCM tag does not match its bytes`));
+        ? cipher.decrypt(data, nonce)
+        : cipher.open(data, t.mac, nonce, () => new TamperedError(`sealed tensor "${t.name}": the AES-256-GCM tag does not match its bytes`));
       if (r) await r;
     }
   } finally {
