@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -423,4 +423,37 @@ test('keylock lock --cipher aes-256-gcm; inspect names it', () => {
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /error: --inline seals with xchacha20-poly1305 or xsalsa20-poly1305, not aes-256-gcm/);
   assert.match(bad.stderr, /hint: /);
+});
+
+test('Deno (node_modules/.bin/deno): keylock adopts its node:crypto for AES-256-GCM and opens the vectors on every path', { skip: existsSync(join(root, 'node_modules/.bin/deno')) ? false : 'node_modules/.bin/deno is absent' }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-aes-deno-'));
+  const src = join(dir, 'check.mjs');
+  writeFileSync(src, `
+import { aesGcmKey, prepareAesGcm, setAesGcmPath } from ${JSON.stringify(join(root, 'keystore/aead.ts'))};
+import { sealedAesGcmKey, sealedAesGcmNonce } from ${JSON.stringify(join(root, 'runtime/keys/derive.ts'))};
+const V = JSON.parse(Deno.readTextFileSync(Deno.args[0]));
+const h = (s) => new Uint8Array(s.match(/../g).map((b) => parseInt(b, 16)));
+const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+const out = { chosen: await prepareAesGcm(), paths: {} };
+for (const p of ['node', 'webcrypto', 'js']) {
+  await setAesGcmPath(p);
+  let ok = 0;
+  for (const c of V.sealed_aesgcm_cipher) {
+    const k = aesGcmKey(sealedAesGcmKey(h(V.keys[c.model_key])));
+    const n = sealedAesGcmNonce(c.model_id, c.tensor_name, h(c.salt));
+    const d = h(c.cipher);
+    await k.open(d, h(c.tag), n, () => new Error('tag'));
+    if (hex(d) === c.plain) ok++;
+  }
+  out.paths[p] = ok;
+}
+console.log(JSON.stringify(out));
+`);
+  const esbuild = await import('esbuild');
+  await esbuild.build({ entryPoints: [src], outfile: join(dir, 'check.bundle.mjs'), bundle: true, format: 'esm', platform: 'browser', logLevel: 'error' });
+  const r = spawnSync(join(root, 'node_modules/.bin/deno'), ['run', '--no-prompt', `--allow-read=${root}`, join(dir, 'check.bundle.mjs'), join(root, 'test/vectors/derive.json')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as { chosen: string; paths: Record<string, number> };
+  assert.equal(got.chosen, 'node', 'Deno\'s node:crypto passes the known answer and is chosen');
+  assert.deepEqual(got.paths, { node: 4, webcrypto: 4, js: 4 });
 });
