@@ -457,3 +457,32 @@ console.log(JSON.stringify(out));
   assert.equal(got.chosen, 'node', 'Deno\'s node:crypto passes the known answer and is chosen');
   assert.deepEqual(got.paths, { node: 4, webcrypto: 4, js: 4 });
 });
+
+test('an XChaCha20 .klm from before the salt (nonce of model id and tensor name only) still opens, with and without tags', async () => {
+  const res = await lockOnnx(MLP, { schemes: ['sealed'], vendorSeed, modelId: 'mlp-unsalted' });
+  const { manifest, model } = openKlm(res.klm);
+  const entry = manifest.locks[0];
+  assert.ok(entry.scheme === 'sealed' && entry.cipher === 'xchacha20-poly1305' && entry.salt);
+  // Re-seal every tensor as keylock wrote it before the salt existed.
+  const k = sealedXchachaKey(res.modelKey);
+  const old = new Uint8Array(model);
+  const tensors = entry.tensors.map((t) => {
+    const d = old.subarray(t.offset, t.offset + t.length);
+    xchachaOpenDetachedInPlace(d, t.mac, sealedXchachaNonce('mlp-unsalted', t.name, entry.salt), k, fail);
+    return { ...t, mac: xchachaSealDetached(d, sealedXchachaNonce('mlp-unsalted', t.name), k) };
+  });
+  const { packKlm } = await import('../models/klm.ts');
+  const { vendorKey: _v, digest: _d, modelBytes: _b, ...draft } = manifest;
+  const unsalted = packKlm({ ...draft, locks: [{ scheme: 'sealed', cipher: 'xchacha20-poly1305', tensors }] }, old, vendorSeed);
+  const e = openKlm(unsalted).manifest.locks[0];
+  assert.ok(e.scheme === 'sealed' && e.salt === undefined, 'the entry has no salt');
+  const ref = await loadModel(res.klm, { modelKey: res.modelKey });
+  const want = await outHex(ref);
+  await ref.release();
+  for (const t of [undefined, trust]) {
+    const m = await loadModel(unsalted, { modelKey: res.modelKey, trust: t });
+    assert.equal(m.state, 'ready', m.error?.message);
+    assert.equal(await outHex(m), want);
+    await m.release();
+  }
+});
