@@ -116,7 +116,7 @@ window.keylockAeadBench = async ({ rounds }) => {
   // Median over rounds of (peer's time / variant's time) in the same round.
   const P = times[times.length - 1];
   rows.forEach((r, i) => { r.ratio = median(times[i].map((t, k) => P[k] / t)); });
-  return { T: globalThis.T, rows, bytes, secure: globalThis.isSecureContext, crossOriginIsolated: globalThis.crossOriginIsolated, chosenAesPath: chosen, chromium: navigator.userAgent.match(/Chrom(?:e|ium)\\/([\\d.]+)/)?.[1] ?? navigator.userAgent };
+  return { rows, bytes, secure: globalThis.isSecureContext, crossOriginIsolated: globalThis.crossOriginIsolated, chosenAesPath: chosen, chromium: navigator.userAgent.match(/Chrom(?:e|ium)\\/([\\d.]+)/)?.[1] ?? navigator.userAgent };
 };
 `;
 
@@ -180,7 +180,6 @@ export async function measureBrowser(quick: boolean): Promise<BrowserAeadResult 
       const insecure = await p2.evaluate(() => (window as unknown as { keylockAeadInsecure(): Promise<unknown> }).keylockAeadInsecure()) as BrowserAeadResult['insecure'];
       if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
       if (browser.external.length) throw new Error(`the page asked for ${browser.external.join(', ')}`);
-      console.log(JSON.stringify((r as any).T));
       return { ...r, tensors: TENSORS, rounds, insecure };
     } finally {
       await browser.close();
