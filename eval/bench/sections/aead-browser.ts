@@ -110,7 +110,8 @@ window.keylockAeadBench = async ({ rounds }) => {
     if (!ok) throw new Error(v.name + ': wrong plaintext');
   }
   const times = V.map(() => []);
-  for (let r = 0; r < rounds; r++) for (const [i, v] of V.entries()) times[i].push(await once(v));
+  // The order rotates every round (garbage collection does not fall on one variant every time).
+  for (let r = 0; r < rounds; r++) for (let j = 0; j < V.length; j++) { const i = (j + r) % V.length; times[i].push(await once(V[i])); }
   const bytes = d.aes.tensors.reduce((n, t) => n + t.length, 0);
   const rows = V.map((v, i) => { const ms = median(times[i]); return { name: v.name, what: v.what, ms, mbps: bytes / 1e6 / (ms / 1000) }; });
   // Median over rounds of (peer's time / variant's time) in the same round.
@@ -192,7 +193,7 @@ export async function measureBrowser(quick: boolean): Promise<BrowserAeadResult 
 
 export function renderBrowser(r: BrowserAeadResult): string[] {
   return [
-    `#### In Chromium ${r.chromium} (headless, ${(r.bytes / 1e6).toFixed(1)} MB in ${r.tensors} tensors, median of ${r.rounds} interleaved rounds)`,
+    `#### In Chromium ${r.chromium} (headless, ${(r.bytes / 1e6).toFixed(1)} MB in ${r.tensors} tensors, median of ${r.rounds} interleaved rounds, order rotating)`,
     '',
     `The page is http://127.0.0.1 (secure context: ${r.secure ? 'yes' : 'no'}; cross-origin isolated: ${r.crossOriginIsolated ? 'yes' : 'no'}); keylock chose the AES-256-GCM path \`${r.chosenAesPath}\` there by itself. Each AES row forces its path.`,
     '',

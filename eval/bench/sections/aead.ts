@@ -3,7 +3,7 @@
  * peers, in one process, on the same ~32 MB of bytes in 8 tensors at odd
  * offsets (as raw_data inside a protobuf). Rounds are interleaved (each round
  * runs every variant once, on a fresh copy of its ciphertext; the copy is not
- * timed) and medians reported.
+ * timed; the order rotates every round) and medians reported.
  *
  * Variants: keylock sealed open with XChaCha20-Poly1305 and with AES-256-GCM
  * (tag checked; and the pinned-key no-tag path of each), keylock sealed open
@@ -15,7 +15,7 @@
  * takes for each cipher, beside WebCrypto AES-256-GCM on the same bytes; skipped
  * with a printed reason when Chromium is absent.
  *
- * Runnable alone: node --import tsx eval/bench/sections/aead.ts [--quick] [--no-browser]
+ * Runnable alone: node --import tsx eval/bench/sections/aead.ts [--quick] [--no-browser | --browser]
  */
 import { createDecipheriv, createCipheriv, randomBytes as nodeRandom } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -74,7 +74,8 @@ function peer(alg: 'aes-256-gcm' | 'chacha20-poly1305', model: Uint8Array, range
   };
 }
 
-export async function measure(quick: boolean, browser = true): Promise<AeadResult> {
+/** `browser`: measure in Chromium too (default: on full runs; a quick run, as `npm test`'s bench test makes, skips it and says so). */
+export async function measure(quick: boolean, browser = !quick): Promise<AeadResult> {
   const total = 32 << 20;
   const per = total / TENSORS;
   const rounds = quick ? 5 : 25;
@@ -122,7 +123,11 @@ export async function measure(quick: boolean, browser = true): Promise<AeadResul
   const times: number[][] = variants.map(() => []);
   const work = new Uint8Array(size);
   for (let r = -1; r < rounds; r++) {
-    for (const [i, v] of variants.entries()) {
+    // The order rotates every round, so the garbage collection that the variants' allocations
+    // cause does not fall on the same variant every time.
+    for (let j = 0; j < variants.length; j++) {
+      const i = (j + Math.max(r, 0)) % variants.length;
+      const v = variants[i];
       work.set(v.template);
       const t0 = performance.now();
       await v.run(work);
@@ -141,13 +146,13 @@ export async function measure(quick: boolean, browser = true): Promise<AeadResul
   const f = rows.indexOf(fastest);
   rows.forEach((r, i) => { r.ratio = quantile(times[i].map((t, k) => times[f][k] / t), 0.5); });
   const res: AeadResult = { bytes: total, tensors: TENSORS, rounds, native: native && aeadNative(), wasm, aesPath, rows, fasterPeer: fastest.name };
-  if (browser) res.browser = await measureBrowser(quick);
+  res.browser = browser ? await measureBrowser(quick) : { skipped: quick ? 'a --quick run does not launch Chromium' : 'not asked for (--no-browser)' };
   return res;
 }
 
 export function render(r: AeadResult): string[] {
   return [
-    `### sealed open vs native AEAD (${(r.bytes / 1e6).toFixed(1)} MB in ${r.tensors} tensors, median of ${r.rounds} interleaved rounds)`,
+    `### sealed open vs native AEAD (${(r.bytes / 1e6).toFixed(1)} MB in ${r.tensors} tensors, median of ${r.rounds} interleaved rounds, order rotating)`,
     '',
     '| variant | path | median ms | MB/s | × faster peer (median of per-round ratios) |',
     '| --- | --- | ---: | ---: | ---: |',
@@ -160,6 +165,7 @@ export function render(r: AeadResult): string[] {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const r = await measure(process.argv.includes('--quick'), !process.argv.includes('--no-browser'));
+  const quick = process.argv.includes('--quick');
+  const r = await measure(quick, process.argv.includes('--browser') || (!quick && !process.argv.includes('--no-browser')));
   process.stdout.write(render(r).join('\n') + '\n');
 }
