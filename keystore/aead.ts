@@ -21,6 +21,7 @@
  */
 import { chacha20, hchacha, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { poly1305 } from '@noble/ciphers/_poly1305.js';
+import { ctr as aesCtr, gcm as aesGcm } from '@noble/ciphers/aes.js';
 
 /** Sizes of the construction. */
 export const XCHACHA = { key: 32, nonce: 24, tag: 16 } as const;
@@ -88,15 +89,21 @@ function adopt(m: unknown): NodeCryptoLike | null {
   }
 }
 
+/** Adopts Node's crypto module `m` (or none) for both constructions, each after its own known answer. */
+function found(m: unknown): NodeCryptoLike | null {
+  nativeAes = m ? adoptAes(m) : null;
+  return (native = m ? adopt(m) : null);
+}
+
 function lookupSync(): NodeCryptoLike | null | undefined {
   if (native !== undefined) return native;
   const p = (globalThis as { process?: ProcessLike }).process;
-  if (!p?.versions?.node) return (native = null);
+  if (!p?.versions?.node) return found(null);
   if (typeof p.getBuiltinModule === 'function') {
     try {
-      return (native = adopt(p.getBuiltinModule(NODE_CRYPTO)));
+      return found(p.getBuiltinModule(NODE_CRYPTO));
     } catch {
-      return (native = null);
+      return found(null);
     }
   }
   return undefined; // an older Node: prepareAead() imports it
@@ -110,9 +117,9 @@ function lookupSync(): NodeCryptoLike | null | undefined {
 export async function prepareAead(): Promise<boolean> {
   if (lookupSync() === undefined) {
     try {
-      native = adopt(await import(/* @vite-ignore */ NODE_CRYPTO));
+      found(await import(/* @vite-ignore */ NODE_CRYPTO));
     } catch {
-      native = null;
+      found(null);
     }
   }
   return aeadNative();
@@ -179,7 +186,7 @@ function pump(x: NodeCipherLike, data: Uint8Array): void {
     w += out.byteLength;
     out.fill(0);
   }
-  if (w !== data.byteLength) throw new Error(`native ChaCha20 returned ${w} of ${data.byteLength} bytes`);
+  if (w !== data.byteLength) throw new Error(`native cipher returned ${w} of ${data.byteLength} bytes`);
 }
 
 /** Native: XORs `data` with the ChaCha20 keystream from block 1 (decrypt or encrypt, no tag). */
@@ -389,4 +396,301 @@ export function xchachaDecryptInPlace(data: Uint8Array, nonce: Uint8Array, key: 
   } finally {
     subkey.fill(0);
   }
+}
+
+// ---------------------------------------------------------------------------
+// AES-256-GCM (docs/SPEC.md §6.4): the `sealed` cipher for fleets with AES
+// hardware. One of three paths, chosen once per process (`prepareAesGcm`) and
+// each adopted only after it reproduced @noble/ciphers on a known answer:
+//   node      node:crypto `aes-256-gcm` / `aes-256-ctr` (OpenSSL: AES-NI, VAES,
+//             ARMv8 crypto extensions), synchronous: Node, Electron, Deno;
+//   webcrypto `crypto.subtle` AES-GCM / AES-CTR (browsers in a secure context),
+//             asynchronous: the load awaits the restore;
+//   js        @noble/ciphers `gcm` / `ctr` (a page without a secure context,
+//             where `crypto.subtle` is undefined).
+// Every path writes the same bytes; only the speed differs.
+// ---------------------------------------------------------------------------
+
+/** Sizes of AES-256-GCM as `sealed` uses it: 96-bit nonces, 128-bit tags. */
+export const AESGCM = { key: 32, nonce: 12, tag: 16 } as const;
+/** GCM's bound on one message: 2^39 − 256 bits (NIST SP 800-38D §5.2.1.1). */
+const AESGCM_MAX_BYTES = 2 ** 36 - 32;
+
+export type AesGcmPath = 'node' | 'webcrypto' | 'js';
+
+/** Node's crypto once adopted for AES-256-GCM (set with `native`). */
+let nativeAes: NodeCryptoLike | null | undefined;
+/** `crypto.subtle` once it passed the known answer; null where absent or failed; undefined before the probe. */
+let subtle: SubtleCrypto | null | undefined;
+/** A path forced by tests and benchmarks. */
+let forcedAes: AesGcmPath | undefined;
+
+function needAes(what: string, data: Uint8Array, nonce: Uint8Array, key: Uint8Array): void {
+  if (!(data instanceof Uint8Array)) throw new TypeError(`AES-256-GCM ${what} must be a Uint8Array`);
+  if (data.byteLength > AESGCM_MAX_BYTES) throw new RangeError(`AES-256-GCM: one message holds at most ${AESGCM_MAX_BYTES} bytes, got ${data.byteLength}`);
+  need('AES-256-GCM nonce', nonce, AESGCM.nonce);
+  need('AES-256-GCM key', key, AESGCM.key);
+}
+
+/** The initial counter block of the payload: nonce || be32(2) (J0 = nonce || be32(1) masks the tag). */
+function ctrBlock(nonce: Uint8Array, block = 2): Uint8Array {
+  const iv = new Uint8Array(16);
+  iv.set(nonce);
+  new DataView(iv.buffer).setUint32(12, block >>> 0, false);
+  return iv;
+}
+
+/** The known answer every path must reproduce: @noble's GCM on an odd length, and its CTR. */
+function aesKnown(): { key: Uint8Array; nonce: Uint8Array; plain: Uint8Array; sealed: Uint8Array } {
+  const key = new Uint8Array(32).map((_, i) => i * 11 + 3);
+  const nonce = new Uint8Array(12).map((_, i) => 0x50 + i);
+  const plain = new Uint8Array(133).map((_, i) => i * 3);
+  return { key, nonce, plain, sealed: aesGcm(key, nonce).encrypt(plain) };
+}
+
+function adoptAes(m: unknown): NodeCryptoLike | null {
+  try {
+    const c = m as NodeCryptoLike;
+    if (typeof c?.createCipheriv !== 'function') return null;
+    const { key, nonce, plain, sealed } = aesKnown();
+    const got = new Uint8Array(plain);
+    const tag = nodeGcmSeal(c, got, nonce, key, undefined);
+    if (!eq(got, sealed.subarray(0, plain.length)) || !eq(tag, sealed.subarray(plain.length))) return null;
+    nodeCtr(c, got, nonce, key);
+    return eq(got, plain) ? c : null;
+  } catch {
+    return null;
+  }
+}
+
+async function adoptSubtle(s: SubtleCrypto | undefined): Promise<SubtleCrypto | null> {
+  try {
+    if (!s || typeof s.importKey !== 'function') return null;
+    const { key, nonce, plain, sealed } = aesKnown();
+    const open = new Uint8Array(sealed);
+    await webGcmOpen(s, webKey(s, key, 'AES-GCM'), open.subarray(0, plain.length), open.subarray(plain.length), nonce, () => new Error('tag'), undefined);
+    if (!eq(open.subarray(0, plain.length), plain)) return null;
+    const ct = sealed.slice(0, plain.length);
+    await webCtr(s, webKey(s, key, 'AES-CTR'), ct, nonce);
+    return eq(ct, plain) ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Chooses the AES-256-GCM path once (node:crypto, else WebCrypto, else
+ * JavaScript) and resolves to it. Opens before it resolves take node:crypto
+ * where it is found synchronously, else JavaScript.
+ */
+export async function prepareAesGcm(): Promise<AesGcmPath> {
+  await prepareAead();
+  if (!nativeAes && subtle === undefined) {
+    subtle = await adoptSubtle((globalThis as { crypto?: { subtle?: SubtleCrypto } }).crypto?.subtle);
+  }
+  return aesGcmPath();
+}
+
+/** The path opens take now (for reports, tests and benchmarks). */
+export function aesGcmPath(): AesGcmPath {
+  if (forcedAes) return forcedAes;
+  lookupSync();
+  if (nativeAes) return 'node';
+  return subtle ? 'webcrypto' : 'js';
+}
+
+/**
+ * Forces one path (tests and benchmarks; `undefined` restores the choice).
+ * Forcing `node` or `webcrypto` where it was not adopted is a RangeError, so a
+ * test can never pass on a path it did not run.
+ */
+export async function setAesGcmPath(path: AesGcmPath | undefined): Promise<void> {
+  if (path === 'node' || path === 'webcrypto') {
+    await prepareAead();
+    if (path === 'webcrypto' && subtle === undefined) subtle = await adoptSubtle((globalThis as { crypto?: { subtle?: SubtleCrypto } }).crypto?.subtle);
+    if (path === 'node' && !nativeAes) throw new RangeError('AES-256-GCM: node:crypto is not available here');
+    if (path === 'webcrypto' && !subtle) throw new RangeError('AES-256-GCM: crypto.subtle is not available here');
+  }
+  forcedAes = path;
+}
+
+function nodeGcmSeal(c: NodeCryptoLike, data: Uint8Array, nonce: Uint8Array, key: Uint8Array, aad: Uint8Array | undefined): Uint8Array {
+  const e = c.createCipheriv('aes-256-gcm', key, nonce, { authTagLength: AESGCM.tag });
+  if (aad) e.setAAD(aad, { plaintextLength: data.byteLength });
+  pump(e, data);
+  e.final();
+  return new Uint8Array(e.getAuthTag());
+}
+
+/** node:crypto `aes-256-ctr` from counter block nonce || be32(2): GCM's payload keystream, in place. */
+function nodeCtr(c: NodeCryptoLike, data: Uint8Array, nonce: Uint8Array, key: Uint8Array): void {
+  const d = c.createDecipheriv('aes-256-ctr', key, ctrBlock(nonce));
+  pump(d, data);
+  d.final();
+}
+
+function webKey(s: SubtleCrypto, key: Uint8Array, name: 'AES-GCM' | 'AES-CTR'): Promise<CryptoKey> {
+  return s.importKey('raw', key as BufferSource, { name }, false, ['decrypt']);
+}
+
+/**
+ * WebCrypto GCM: `data || tag` in one buffer (ciphertext, not secret; `scratch`
+ * when it is large enough: a fresh large buffer per tensor costs a page several
+ * times the decryption), the plaintext copied back and its buffer wiped.
+ */
+async function webGcmOpen(
+  s: SubtleCrypto, key: Promise<CryptoKey>, data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, onFail: () => Error, aad: Uint8Array | undefined,
+  scratch?: Uint8Array,
+): Promise<void> {
+  const k = await key;
+  const n = data.byteLength + AESGCM.tag;
+  const ct = scratch && scratch.byteLength >= n ? scratch.subarray(0, n) : new Uint8Array(n);
+  ct.set(data);
+  ct.set(tag, data.byteLength);
+  let plain: ArrayBuffer;
+  try {
+    plain = await s.decrypt({ name: 'AES-GCM', iv: nonce as BufferSource, tagLength: 128, ...(aad ? { additionalData: aad as BufferSource } : {}) }, k, ct as BufferSource);
+  } catch {
+    throw onFail(); // OperationError: the tag does not match; nothing was returned, `data` is untouched
+  }
+  const p = new Uint8Array(plain);
+  data.set(p);
+  p.fill(0);
+}
+
+async function webCtr(s: SubtleCrypto, key: Promise<CryptoKey>, data: Uint8Array, nonce: Uint8Array, scratch?: Uint8Array): Promise<void> {
+  const k = await key;
+  const input = scratch && scratch.byteLength >= data.byteLength ? scratch.subarray(0, data.byteLength) : new Uint8Array(data.byteLength);
+  input.set(data);
+  // length 32: the low 32 bits count, as GCM's inc32.
+  const out = new Uint8Array(await s.decrypt({ name: 'AES-CTR', counter: ctrBlock(nonce) as BufferSource, length: 32 }, k, input as BufferSource));
+  data.set(out);
+  out.fill(0);
+}
+
+/** JavaScript CTR from block 2, in place, through an aligned scratch where needed (16-byte blocks). */
+function jsCtr(data: Uint8Array, nonce: Uint8Array, key: Uint8Array): void {
+  let scratch: Uint8Array | undefined;
+  for (let off = 0; off < data.byteLength; off += JS_CHUNK) {
+    const slice = data.subarray(off, Math.min(off + JS_CHUNK, data.byteLength));
+    const c = aesCtr(key, ctrBlock(nonce, 2 + off / 16));
+    if (slice.byteOffset % 4 === 0) {
+      c.encrypt(slice, slice);
+    } else {
+      scratch ??= new Uint8Array(JS_CHUNK);
+      const t = scratch.subarray(0, slice.byteLength);
+      t.set(slice);
+      c.encrypt(t, t);
+      slice.set(t);
+    }
+  }
+  scratch?.fill(0);
+}
+
+/**
+ * Encrypts `data` in place with AES-256-GCM and returns its 16-byte tag (the
+ * vendor side of `sealed`): node:crypto where adopted, else JavaScript.
+ */
+export function aesGcmSealDetached(data: Uint8Array, nonce: Uint8Array, key: Uint8Array, aad?: Uint8Array): Uint8Array {
+  needAes('data', data, nonce, key);
+  const path = aesGcmPath();
+  if (path === 'node') return nodeGcmSeal(nativeAes!, data, nonce, key, aad);
+  const boxed = aesGcm(key, nonce, aad).encrypt(data);
+  data.set(boxed.subarray(0, data.byteLength));
+  const tag = boxed.slice(data.byteLength);
+  boxed.fill(0);
+  return tag;
+}
+
+/**
+ * Opens `data` in place with its detached tag. On success `data` holds the
+ * plaintext; when the tag does not verify, `data` holds its ciphertext again
+ * and `onFail()` is thrown. Synchronous on node:crypto and in JavaScript, a
+ * Promise on WebCrypto: callers await the result.
+ */
+export function aesGcmOpenDetachedInPlace(
+  data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error, aad?: Uint8Array,
+): void | Promise<void> {
+  return aesGcmKey(key).open(data, tag, nonce, onFail, aad);
+}
+
+/**
+ * One AES-256-GCM key for several tensors (a restore): on WebCrypto the key is
+ * imported once per algorithm, not once per tensor. It reads `key` when first
+ * used and keeps the imported keys until dropped; the caller wipes `key` after
+ * the last call.
+ */
+export interface AesGcmKey {
+  /** As `aesGcmOpenDetachedInPlace`. */
+  open(data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, onFail: () => Error, aad?: Uint8Array): void | Promise<void>;
+  /** As `aesGcmDecryptInPlace`. */
+  decrypt(data: Uint8Array, nonce: Uint8Array): void | Promise<void>;
+}
+
+export function aesGcmKey(key: Uint8Array): AesGcmKey {
+  need('AES-256-GCM key', key, AESGCM.key);
+  let gcmKey: Promise<CryptoKey> | undefined;
+  let ctrKey: Promise<CryptoKey> | undefined;
+  let scratch: Uint8Array | undefined; // WebCrypto's C || tag, reused (decrypt copies its input when called)
+  return {
+    open: (data, tag, nonce, onFail, aad) => {
+      needAes('data', data, nonce, key);
+      need('AES-256-GCM tag', tag, AESGCM.tag);
+      if (aesGcmPath() !== 'webcrypto') return openSync(data, tag, nonce, key, onFail, aad);
+      gcmKey ??= webKey(subtle!, key, 'AES-GCM');
+      if (!scratch || scratch.byteLength < data.byteLength + AESGCM.tag) scratch = new Uint8Array(data.byteLength + AESGCM.tag);
+      return webGcmOpen(subtle!, gcmKey, data, tag, nonce, onFail, aad, scratch);
+    },
+    decrypt: (data, nonce) => {
+      needAes('data', data, nonce, key);
+      const path = aesGcmPath();
+      if (path === 'node') return nodeCtr(nativeAes!, data, nonce, key);
+      if (path === 'js') return jsCtr(data, nonce, key);
+      ctrKey ??= webKey(subtle!, key, 'AES-CTR');
+      if (!scratch || scratch.byteLength < data.byteLength + AESGCM.tag) scratch = new Uint8Array(data.byteLength + AESGCM.tag);
+      return webCtr(subtle!, ctrKey, data, nonce, scratch);
+    },
+  };
+}
+
+/** node:crypto or JavaScript open (the synchronous paths). */
+function openSync(data: Uint8Array, tag: Uint8Array, nonce: Uint8Array, key: Uint8Array, onFail: () => Error, aad: Uint8Array | undefined): void {
+  const path = aesGcmPath();
+  if (path === 'node') {
+    const c = nativeAes!;
+    const d = c.createDecipheriv('aes-256-gcm', key, nonce, { authTagLength: AESGCM.tag });
+    if (aad) d.setAAD(aad, { plaintextLength: data.byteLength });
+    d.setAuthTag(tag);
+    pump(d, data);
+    try {
+      d.final();
+      return;
+    } catch {
+      // GHASH mismatch: OpenSSL decrypts and authenticates in one pass, so the bytes are re-encrypted.
+    }
+    nodeCtr(c, data, nonce, key);
+    throw onFail();
+  }
+  // JavaScript: @noble checks the tag before it decrypts; it takes ciphertext || tag in one buffer.
+  const ct = new Uint8Array(data.byteLength + AESGCM.tag);
+  ct.set(data);
+  ct.set(tag, data.byteLength);
+  let plain: Uint8Array;
+  try {
+    plain = aesGcm(key, nonce, aad).decrypt(ct);
+  } catch {
+    throw onFail();
+  }
+  data.set(plain);
+  plain.fill(0);
+}
+
+/**
+ * Decrypts `data` in place WITHOUT checking the tag: AES-256-CTR from counter
+ * block nonce || be32(2), GCM's payload keystream. Only for bytes that a
+ * signed digest under a pinned vendor key authenticates before use (docs/SPEC.md
+ * §6.4): CTR alone is malleable. A Promise on WebCrypto.
+ */
+export function aesGcmDecryptInPlace(data: Uint8Array, nonce: Uint8Array, key: Uint8Array): void | Promise<void> {
+  return aesGcmKey(key).decrypt(data, nonce);
 }

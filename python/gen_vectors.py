@@ -213,6 +213,34 @@ def main() -> int:
         ct, tag = aead.xchacha20poly1305_seal(kk.sealed_xchacha_key(KEYS[k]), kk.sealed_xchacha_nonce(mid, t), plain)
         sealed_cipher.append({"model_key": k, "model_id": mid, "tensor_name": t, "plain": plain.hex(), "cipher": ct.hex(), "tag": tag.hex()})
     v["sealed_xchacha_cipher"] = sealed_cipher
+    # Entries written since the per-lock salt exists: hex(salt) is a third nonce field (docs/SPEC.md §6.4).
+    v["sealed_xchacha_nonce_salted"] = [
+        {"model_id": mid, "tensor_name": t, "salt": salt.hex(), "nonce": kk.sealed_xchacha_nonce(mid, t, salt).hex()}
+        for mid, t, salt in [("mnist-cnn-v1", "conv1.weight", bytes(range(16))),
+                             ("mnist-cnn-v1", "conv1.weight", bytes(range(1, 17))),
+                             ("m\u00f6del", "\u540d\u524d", hashlib.shake_256(b"salt").digest(16))]
+    ]
+    # sealed with AES-256-GCM (entry `cipher: "aes-256-gcm"`, salt required): keylock_aead.py is checked
+    # first against FIPS 197 C.3 (AES-256) and the GCM specification's test case 16 (AES-256-GCM with AAD).
+    assert aead.aes256_encrypt_block(aead.aes256_expand(bytes(range(32))), bytes.fromhex("00112233445566778899aabbccddeeff")).hex() \
+        == "8ea2b7ca516745bfeafc49904b496089", "keylock_aead.py fails FIPS 197 C.3"
+    g_ct, g_tag = aead.aes256gcm_seal(
+        bytes.fromhex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308"), bytes.fromhex("cafebabefacedbaddecaf888"),
+        bytes.fromhex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39"),
+        bytes.fromhex("feedfacedeadbeeffeedfacedeadbeefabaddad2"))
+    assert g_tag.hex() == "76fc6ece0f4e1768cddf8853bb2d551b" and g_ct[:8].hex() == "522dc1f099567d07", "keylock_aead.py fails GCM test case 16"
+    v["sealed_aesgcm_key"] = [{"model_key": k, "key": kk.sealed_aesgcm_key(KEYS[k]).hex()} for k in ["K0", "K1"]]
+    aes_cases = []
+    for k, mid, t, n in [("K0", "mnist-cnn-v1", "conv1.weight", 1), ("K0", "mnist-cnn-v1", "conv2.weight", 64),
+                         ("K1", "urn:uuid:6f1c7a52-5f0e-4d8e-9a53-2b1d0b7c9e11", "fc/weight:0", 65),
+                         ("K1", "m\u00f6del", "\u540d\u524d", 1000)]:
+        plain = hashlib.shake_256(f"sealed-cipher/{mid}/{t}".encode()).digest(n)
+        salt = hashlib.shake_256(f"sealed-salt/{mid}".encode()).digest(16)
+        nonce = kk.sealed_aesgcm_nonce(mid, t, salt)
+        ct, tag = aead.aes256gcm_seal(kk.sealed_aesgcm_key(KEYS[k]), nonce, plain)
+        aes_cases.append({"model_key": k, "model_id": mid, "tensor_name": t, "salt": salt.hex(), "nonce": nonce.hex(),
+                          "plain": plain.hex(), "cipher": ct.hex(), "tag": tag.hex()})
+    v["sealed_aesgcm_cipher"] = aes_cases
     v["advparams_key"] = [{"model_key": k, "secretbox_key": kk.advparams_secretbox_key(KEYS[k]).hex()} for k in ["K0", "K1"]]
     v["advparams_nonce"] = [{"model_id": mid, "nonce": kk.advparams_nonce(mid).hex()}
                             for mid in ["mnist-cnn-v1", "urn:uuid:6f1c7a52-5f0e-4d8e-9a53-2b1d0b7c9e11", ""]]

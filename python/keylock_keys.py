@@ -398,10 +398,33 @@ def sealed_xchacha_key(model_key: bytes) -> bytes:
     return derive_bytes(model_key, "sealed", "xchacha20-poly1305", 32)
 
 
-def sealed_xchacha_nonce(model_id: str, tensor_name: str) -> bytes:
+def _salt_field(salt) -> bytes:
+    if salt is None:
+        return b""
+    if len(salt) != 16:
+        raise ValueError("sealed salt: expected 16 bytes, got %d" % len(salt))
+    return b"\x00" + salt.hex().encode()
+
+
+def sealed_xchacha_nonce(model_id: str, tensor_name: str, salt: bytes = None) -> bytes:
+    """24-byte nonce; entries written since the salt exists mix in hex(salt) as a third field."""
     msg = (b"keylock/v1/sealed/xchacha20-poly1305/nonce\x00" + _no_nul("model id", model_id)
-           + b"\x00" + _no_nul("tensor name", tensor_name))
+           + b"\x00" + _no_nul("tensor name", tensor_name) + _salt_field(salt))
     return hashlib.shake_256(msg).digest(NONCE_BYTES)
+
+
+def sealed_aesgcm_key(model_key: bytes) -> bytes:
+    """AES-256-GCM key of `sealed` (entry `cipher: "aes-256-gcm"`)."""
+    return derive_bytes(model_key, "sealed", "aes-256-gcm", 32)
+
+
+def sealed_aesgcm_nonce(model_id: str, tensor_name: str, salt: bytes) -> bytes:
+    """96-bit nonce: SHAKE256(label || 0 || id || 0 || name || 0 || hex(salt))[0..12); the salt is mandatory."""
+    if salt is None:
+        raise ValueError("sealed salt: expected 16 bytes, got none")
+    msg = (b"keylock/v1/sealed/aes-256-gcm/nonce\x00" + _no_nul("model id", model_id)
+           + b"\x00" + _no_nul("tensor name", tensor_name) + _salt_field(salt))
+    return hashlib.shake_256(msg).digest(12)
 
 
 def advparams_secretbox_key(model_key: bytes) -> bytes:

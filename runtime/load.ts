@@ -274,7 +274,8 @@ export async function unlockInto(
       mark?.('digest');
     }
     bytes = consume ? file.model : new Uint8Array(file.model); // otherwise a private copy: the caller's buffer is never changed
-    restoreModel(bytes, manifest.locks, ctx);
+    const restoring = restoreModel(bytes, manifest.locks, ctx);
+    if (restoring) await restoring; // AES-256-GCM on WebCrypto
     mark?.('restore');
     if (verified && !consume) {
       await verified;

@@ -4,20 +4,22 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { gcm } from '@noble/ciphers/aes.js';
 import {
-  aeadNative, prepareAead, setAeadForceJs, xchachaDecryptInPlace, xchachaOpenDetachedInPlace, xchachaSealDetached, xchachaSubkey,
+  aeadNative, aesGcmDecryptInPlace, aesGcmOpenDetachedInPlace, aesGcmPath, aesGcmSealDetached, prepareAead, prepareAesGcm, setAeadForceJs,
+  setAesGcmPath, xchachaDecryptInPlace, xchachaOpenDetachedInPlace, xchachaSealDetached, xchachaSubkey, type AesGcmPath,
 } from '../keystore/aead.ts';
 import { decodeCbor, encodeCbor, Fields } from '../keystore/cbor.ts';
 import { KeyMismatchError, TamperedError } from '../keystore/errors.ts';
 import { randomBytes, signKeyPair } from '../keystore/nacl.ts';
 import { encodeVendorSecret } from '../keystore/keyfiles.ts';
 import { LockOptionError, lockOnnx } from '../models/lock/index.ts';
-import { sealedXchachaKey, sealedXchachaNonce } from '../runtime/keys/derive.ts';
+import { sealedAesGcmKey, sealedAesGcmNonce, sealedXchachaKey, sealedXchachaNonce } from '../runtime/keys/derive.ts';
 import { openKlm } from '../runtime/klm.ts';
 import { loadModel } from '../runtime/load.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
@@ -155,7 +157,8 @@ test('a new .klm names its cipher; tag path (no pinned key) and no-tag path (pin
   const t0 = entry.tensors[0];
   const plainMlp = new Uint8Array(MLP);
   const want = plainMlp.slice(t0.offset, t0.offset + t0.length);
-  const wantTag = xchachaSealDetached(want, sealedXchachaNonce('mlp-xchacha', t0.name), sealedXchachaKey(res.modelKey));
+  assert.equal(entry.salt?.byteLength, 16, 'a new XChaCha20 entry carries its lock\'s salt');
+  const wantTag = xchachaSealDetached(want, sealedXchachaNonce('mlp-xchacha', t0.name, entry.salt), sealedXchachaKey(res.modelKey));
   assert.ok(Buffer.from(model.subarray(t0.offset, t0.offset + t0.length)).equals(want));
   assert.equal(hex(t0.mac), hex(wantTag));
 
@@ -187,10 +190,10 @@ test('a changed sealed tensor (re-signed) fails its XChaCha20-Poly1305 tag with 
   const m2 = await loadModel(packKlm(badTag, new Uint8Array(model), vendorSeed), { modelKey: res.modelKey });
   assert.ok(m2.error instanceof TamperedError, m2.error?.message);
   // An unknown cipher name is a format error, not a guess.
-  const unknown = { ...draft, locks: [{ ...entry, cipher: 'aes-256-gcm' as 'xchacha20-poly1305' }] };
+  const unknown = { ...draft, locks: [{ ...entry, cipher: 'aes-128-gcm' as 'xchacha20-poly1305' }] };
   const m3 = await loadModel(packKlm(unknown, new Uint8Array(model), vendorSeed), { modelKey: res.modelKey });
   assert.equal(m3.error?.name, 'FormatError', m3.error?.message);
-  assert.match(m3.error!.message, /cipher: expected one of xchacha20-poly1305, xsalsa20-poly1305/);
+  assert.match(m3.error!.message, /cipher: expected one of xchacha20-poly1305, xsalsa20-poly1305, aes-256-gcm, got "aes-128-gcm"/);
 });
 
 test('XSalsa20-Poly1305 still opens: entries without `cipher` (every older .klm) and the lock option', async () => {
@@ -227,10 +230,259 @@ test('keylock inspect names the cipher; lock --cipher chooses it', () => {
   assert.match(kl('inspect', 'x.klm', '--json'), /"cipher": "xchacha20-poly1305"/);
   const r = spawnSync(process.execPath, [join(root, 'bin/keylock.mjs'), 'lock', mlp, '--scheme', 'sealed', '--vendor', 'v.key', '--out', 'y.klm', '--key-out', 'y.key', '--cipher', 'des'], { encoding: 'utf8', cwd: dir });
   assert.notEqual(r.status, 0);
-  assert.match(r.stderr, /--cipher must be xchacha20-poly1305 or xsalsa20-poly1305/);
+  assert.match(r.stderr, /--cipher must be one of xchacha20-poly1305, xsalsa20-poly1305, aes-256-gcm, got "des"/);
 });
 
 test('encodeCbor round trip keeps the cipher field', () => {
   const e = { scheme: 'sealed', cipher: 'xchacha20-poly1305', tensors: [] };
   assert.deepEqual(decodeCbor(encodeCbor(e), 'e', 1 << 10), e);
+});
+
+// ---- AES-256-GCM (docs/SPEC.md §6.4): every device path, the vendor side, the file ----
+
+// The GCM specification's Test Case 16 (McGrew & Viega, as in NIST's GCM validation): 256-bit key, with AAD.
+const GCM16 = {
+  key: h('feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308'),
+  nonce: h('cafebabefacedbaddecaf888'),
+  aad: h('feedfacedeadbeeffeedfacedeadbeefabaddad2'),
+  plain: h('d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39'),
+  cipher: h('522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662'),
+  tag: h('76fc6ece0f4e1768cddf8853bb2d551b'),
+};
+const AES_PATHS: readonly AesGcmPath[] = ['node', 'webcrypto', 'js'];
+
+/** Runs `fn` on each AES-256-GCM path, forced (each must be available here: Node 20 has node:crypto and crypto.subtle). */
+async function eachAesPath(fn: (path: AesGcmPath) => Promise<void>): Promise<void> {
+  assert.equal(await prepareAesGcm(), 'node', 'under Node the chosen path is node:crypto');
+  try {
+    for (const p of AES_PATHS) {
+      await setAesGcmPath(p);
+      assert.equal(aesGcmPath(), p);
+      await fn(p);
+    }
+  } finally {
+    await setAesGcmPath(undefined);
+  }
+}
+
+test('AES-256-GCM: the GCM test case 16 (with AAD) and random sizes, on node:crypto, WebCrypto and @noble, sealed and opened', async () => {
+  const sizes = [0, 1, 15, 16, 17, 64, 65, 1000, 65535, 65536, 65537, (256 << 10) + 3, 3_000_001];
+  await eachAesPath(async (path) => {
+    const d = new Uint8Array(GCM16.plain);
+    if (path !== 'webcrypto') { // sealing is the vendor's: node:crypto or JavaScript
+      assert.equal(hex(aesGcmSealDetached(d, GCM16.nonce, GCM16.key, GCM16.aad)), hex(GCM16.tag), path);
+      assert.equal(hex(d), hex(GCM16.cipher), path);
+    } else {
+      d.set(GCM16.cipher);
+    }
+    await aesGcmOpenDetachedInPlace(d, GCM16.tag, GCM16.nonce, GCM16.key, fail, GCM16.aad);
+    assert.deepEqual(d, GCM16.plain, `${path}: open`);
+    for (const n of sizes) {
+      const key = randomBytes(32);
+      const nonce = randomBytes(12);
+      const plain = randomBytes(n);
+      const want = gcm(key, nonce).encrypt(plain);
+      const host = new Uint8Array(n + 3); // an unaligned view, as tensors inside a protobuf are
+      const v = host.subarray(3);
+      v.set(want.subarray(0, n));
+      const copy = new Uint8Array(v);
+      await aesGcmOpenDetachedInPlace(v, want.subarray(n), nonce, key, fail);
+      assert.ok(Buffer.from(v).equals(plain), `${path} open, ${n} bytes`);
+      await aesGcmDecryptInPlace(copy, nonce, key);
+      assert.ok(Buffer.from(copy).equals(plain), `${path} no-tag (CTR) path, ${n} bytes`);
+      if (path !== 'webcrypto') {
+        const s = new Uint8Array(plain);
+        assert.equal(hex(aesGcmSealDetached(s, nonce, key)), hex(want.subarray(n)), `${path} seal tag, ${n} bytes`);
+        assert.ok(Buffer.from(s).equals(want.subarray(0, n)), `${path} seal, ${n} bytes`);
+      }
+    }
+  });
+});
+
+test('AES-256-GCM: a flipped ciphertext or tag bit, or another key, is refused on every path and leaves the ciphertext', async () => {
+  await eachAesPath(async (path) => {
+    for (const n of [1, 100, 300_000]) {
+      const key = randomBytes(32);
+      const nonce = randomBytes(12);
+      const d = randomBytes(n);
+      const tag = aesGcmSealDetached(d, nonce, key);
+      for (const where of ['ciphertext', 'tag'] as const) {
+        const c = new Uint8Array(d);
+        const t = new Uint8Array(tag);
+        if (where === 'ciphertext') c[n >> 1] ^= 0x04;
+        else t[15] ^= 0x80;
+        const before = new Uint8Array(c);
+        await assert.rejects(async () => aesGcmOpenDetachedInPlace(c, t, nonce, key, () => new TamperedError(`${where} changed`)),
+          (e) => e instanceof TamperedError && e.message === `${where} changed`, `${path}, ${where}, ${n} bytes`);
+        assert.deepEqual(c, before, `${path}: after a failed tag the bytes are the ciphertext again`);
+      }
+      await assert.rejects(async () => aesGcmOpenDetachedInPlace(new Uint8Array(d), tag, nonce, randomBytes(32), fail), TamperedError, `${path}: another key`);
+    }
+  });
+  assert.throws(() => aesGcmSealDetached(new Uint8Array(4), new Uint8Array(24), new Uint8Array(32)), /AES-256-GCM nonce must be 12 bytes, got 24/);
+  assert.throws(() => aesGcmOpenDetachedInPlace(new Uint8Array(4), new Uint8Array(15), new Uint8Array(12), new Uint8Array(32), fail), /tag must be 16 bytes, got 15/);
+});
+
+test('vectors: sealed AES-256-GCM whole tensors (python/keylock_aead.py) on node:crypto, WebCrypto and @noble; a flipped tag bit is TamperedError', async () => {
+  const V = JSON.parse(readFileSync(join(root, 'test/vectors/derive.json'), 'utf8')) as {
+    sealed_aesgcm_key: { model_key: string; key: string }[];
+    sealed_xchacha_nonce_salted: { model_id: string; tensor_name: string; salt: string; nonce: string }[];
+    sealed_aesgcm_cipher: { model_key: string; model_id: string; tensor_name: string; salt: string; nonce: string; plain: string; cipher: string; tag: string }[];
+    keys: Record<string, string>;
+  };
+  assert.deepEqual(V.sealed_aesgcm_cipher.map((c) => c.plain.length / 2), [1, 64, 65, 1000], 'whole tensors of 1, 64, 65 and 1000 bytes');
+  const mk = (name: string): Uint8Array => h(V.keys[name]);
+  for (const c of V.sealed_aesgcm_key) assert.equal(hex(sealedAesGcmKey(mk(c.model_key))), c.key);
+  for (const c of V.sealed_xchacha_nonce_salted) assert.equal(hex(sealedXchachaNonce(c.model_id, c.tensor_name, h(c.salt))), c.nonce, `salted XChaCha20 nonce, ${c.tensor_name}`);
+  assert.equal(V.sealed_xchacha_nonce_salted.length, 3);
+  await eachAesPath(async (path) => {
+    for (const c of V.sealed_aesgcm_cipher) {
+      const what = `${path}, ${c.tensor_name}, ${c.plain.length / 2} bytes`;
+      const key = sealedAesGcmKey(mk(c.model_key));
+      const nonce = sealedAesGcmNonce(c.model_id, c.tensor_name, h(c.salt));
+      assert.equal(hex(nonce), c.nonce, what);
+      if (path !== 'webcrypto') {
+        const d = h(c.plain);
+        assert.equal(hex(aesGcmSealDetached(d, nonce, key)), c.tag, `tag, ${what}`);
+        assert.equal(hex(d), c.cipher, `ciphertext, ${what}`);
+      }
+      const d = h(c.cipher);
+      await aesGcmOpenDetachedInPlace(d, h(c.tag), nonce, key, fail);
+      assert.equal(hex(d), c.plain, `open, ${what}`);
+      const n = h(c.cipher);
+      await aesGcmDecryptInPlace(n, nonce, key);
+      assert.equal(hex(n), c.plain, `no-tag path, ${what}`);
+      const bad = h(c.tag);
+      bad[0] ^= 0x01;
+      await assert.rejects(async () => aesGcmOpenDetachedInPlace(h(c.cipher), bad, nonce, key, fail), TamperedError, `a flipped tag bit, ${what}`);
+    }
+  });
+});
+
+test('a .klm sealed with aes-256-gcm: named and salted in the signed entry, opens with and without tags, TamperedError on a change', async () => {
+  const [a, x] = await Promise.all([
+    lockOnnx(MLP, { schemes: ['sealed'], vendorSeed, modelId: 'mlp-aes', sealedCipher: 'aes-256-gcm' }),
+    lockOnnx(MLP, { schemes: ['sealed'], vendorSeed, modelId: 'mlp-aes', sealedCipher: 'xchacha20-poly1305' }),
+  ]);
+  const { manifest, model } = openKlm(a.klm);
+  const entry = manifest.locks[0];
+  assert.ok(entry.scheme === 'sealed' && entry.cipher === 'aes-256-gcm' && entry.salt?.byteLength === 16);
+  const t0 = entry.tensors[0];
+  const want = new Uint8Array(MLP).slice(t0.offset, t0.offset + t0.length);
+  assert.equal(hex(t0.mac), hex(aesGcmSealDetached(want, sealedAesGcmNonce('mlp-aes', t0.name, entry.salt!), sealedAesGcmKey(a.modelKey))));
+  assert.ok(Buffer.from(model.subarray(t0.offset, t0.offset + t0.length)).equals(want), 'the ciphertext is the spec\'s derivation');
+  // Re-locking the same model under the same key and id draws another salt: other nonces, other ciphertext.
+  const again = await lockOnnx(MLP, { schemes: ['sealed'], vendorSeed, modelId: 'mlp-aes', sealedCipher: 'aes-256-gcm', modelKey: a.modelKey });
+  const e2 = openKlm(again.klm).manifest.locks[0];
+  assert.ok(e2.scheme === 'sealed' && e2.salt && hex(e2.salt) !== hex(entry.salt!));
+  assert.notEqual(hex(openKlm(again.klm).model.subarray(t0.offset, t0.offset + 64)), hex(model.subarray(t0.offset, t0.offset + 64)));
+
+  const ref = await loadModel(x.klm, { modelKey: x.modelKey });
+  const want0 = await outHex(ref);
+  await ref.release();
+  for (const path of AES_PATHS) {
+    await setAesGcmPath(path);
+    try {
+      for (const t of [undefined, trust]) {
+        const m = await loadModel(a.klm, { modelKey: a.modelKey, trust: t });
+        assert.equal(m.state, 'ready', `${path}, ${t ? 'pinned' : 'tags'}: ${m.error?.message}`);
+        assert.equal(await outHex(m), want0, `${path}: the same model as the XChaCha20 one`);
+        await m.release();
+      }
+    } finally {
+      await setAesGcmPath(undefined);
+    }
+  }
+  const { packKlm } = await import('../models/klm.ts');
+  const { vendorKey: _v, digest: _d, modelBytes: _b, ...draft } = manifest;
+  const changed = new Uint8Array(model);
+  changed[entry.tensors[1].offset + 5] ^= 0x10;
+  const m = await loadModel(packKlm(draft, changed, vendorSeed), { modelKey: a.modelKey });
+  assert.ok(m.error instanceof TamperedError, m.error?.message);
+  assert.match(m.error!.message, /sealed tensor ".*": the AES-256-GCM tag does not match its bytes/);
+  // An aes-256-gcm entry without its salt, or an XSalsa20 entry with one, is a format error.
+  const { salt: _s, ...noSalt } = entry;
+  const m2 = await loadModel(packKlm({ ...draft, locks: [noSalt] }, new Uint8Array(model), vendorSeed), { modelKey: a.modelKey });
+  assert.equal(m2.error?.name, 'FormatError');
+  assert.match(m2.error!.message, /salt: an aes-256-gcm entry needs its 16-byte salt, got none/);
+  const m3 = await loadModel(packKlm({ ...draft, locks: [{ ...entry, cipher: undefined }] }, new Uint8Array(model), vendorSeed), { modelKey: a.modelKey });
+  assert.match(m3.error?.message ?? '', /XSalsa20-Poly1305 entries take no salt/);
+  // Inline tensors are not AES-256-GCM: refused at lock time.
+  await assert.rejects(lockOnnx(MLP, { schemes: ['sealed'], vendorSeed, sealedCipher: 'aes-256-gcm', sealedInline: true }), LockOptionError);
+});
+
+test('keylock lock --cipher aes-256-gcm; inspect names it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-aes-'));
+  writeFileSync(join(dir, 'v.key'), encodeVendorSecret(vendorSeed));
+  const run = (...a: string[]) => spawnSync(process.execPath, [join(root, 'bin/keylock.mjs'), ...a], { encoding: 'utf8', cwd: dir });
+  const mlp = join(root, 'models/reference/mnist-mlp.onnx');
+  const r = run('lock', mlp, '--scheme', 'sealed', '--vendor', 'v.key', '--out', 'a.klm', '--key-out', 'a.key', '--cipher', 'aes-256-gcm');
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(run('inspect', 'a.klm').stdout, /sealed +\d+ tensor\(s\), \d+ bytes, AES-256-GCM \(cipher aes-256-gcm\)/);
+  const bad = run('lock', mlp, '--scheme', 'sealed', '--vendor', 'v.key', '--out', 'b.klm', '--key-out', 'b.key', '--cipher', 'aes-256-gcm', '--inline');
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /error: --inline seals with xchacha20-poly1305 or xsalsa20-poly1305, not aes-256-gcm/);
+  assert.match(bad.stderr, /hint: /);
+});
+
+test('Deno (node_modules/.bin/deno): keylock adopts its node:crypto for AES-256-GCM and opens the vectors on every path', { skip: existsSync(join(root, 'node_modules/.bin/deno')) ? false : 'node_modules/.bin/deno is absent' }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keylock-aes-deno-'));
+  const src = join(dir, 'check.mjs');
+  writeFileSync(src, `
+import { aesGcmKey, prepareAesGcm, setAesGcmPath } from ${JSON.stringify(join(root, 'keystore/aead.ts'))};
+import { sealedAesGcmKey, sealedAesGcmNonce } from ${JSON.stringify(join(root, 'runtime/keys/derive.ts'))};
+const V = JSON.parse(Deno.readTextFileSync(Deno.args[0]));
+const h = (s) => new Uint8Array(s.match(/../g).map((b) => parseInt(b, 16)));
+const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+const out = { chosen: await prepareAesGcm(), paths: {} };
+for (const p of ['node', 'webcrypto', 'js']) {
+  await setAesGcmPath(p);
+  let ok = 0;
+  for (const c of V.sealed_aesgcm_cipher) {
+    const k = aesGcmKey(sealedAesGcmKey(h(V.keys[c.model_key])));
+    const n = sealedAesGcmNonce(c.model_id, c.tensor_name, h(c.salt));
+    const d = h(c.cipher);
+    await k.open(d, h(c.tag), n, () => new Error('tag'));
+    if (hex(d) === c.plain) ok++;
+  }
+  out.paths[p] = ok;
+}
+console.log(JSON.stringify(out));
+`);
+  const esbuild = await import('esbuild');
+  await esbuild.build({ entryPoints: [src], outfile: join(dir, 'check.bundle.mjs'), bundle: true, format: 'esm', platform: 'browser', logLevel: 'error' });
+  const r = spawnSync(join(root, 'node_modules/.bin/deno'), ['run', '--no-prompt', `--allow-read=${root}`, join(dir, 'check.bundle.mjs'), join(root, 'test/vectors/derive.json')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as { chosen: string; paths: Record<string, number> };
+  assert.equal(got.chosen, 'node', 'Deno\'s node:crypto passes the known answer and is chosen');
+  assert.deepEqual(got.paths, { node: 4, webcrypto: 4, js: 4 });
+});
+
+test('an XChaCha20 .klm from before the salt (nonce of model id and tensor name only) still opens, with and without tags', async () => {
+  const res = await lockOnnx(MLP, { schemes: ['sealed'], vendorSeed, modelId: 'mlp-unsalted' });
+  const { manifest, model } = openKlm(res.klm);
+  const entry = manifest.locks[0];
+  assert.ok(entry.scheme === 'sealed' && entry.cipher === 'xchacha20-poly1305' && entry.salt);
+  // Re-seal every tensor as keylock wrote it before the salt existed.
+  const k = sealedXchachaKey(res.modelKey);
+  const old = new Uint8Array(model);
+  const tensors = entry.tensors.map((t) => {
+    const d = old.subarray(t.offset, t.offset + t.length);
+    xchachaOpenDetachedInPlace(d, t.mac, sealedXchachaNonce('mlp-unsalted', t.name, entry.salt), k, fail);
+    return { ...t, mac: xchachaSealDetached(d, sealedXchachaNonce('mlp-unsalted', t.name), k) };
+  });
+  const { packKlm } = await import('../models/klm.ts');
+  const { vendorKey: _v, digest: _d, modelBytes: _b, ...draft } = manifest;
+  const unsalted = packKlm({ ...draft, locks: [{ scheme: 'sealed', cipher: 'xchacha20-poly1305', tensors }] }, old, vendorSeed);
+  const e = openKlm(unsalted).manifest.locks[0];
+  assert.ok(e.scheme === 'sealed' && e.salt === undefined, 'the entry has no salt');
+  const ref = await loadModel(res.klm, { modelKey: res.modelKey });
+  const want = await outHex(ref);
+  await ref.release();
+  for (const t of [undefined, trust]) {
+    const m = await loadModel(unsalted, { modelKey: res.modelKey, trust: t });
+    assert.equal(m.state, 'ready', m.error?.message);
+    assert.equal(await outHex(m), want);
+    await m.release();
+  }
 });

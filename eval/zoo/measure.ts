@@ -40,6 +40,7 @@ export function zooCases(format: ModelFormat): ZooCase[] {
   return [
     { label: 'sealed', req: { schemes: ['sealed'] } },
     { label: 'sealed (xsalsa20-poly1305)', req: { schemes: ['sealed'], sealedCipher: 'xsalsa20-poly1305' } },
+    { label: 'sealed (aes-256-gcm)', req: { schemes: ['sealed'], sealedCipher: 'aes-256-gcm' } },
     { label: 'deeplock', req: { schemes: ['deeplock'] } },
     { label: 'signflip (input)', req: { schemes: ['signflip'], signflipMode: 'input' } },
     { label: 'signflip (fold)', req: { schemes: ['signflip'], signflipMode: 'fold' } },

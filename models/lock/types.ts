@@ -36,8 +36,13 @@ export interface LockOptions {
   data?: Sample[];
   /** advparams: tuning knobs (see models/lock/onnx/advparams.ts). */
   advparams?: Record<string, number>;
-  /** sealed: the cipher; `xchacha20-poly1305` (default, native speed in Node) or `xsalsa20-poly1305` (as files were before; WebAssembly SIMD in browsers). */
-  sealedCipher?: 'xchacha20-poly1305' | 'xsalsa20-poly1305';
+  /**
+   * sealed: the cipher; `xchacha20-poly1305` (default: fast everywhere, no AES
+   * hardware needed), `aes-256-gcm` (fleets with AES instructions: x86 AES-NI,
+   * ARMv8 crypto extensions; WebCrypto in secure-context pages; not inline), or
+   * `xsalsa20-poly1305` (as files were before; for runtimes that predate the field).
+   */
+  sealedCipher?: 'xchacha20-poly1305' | 'xsalsa20-poly1305' | 'aes-256-gcm';
   /**
    * sealed, ONNX only: `true` seals every sealed tensor inline, a list of
    * initializer names seals those: each becomes a graph input too, and the

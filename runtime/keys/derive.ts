@@ -11,6 +11,7 @@
 import { shake256 } from '@noble/hashes/sha3.js';
 import { KeyMismatchError, expectedGot } from '../../keystore/errors.ts';
 import { shake256Native } from '../../keystore/nacl.ts';
+import { hex } from '../../keystore/hex.ts';
 
 /** Size of a model key in bytes. */
 export const MODEL_KEY_BYTES = 32;
@@ -313,8 +314,8 @@ export function advparamsSecretboxKey(modelKey: Uint8Array): Uint8Array {
   return deriveBytes(modelKey, 'advparams', 'secretbox', SECRETBOX_KEY_BYTES);
 }
 
-/** Public nonce: SHAKE256 of labelled, NUL-separated fields, first 24 bytes. */
-function publicNonce(prefix: string, fields: [string, string][]): Uint8Array {
+/** Public nonce: SHAKE256 of labelled, NUL-separated fields, first `bytes` bytes (24 unless told). */
+function publicNonce(prefix: string, fields: [string, string][], bytes = SECRETBOX_NONCE_BYTES): Uint8Array {
   const parts: Uint8Array[] = [utf8.encode(prefix)];
   for (const [what, value] of fields) {
     if (typeof value !== 'string') throw new TypeError(expectedGot(what, 'string', typeof value));
@@ -325,7 +326,7 @@ function publicNonce(prefix: string, fields: [string, string][]): Uint8Array {
   const input = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   parts.reduce((o, p) => (input.set(p, o), o + p.length), 0);
   // Node's native SHAKE256 where a model load has found it (one nonce per sealed tensor adds up).
-  return shake256Native(input, SECRETBOX_NONCE_BYTES) ?? shake256(input, { dkLen: SECRETBOX_NONCE_BYTES });
+  return shake256Native(input, bytes) ?? shake256(input, { dkLen: bytes });
 }
 
 /**
@@ -340,15 +341,47 @@ export function sealedNonce(modelId: string, tensorName: string): Uint8Array {
   ]);
 }
 
+/** Size of the per-lock salt of a `sealed` entry (docs/SPEC.md §6.4). */
+export const SEALED_SALT_BYTES = 16;
+
+/** The nonce fields of one sealed tensor: (model id, tensor name), and the entry's salt as hex when it has one. */
+function sealedNonceFields(modelId: string, tensorName: string, salt: Uint8Array | undefined): [string, string][] {
+  const fields: [string, string][] = [['model id', modelId], ['tensor name', tensorName]];
+  if (salt !== undefined) {
+    if (!(salt instanceof Uint8Array) || salt.byteLength !== SEALED_SALT_BYTES) {
+      throw new RangeError(expectedGot('sealed salt', `${SEALED_SALT_BYTES} bytes`, salt instanceof Uint8Array ? `${salt.byteLength} bytes` : typeof salt));
+    }
+    fields.push(['salt', hex(salt)]);
+  }
+  return fields;
+}
+
 /**
  * Nonce of one tensor under the `sealed` lock with XChaCha20-Poly1305: first 24 bytes of
- * SHAKE256("keylock/v1/sealed/xchacha20-poly1305/nonce" || 0x00 || modelId || 0x00 || tensorName).
+ * SHAKE256("keylock/v1/sealed/xchacha20-poly1305/nonce" || 0x00 || modelId || 0x00 || tensorName
+ * [ || 0x00 || hex(salt) ]). Entries written since the salt exists carry one (a fresh random
+ * value per lock), so re-locking a changed model under the same key and id never repeats a nonce.
  */
-export function sealedXchachaNonce(modelId: string, tensorName: string): Uint8Array {
-  return publicNonce('keylock/v1/sealed/xchacha20-poly1305/nonce', [
-    ['model id', modelId],
-    ['tensor name', tensorName],
-  ]);
+export function sealedXchachaNonce(modelId: string, tensorName: string, salt?: Uint8Array): Uint8Array {
+  return publicNonce('keylock/v1/sealed/xchacha20-poly1305/nonce', sealedNonceFields(modelId, tensorName, salt));
+}
+
+/**
+ * AES-256-GCM key of the `sealed` lock (entry `cipher: "aes-256-gcm"`):
+ * deriveBytes(modelKey, 'sealed', 'aes-256-gcm', 32). A label of its own, as XChaCha20's.
+ */
+export function sealedAesGcmKey(modelKey: Uint8Array): Uint8Array {
+  return deriveBytes(modelKey, 'sealed', 'aes-256-gcm', 32);
+}
+
+/**
+ * 96-bit nonce of one tensor under the `sealed` lock with AES-256-GCM: first 12 bytes of
+ * SHAKE256("keylock/v1/sealed/aes-256-gcm/nonce" || 0x00 || modelId || 0x00 || tensorName || 0x00 || hex(salt)).
+ * The salt is mandatory for this cipher.
+ */
+export function sealedAesGcmNonce(modelId: string, tensorName: string, salt: Uint8Array): Uint8Array {
+  if (salt === undefined) throw new RangeError(expectedGot('sealed salt', `${SEALED_SALT_BYTES} bytes`, 'none'));
+  return publicNonce('keylock/v1/sealed/aes-256-gcm/nonce', sealedNonceFields(modelId, tensorName, salt), 12);
 }
 
 /** Nonce of the sealed `advparams` key list: SHAKE256("keylock/v1/advparams/nonce" || 0x00 || modelId), 24 bytes. */

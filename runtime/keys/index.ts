@@ -47,9 +47,16 @@ export async function prepareLocks(locks: readonly LockEntry[]): Promise<void> {
   for (const l of locks) await SCHEME[l.scheme].prepare?.(l);
 }
 
-/** Undoes every load-time lock on `model` (a private copy), last applied first. */
-export function restoreModel(model: Uint8Array, locks: readonly LockEntry[], ctx: ApplyContext): void {
-  for (let i = locks.length - 1; i >= 0; i--) SCHEME[locks[i].scheme].restore?.(model, locks[i], ctx);
+/**
+ * Undoes every load-time lock on `model` (a private copy), last applied first.
+ * Synchronous unless a scheme's restore is (WebCrypto's AES-256-GCM): then the
+ * rest follow in order and the returned Promise settles after the last.
+ */
+export function restoreModel(model: Uint8Array, locks: readonly LockEntry[], ctx: ApplyContext): void | Promise<void> {
+  for (let i = locks.length - 1; i >= 0; i--) {
+    const r = SCHEME[locks[i].scheme].restore?.(model, locks[i], ctx);
+    if (r) return r.then(() => restoreModel(model, locks.slice(0, i), ctx));
+  }
 }
 
 /** Run-time hooks of every lock, in lock order. */

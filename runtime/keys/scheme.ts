@@ -43,8 +43,11 @@ export interface DeviceScheme<E extends { scheme: string }> {
   decodeEntry(f: Fields, modelBytes: number): E;
   /** Work before any model byte is restored, that may have to wait (e.g. compiling WebAssembly); it may depend on the entry. */
   prepare?(entry: E): Promise<unknown>;
-  /** Undoes the lock at load, in place, in the private copy of the model bytes. */
-  restore?(model: Uint8Array, entry: E, ctx: ApplyContext): void;
+  /**
+   * Undoes the lock at load, in place, in the private copy of the model bytes;
+   * a Promise where the platform's cipher is asynchronous (WebCrypto).
+   */
+  restore?(model: Uint8Array, entry: E, ctx: ApplyContext): void | Promise<void>;
   /** What the lock needs on every run (input rewrites, key feeds); undefined when nothing. */
   hooks?(entry: E, ctx: ApplyContext): RunHooks | undefined;
 }

@@ -4,26 +4,28 @@
  * ciphertext in memory and is decrypted into a reused buffer just before each
  * run, fed as that input, and zeroed right after the run.
  */
-import { Fields } from '../../keystore/cbor.ts';
+import { Fields, describe } from '../../keystore/cbor.ts';
 import { secretboxDecryptInPlace, secretboxOpenDetachedInPlace, wipe } from '../../keystore/nacl.ts';
-import { prepareAead, xchachaDecryptInPlace, xchachaDecryptInto, xchachaOpenDetachedInPlace } from '../../keystore/aead.ts';
+import {
+  aesGcmKey, prepareAead, prepareAesGcm, xchachaDecryptInPlace, xchachaDecryptInto, xchachaOpenDetachedInPlace,
+} from '../../keystore/aead.ts';
 import { FormatError, TamperedError, UnsupportedModelError } from '../../keystore/errors.ts';
 import { prepareSecretboxWasm } from '../../keystore/wasm/secretbox.ts';
 import { createXChachaArena, prepareChachaWasm } from '../../keystore/wasm/chacha.ts';
-import { sealedNonce, sealedSecretboxKey, sealedXchachaKey, sealedXchachaNonce } from './derive.ts';
+import { SEALED_SALT_BYTES, sealedAesGcmKey, sealedAesGcmNonce, sealedNonce, sealedSecretboxKey, sealedXchachaKey, sealedXchachaNonce } from './derive.ts';
 import type { ApplyContext, RunHooks } from './hooks.ts';
 import { readRange, type DeviceScheme, type TensorRange } from './scheme.ts';
 import type { DType, TensorData, TensorMap } from '../tensor.ts';
 
 /** The ciphers a `sealed` entry can name; an entry without `cipher` is XSalsa20-Poly1305. */
-export const SEALED_CIPHERS = ['xchacha20-poly1305', 'xsalsa20-poly1305'] as const;
+export const SEALED_CIPHERS = ['xchacha20-poly1305', 'xsalsa20-poly1305', 'aes-256-gcm'] as const;
 export type SealedCipher = (typeof SEALED_CIPHERS)[number];
 /** What lockers write unless asked otherwise. */
 export const DEFAULT_SEALED_CIPHER: SealedCipher = 'xchacha20-poly1305';
 
 /** One sealed tensor of the manifest's entry. */
 export interface SealedTensor extends TensorRange {
-  /** 16-byte Poly1305 tag. */
+  /** 16-byte tag (Poly1305, or GHASH for AES-256-GCM). */
   mac: Uint8Array;
   /**
    * Inline: the graph input this tensor feeds on every run (the locker made the
@@ -40,6 +42,14 @@ export interface SealedLock {
   scheme: 'sealed';
   /** Absent: XSalsa20-Poly1305 (every file written before the field existed). */
   cipher?: SealedCipher;
+  /**
+   * 16 random bytes drawn per lock, mixed into every tensor's nonce, so that
+   * re-locking a changed model under the same key and id never repeats a
+   * (key, nonce) pair (docs/SPEC.md §6.4). Required with `aes-256-gcm`; written
+   * with `xchacha20-poly1305` since it exists (older XChaCha20 files have none);
+   * never with XSalsa20.
+   */
+  salt?: Uint8Array;
   tensors: SealedTensor[];
 }
 
@@ -74,7 +84,8 @@ export function sealedCipherOf(l: SealedLock): SealedCipher {
  * backend sees them), the tags are redundant and are not computed: that pass
  * is about half of the work.
  */
-export function restoreSealed(model: Uint8Array, lock: SealedLock, ctx: ApplyContext): void {
+export function restoreSealed(model: Uint8Array, lock: SealedLock, ctx: ApplyContext): void | Promise<void> {
+  if (sealedCipherOf(lock) === 'aes-256-gcm') return restoreAesGcm(model, lock, ctx);
   const xchacha = sealedCipherOf(lock) === 'xchacha20-poly1305';
   const inline = isInline(lock);
   if (inline && ctx.modelFormat !== undefined && ctx.modelFormat !== 'onnx') {
@@ -95,7 +106,7 @@ export function restoreSealed(model: Uint8Array, lock: SealedLock, ctx: ApplyCon
         data = data.slice();
       }
       if (xchacha) {
-        const nonce = sealedXchachaNonce(ctx.modelId, t.name);
+        const nonce = sealedXchachaNonce(ctx.modelId, t.name, lock.salt);
         // An inline tensor's checked copy is wiped at once: it must leave no copy behind either.
         const opts = t.input !== undefined ? NO_COPIES : undefined;
         if (ctx.authenticated === true) xchachaDecryptInPlace(data, nonce, key);
@@ -108,6 +119,28 @@ export function restoreSealed(model: Uint8Array, lock: SealedLock, ctx: ApplyCon
       if (t.input !== undefined) wipe(data); // the checked copy's plaintext
     }
     if (inline) INLINE_CIPHERTEXT.set(lock, ciphertexts);
+  } finally {
+    wipe(key);
+  }
+}
+
+/**
+ * `restoreSealed` for AES-256-GCM entries (never inline: decodeEntry refuses
+ * that): each range opened in place with its tag, or, when `ctx.authenticated`,
+ * decrypted by AES-256-CTR alone. On WebCrypto each tensor is awaited.
+ */
+async function restoreAesGcm(model: Uint8Array, lock: SealedLock, ctx: ApplyContext): Promise<void> {
+  const key = sealedAesGcmKey(ctx.modelKey);
+  const cipher = aesGcmKey(key); // WebCrypto: the key imported once for every tensor
+  try {
+    for (const t of lock.tensors) {
+      const data = model.subarray(t.offset, t.offset + t.length);
+      const nonce = sealedAesGcmNonce(ctx.modelId, t.name, lock.salt!);
+      const r = ctx.authenticated === true
+        ? cipher.decrypt(data, nonce)
+        : cipher.open(data, t.mac, nonce, () => new TamperedError(`sealed tensor "${t.name}": the AES-256-GCM tag does not match its bytes`));
+      if (r) await r;
+    }
   } finally {
     wipe(key);
   }
@@ -133,7 +166,7 @@ export function sealedInlineHooks(lock: SealedLock, ctx: ApplyContext): RunHooks
   if (!ciphertexts || ciphertexts.length !== inline.length) throw new FormatError('sealed inline: the run hooks were asked for before the entry was restored');
   const xchacha = sealedCipherOf(lock) === 'xchacha20-poly1305';
   const key = xchacha ? sealedXchachaKey(ctx.modelKey) : sealedSecretboxKey(ctx.modelKey);
-  const nonces = inline.map((t) => (xchacha ? sealedXchachaNonce(ctx.modelId, t.name) : sealedNonce(ctx.modelId, t.name)));
+  const nonces = inline.map((t) => (xchacha ? sealedXchachaNonce(ctx.modelId, t.name, lock.salt) : sealedNonce(ctx.modelId, t.name)));
   const arena = xchacha ? createXChachaArena(key, ciphertexts.map((ciphertext, i) => ({ ciphertext, nonce: nonces[i] }))) : null;
   if (arena) wipe(key); // the arena holds its own copy, wiped with it
   const buffers = arena ? arena.buffers : inline.map((t) => new Uint8Array(t.length));
@@ -198,11 +231,19 @@ export const sealedScheme: DeviceScheme<SealedLock> = {
       }
       cipher = v as SealedCipher;
     }
+    let salt: Uint8Array | undefined;
+    if (f.has('salt')) {
+      if (cipher === undefined || cipher === 'xsalsa20-poly1305') throw new FormatError(`${f.what}.salt: XSalsa20-Poly1305 entries take no salt (expected none, got ${describe(f.obj.salt)})`);
+      salt = f.bytes('salt', { len: SEALED_SALT_BYTES });
+    } else if (cipher === 'aes-256-gcm') {
+      throw new FormatError(`${f.what}.salt: an aes-256-gcm entry needs its ${SEALED_SALT_BYTES}-byte salt, got none`);
+    }
     const inputs = new Set<string>();
     const tensors = f.array('tensors').map((tv, j) => {
       const g = Fields.of(`${f.what}.tensors[${j}]`, tv);
       const t: SealedTensor = { ...readRange(g, modelBytes), mac: g.bytes('mac', { len: 16 }) };
       if (g.has('input') || g.has('dims')) {
+        if (cipher === 'aes-256-gcm') throw new FormatError(`${g.what}.input: inline tensors are sealed with xchacha20-poly1305 or xsalsa20-poly1305; an aes-256-gcm entry has none`);
         t.input = g.text('input');
         if (inputs.has(t.input)) throw new FormatError(`${g.what}.input: "${t.input.slice(0, 64)}" is fed by another sealed tensor too`);
         inputs.add(t.input);
@@ -217,23 +258,38 @@ export const sealedScheme: DeviceScheme<SealedLock> = {
       }
       return t;
     });
-    return cipher === undefined ? { scheme: 'sealed', tensors } : { scheme: 'sealed', cipher, tensors };
+    const names = new Set<string>();
+    for (const t of tensors) {
+      // Each tensor's nonce comes from its name: two equal names would share a nonce under one key.
+      if (names.has(t.name)) throw new FormatError(`${f.what}.tensors: the name "${t.name.slice(0, 64)}" appears twice (expected unique names: each names its nonce)`);
+      names.add(t.name);
+    }
+    if (cipher === undefined) return { scheme: 'sealed', tensors };
+    return salt === undefined ? { scheme: 'sealed', cipher, tensors } : { scheme: 'sealed', cipher, salt, tensors };
   },
   // XSalsa20: a browser's main thread may refuse to compile WebAssembly synchronously, so
   // the module is compiled here first. XChaCha20: Node's ciphers are looked up here.
+  // AES-256-GCM: node:crypto, else WebCrypto, else JavaScript, chosen here once.
   // Inline: the run hooks' WebAssembly ChaCha20 is compiled here too (asynchronously, as a browser's main thread requires).
-  prepare: (entry?: SealedLock) => Promise.all([
-    entry && sealedCipherOf(entry) === 'xchacha20-poly1305' ? prepareAead() : prepareSecretboxWasm(),
-    entry && isInline(entry) ? prepareChachaWasm() : undefined,
-  ]),
+  prepare: (entry?: SealedLock) => {
+    const cipher = entry && sealedCipherOf(entry);
+    return Promise.all([
+      cipher === 'xchacha20-poly1305' ? prepareAead() : cipher === 'aes-256-gcm' ? prepareAesGcm() : prepareSecretboxWasm(),
+      entry && isInline(entry) ? prepareChachaWasm() : undefined,
+    ]);
+  },
   restore: restoreSealed,
   hooks: sealedInlineHooks,
+};
+
+const CIPHER_NAMES: Readonly<Record<SealedCipher, string>> = {
+  'xchacha20-poly1305': 'XChaCha20-Poly1305', 'xsalsa20-poly1305': 'XSalsa20-Poly1305', 'aes-256-gcm': 'AES-256-GCM',
 };
 
 /** One line for `keylock inspect`: public parameters only. */
 export function describeSealed(l: SealedLock): string {
   const cipher = sealedCipherOf(l);
-  const name = cipher === 'xchacha20-poly1305' ? 'XChaCha20-Poly1305' : 'XSalsa20-Poly1305';
+  const name = CIPHER_NAMES[cipher];
   const inline = l.tensors.filter((t) => t.input !== undefined);
   const inl = inline.length ? `; inline (decrypted only during a run): ${inline.length} tensor(s), ${inline.reduce((n, t) => n + t.length, 0)} bytes` : '';
   return `sealed   ${l.tensors.length} tensor(s), ${l.tensors.reduce((n, t) => n + t.length, 0)} bytes, ${name} (cipher ${cipher}${l.cipher === undefined ? ', by default: the entry names none' : ''})${inl}`;

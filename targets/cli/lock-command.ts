@@ -2,6 +2,7 @@
 import { basename, dirname, extname, resolve } from 'node:path';
 import { decodeVendorSecret, encodeModelKey } from '../../keystore/keyfiles.ts';
 import type { Scheme } from '../../runtime/klm.ts';
+import { SEALED_CIPHERS, type SealedCipher } from '../../runtime/keys/sealed.ts';
 import { hex, keyId } from '../../keystore/hex.ts';
 import { decodeRecorded } from '../../runtime/recorded.ts';
 import { randomBytes, signKeyPair } from '../../keystore/nacl.ts';
@@ -14,7 +15,7 @@ export const lock: Command = {
   summary: 'lock a model (.onnx or .tflite) with one or more schemes into a signed .klm',
   usage: 'lock MODEL.onnx|MODEL.tflite --scheme S[+S2] --vendor NAME.key --out M.klm --key-out M.key [--block N] [--negpos] [--trained-with-key] '
     + '[--units U] [--mode input|fold] [--data REC.cbor] [--canary REC.cbor] [--canary-count N] [--model-id ID] '
-    + '[--on-invalid-key halt|disable] [--max-failures N] [--seed N] [--cipher xchacha20-poly1305|xsalsa20-poly1305] [--inline]\n'
+    + '[--on-invalid-key halt|disable] [--max-failures N] [--seed N] [--cipher xchacha20-poly1305|aes-256-gcm|xsalsa20-poly1305] [--inline]\n'
     + '       keylock lock --pipeline SPEC.json --scheme S[+S2] --vendor NAME.key --out P.klp --key-out P.key [--canary FRAMES.cbor [--canary-count N]] [--model-id ID] [lock flags as above]',
   options: {
     scheme: { type: 'string' }, vendor: { type: 'string' }, out: { type: 'string' }, 'key-out': { type: 'string' },
@@ -68,8 +69,11 @@ export const lock: Command = {
     needs('cipher', 'sealed', values.cipher !== undefined);
     needs('inline', 'sealed', values.inline === true);
     const cipher = values.cipher as string | undefined;
-    if (cipher !== undefined && cipher !== 'xchacha20-poly1305' && cipher !== 'xsalsa20-poly1305') {
-      throw new UsageError(`--cipher must be xchacha20-poly1305 or xsalsa20-poly1305, got "${cipher}"`, usage);
+    if (cipher !== undefined && !(SEALED_CIPHERS as readonly string[]).includes(cipher)) {
+      throw new UsageError(`--cipher must be one of ${SEALED_CIPHERS.join(', ')}, got "${cipher}"`, usage);
+    }
+    if (cipher === 'aes-256-gcm' && values.inline === true) {
+      throw new UsageError('--inline seals with xchacha20-poly1305 or xsalsa20-poly1305, not aes-256-gcm', 'drop --cipher aes-256-gcm, or drop --inline');
     }
     if (schemes.includes('shuffle') && block === undefined) {
       throw new UsageError('--scheme shuffle needs a block size: --block N', `N must divide the input's height and width (e.g. --block 4 for 28x28); ${usage}`);
@@ -88,7 +92,7 @@ export const lock: Command = {
       modelId: modelId ?? `${basename(src, ext)}-${hex(randomBytes(4))}`,
       block, negpos: values.negpos === true, trainedWithKey: values['trained-with-key'] === true,
       units, signflipMode: mode as 'input' | 'fold' | undefined,
-      data, canary, seed, sealedCipher: cipher as 'xchacha20-poly1305' | 'xsalsa20-poly1305' | undefined,
+      data, canary, seed, sealedCipher: cipher as SealedCipher | undefined,
       sealedInline: values.inline === true ? true : undefined,
       policy: { onInvalidKey: onInvalid, maxFailures: maxFailures ?? (onInvalid === 'disable' ? 3 : 0) },
     });
@@ -146,7 +150,7 @@ async function lockPipelineCommand(values: Record<string, string | boolean | str
     stages, schemes, vendorSeed, pipelineId: modelId ?? pipelineId ?? `${basename(specPath, extname(specPath))}-${hex(randomBytes(4))}`,
     block: intFlag(values, 'block', 1, usageLine), negpos: values.negpos === true, units: intFlag(values, 'units', 0, usageLine),
     signflipMode: mode as 'input' | 'fold' | undefined, seed: intFlag(values, 'seed', 0, usageLine),
-    sealedCipher: values.cipher as 'xchacha20-poly1305' | 'xsalsa20-poly1305' | undefined,
+    sealedCipher: values.cipher as SealedCipher | undefined,
     policy: { onInvalidKey: onInvalid, maxFailures: maxFailures ?? (onInvalid === 'disable' ? 3 : 0) },
   });
   writeOutput(keyOut, encodeModelKey(res.pipelineId, res.modelKey), true);

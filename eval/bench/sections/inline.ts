@@ -168,7 +168,7 @@ export async function measure(quick: boolean, only?: readonly string[]): Promise
     const entry = opened.manifest.locks.find((l) => l.scheme === 'sealed') as SealedLock;
     const inl = entry.tensors.filter((t) => t.input !== undefined);
     const cKey = sealedXchachaKey(inline.modelKey);
-    const nonces = inl.map((t) => sealedXchachaNonce(`bench-inline-${def.id}`, t.name));
+    const nonces = inl.map((t) => sealedXchachaNonce(`bench-inline-${def.id}`, t.name, entry.salt));
     const inlineBytes = opened.model;
     // The decryption alone: an arena like the run hooks' (same ciphertexts, nonces, key), decrypted then zeroed.
     const arena = createXChachaArena(cKey, inl.map((t, i) => ({ ciphertext: inlineBytes.slice(t.offset, t.offset + t.length), nonce: nonces[i] })));

@@ -70,7 +70,7 @@ export async function throughput(_plan: Plan, a: { mb: number; rounds: number })
     forceSecretboxJs(true);
     try { restoreSealed(m, lock, ctx); } finally { forceSecretboxJs(false); }
   };
-  const pinned = (m: Uint8Array): void => restoreSealed(m, lock, { ...ctx, authenticated: true });
+  const pinned = (m: Uint8Array): void => { restoreSealed(m, lock, { ...ctx, authenticated: true }); };
   const sides: [number[], (m: Uint8Array) => void][] = [[[], (m) => restoreSealed(m, lock, ctx)], [[], jsOnly], [[], legacy], [[], pinned]];
   for (let i = 0; i < a.rounds; i++) {
     for (let j = 0; j < sides.length; j++) {

@@ -5,10 +5,12 @@
  * (model id, tensor name). The tags go to the manifest, so the file keeps its
  * length and stays a structurally valid model of the same shape.
  */
-import { secretboxDetached, wipe } from '../../../keystore/nacl.ts';
-import { xchachaSealDetached } from '../../../keystore/aead.ts';
+import { randomBytes, secretboxDetached, wipe } from '../../../keystore/nacl.ts';
+import { aesGcmSealDetached, xchachaSealDetached } from '../../../keystore/aead.ts';
 import { UnsupportedModelError } from '../../../keystore/errors.ts';
-import { sealedNonce, sealedSecretboxKey, sealedXchachaKey, sealedXchachaNonce } from '../../../runtime/keys/derive.ts';
+import {
+  SEALED_SALT_BYTES, sealedAesGcmKey, sealedAesGcmNonce, sealedNonce, sealedSecretboxKey, sealedXchachaKey, sealedXchachaNonce,
+} from '../../../runtime/keys/derive.ts';
 import { DEFAULT_SEALED_CIPHER, INLINE_DTYPES, SEALED_CIPHERS, type SealedCipher } from '../../../runtime/keys/sealed.ts';
 import type { SealedLock, TensorRange } from '../../../runtime/klm.ts';
 import type { InitializerInfo, TensorPlace } from '../../onnx/layout.ts';
@@ -99,6 +101,10 @@ const INLINE_WITH = new Set(['sealed', 'shuffle', 'signflip']);
 export function inlineChoice(params: readonly { name: string; dtype: string }[], ctx: Pick<LockContext, 'opts' | 'schemes'>): Set<string> {
   const opt = ctx.opts.sealedInline;
   if (opt === undefined || opt === false) return new Set();
+  if (ctx.opts.sealedCipher === 'aes-256-gcm') {
+    throw new LockOptionError('sealedInline', '--inline', 'sealedCipher xchacha20-poly1305 or xsalsa20-poly1305', 'aes-256-gcm',
+      'sealed inline: inline tensors are decrypted synchronously before every run, which WebCrypto cannot do; seal them with xchacha20-poly1305 (the default) or drop sealedInline');
+  }
   const other = (ctx.schemes ?? []).find((s) => !INLINE_WITH.has(s));
   if (other) {
     throw new LockOptionError('sealedInline', '--inline', 'sealed alone or with shuffle, signflip', other,
@@ -132,18 +138,28 @@ export function sealRanges(
   bytes: Uint8Array, ranges: readonly TensorRange[], ctx: { modelId: string; modelKey: Uint8Array; opts?: { sealedCipher?: SealedCipher } },
 ): SealedLock {
   const cipher = sealedCipherOption(ctx.opts?.sealedCipher);
-  const xchacha = cipher === 'xchacha20-poly1305';
-  const key = xchacha ? sealedXchachaKey(ctx.modelKey) : sealedSecretboxKey(ctx.modelKey);
+  const names = new Set<string>();
+  for (const r of ranges) {
+    // The nonce comes from the name: two ranges of one name would share a nonce under one key.
+    if (names.has(r.name)) throw new UnsupportedModelError(`sealed: two tensors are named "${r.name}"; each sealed tensor's nonce comes from its name, so names must be unique`);
+    names.add(r.name);
+  }
+  const key = cipher === 'xchacha20-poly1305' ? sealedXchachaKey(ctx.modelKey) : cipher === 'aes-256-gcm' ? sealedAesGcmKey(ctx.modelKey) : sealedSecretboxKey(ctx.modelKey);
+  // A fresh salt per lock (mixed into every nonce): re-locking a changed model under the same
+  // key and model id never repeats a (key, nonce) pair. XSalsa20 entries take none (below).
+  const salt = cipher === 'xsalsa20-poly1305' ? undefined : randomBytes(SEALED_SALT_BYTES);
   try {
     const tensors = ranges.map((r) => {
       const range = bytes.subarray(r.offset, r.offset + r.length);
-      if (xchacha) return { ...r, mac: xchachaSealDetached(range, sealedXchachaNonce(ctx.modelId, r.name), key) };
+      if (cipher === 'xchacha20-poly1305') return { ...r, mac: xchachaSealDetached(range, sealedXchachaNonce(ctx.modelId, r.name, salt), key) };
+      if (cipher === 'aes-256-gcm') return { ...r, mac: aesGcmSealDetached(range, sealedAesGcmNonce(ctx.modelId, r.name, salt!), key) };
       const { cipher: c, mac } = secretboxDetached(range, sealedNonce(ctx.modelId, r.name), key);
       range.set(c);
       return { ...r, mac: new Uint8Array(mac) };
     });
-    // XSalsa20 entries stay as they always were (no `cipher` field), byte for byte.
-    return xchacha ? { scheme: 'sealed', cipher, tensors } : { scheme: 'sealed', tensors };
+    // XSalsa20 entries stay as they always were (no `cipher` field, no salt), byte for byte:
+    // the cipher for runtimes that predate both, whose nonce depends on (model id, tensor name) alone.
+    return salt ? { scheme: 'sealed', cipher, salt, tensors } : { scheme: 'sealed', tensors };
   } finally {
     wipe(key);
   }
