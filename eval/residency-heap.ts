@@ -140,14 +140,14 @@ if (what === 'copies') {
   await prepareAead();
   const r = await lockOnnx(onnx, { schemes: ['sealed'], sealedInline: true, vendorSeed: new Uint8Array(32), modelId: 'probe' });
   const o = openKlm(r.klm);
-  const entry = o.manifest.locks.find((l) => l.scheme === 'sealed') as { tensors: { name: string; offset: number; length: number; input?: string; dims?: number[] }[] };
+  const entry = o.manifest.locks.find((l) => l.scheme === 'sealed') as { salt?: Uint8Array; tensors: { name: string; offset: number; length: number; input?: string; dims?: number[] }[] };
   const key = sealedXchachaKey(r.modelKey);
   const x = seededFloats((m.dims as readonly number[]).reduce((a, b) => a * b, 1), 7);
   const kfeeds: Record<string, { dtype: 'float32'; dims: number[]; data: Float32Array }> = { [inputName]: { dtype: 'float32', dims: [...m.dims], data: x } };
   const ofeeds: Record<string, ort.Tensor> = { [inputName]: new ort.Tensor('float32', x, [...m.dims]) };
   for (const t of entry.tensors.filter((t) => t.input !== undefined)) {
     const p = new Uint8Array(t.length);
-    xchachaDecryptInto(p, o.model.subarray(t.offset, t.offset + t.length), sealedXchachaNonce('probe', t.name), key);
+    xchachaDecryptInto(p, o.model.subarray(t.offset, t.offset + t.length), sealedXchachaNonce('probe', t.name, entry.salt), key);
     kfeeds[t.input!] = { dtype: 'float32', dims: t.dims!, data: new Float32Array(p.buffer) };
     ofeeds[t.input!] = new ort.Tensor('float32', new Float32Array(p.buffer), t.dims!);
   }
