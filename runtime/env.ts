@@ -58,6 +58,22 @@ export interface Env {
    */
   checkLoad?: (plan: LoadPlan) => void | Promise<void>;
   /**
+   * Whether a load hashes the model bytes on another thread while it undoes the
+   * load-time locks (`true`), or hashes them first and restores after (`false`).
+   * Beside: WebCrypto's digest on a copy of the bytes taken just before the restore
+   * (`sha256Snapshot` in keystore/nacl.ts), awaited before any backend sees a byte;
+   * it saves about the restore's time where a second core is free, and costs a
+   * memory copy of the model on the loading thread and one more model size at peak
+   * until garbage collection. Undefined: beside where the digest is WebCrypto's
+   * anyway (Deno, browsers: it copies either way, and the restore then runs in the
+   * wait instead of after it); hashed first under Node, whose own hash reads the
+   * bytes where they lie, with no copy: there beside pays only where a second core
+   * is free (docs/BENCH.md section 2 measures both). Either way only for models of
+   * 1 MiB or more with a lock that rewrites bytes at load, and where WebCrypto is.
+   * Read by the thread that loads (in worker mode the caller's value is passed on).
+   */
+  parallelDigest?: boolean;
+  /**
    * Which implementation the crypto boundary uses here (read-only; keystore/native.ts): Ed25519 and
    * X25519 through node:crypto where present, WebCrypto for verification where not, tweetnacl last,
    * always the same bytes. Detected once, on first use.

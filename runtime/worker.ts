@@ -67,7 +67,7 @@ export interface WireLoadOptions {
   modelKey?: Uint8Array;
   trust?: Uint8Array[];
   /** The caller's platform settings the worker's load reads (its own entry set none of them): the rpi default thread count, where the wasm files are. */
-  env: { backend?: string; threads: number; wasmPaths?: string; tfliteWasmPaths?: string };
+  env: { backend?: string; threads: number; wasmPaths?: string; tfliteWasmPaths?: string; parallelDigest?: boolean };
 }
 
 /**
@@ -433,7 +433,7 @@ export async function loadInWorker(klm: Uint8Array, opts: LoadOptions): Promise<
     vendorKeys: ks ? ks.vendorKeys.map((k) => k.slice()) : undefined,
     modelKey: opts.modelKey ? new Uint8Array(opts.modelKey) : undefined,
     trust: opts.trust?.map((k) => k.slice()),
-    env: { backend: env.backend, threads: env.threads, wasmPaths: env.wasmPaths, tfliteWasmPaths: env.tfliteWasmPaths },
+    env: { backend: env.backend, threads: env.threads, wasmPaths: env.wasmPaths, tfliteWasmPaths: env.tfliteWasmPaths, parallelDigest: env.parallelDigest },
   };
   const transfer: ArrayBuffer[] = [];
   if (consume) transfer.push(klm.buffer as ArrayBuffer);

@@ -45,6 +45,8 @@ export interface DeviceScheme<E extends { scheme: string }> {
   prepare?(entry: E): Promise<unknown>;
   /** Undoes the lock at load, in place, in the private copy of the model bytes. */
   restore?(model: Uint8Array, entry: E, ctx: ApplyContext): void;
+  /** Whether `restore` changes bytes for this entry; default: it does wherever there is a `restore`. */
+  rewrites?(entry: E): boolean;
   /** What the lock needs on every run (input rewrites, key feeds); undefined when nothing. */
   hooks?(entry: E, ctx: ApplyContext): RunHooks | undefined;
 }

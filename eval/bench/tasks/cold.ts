@@ -1,11 +1,13 @@
 /**
  * Bench task "cold": bytes in memory to the first output, plain against locked
- * with the model key and locked through a keystore, with the load phases.
+ * with the model key (the digest hashed before the restore, and beside it on
+ * another thread) and locked through a keystore, with the load phases.
  */
 import { readFileSync } from 'node:fs';
 import { Keystore } from '../../../keystore/keystore.ts';
 import { memoryStorage } from '../../../keystore/storage.ts';
 import { resolveBackend } from '../../../runtime/backends.ts';
+import { env } from '../../../runtime/env.ts';
 import { loadModel, type LoadPhase } from '../../../runtime/load.ts';
 import { fromHex, type Plan } from '../plan.ts';
 import { summarize, type Summary } from '../stats.ts';
@@ -44,8 +46,12 @@ export async function cold(plan: Plan, a: Args): Promise<unknown> {
       await s.release();
       return t2 - t;
     };
-    const lockedCold = async (withKeystore: boolean): Promise<number> => {
-      const pre = withKeystore ? 'keystore: ' : '';
+    // beside: env.parallelDigest true (SHA-256 on another thread while the restore runs), else false
+    // (hashed first); the keystore side loads as the platform's entry leaves it (env.parallelDigest unset).
+    const platformDigest = env.parallelDigest;
+    const lockedCold = async (withKeystore: boolean, beside = false): Promise<number> => {
+      const pre = withKeystore ? 'keystore: ' : beside ? 'beside: ' : '';
+      env.parallelDigest = withKeystore ? platformDigest : beside;
       // A device reads the file into bytes of its own and hands them over (loadModelFile: consume);
       // the copy is made before the clock starts, as the plain side's bytes are there before it.
       const own = klm.slice();
@@ -64,30 +70,34 @@ export async function cold(plan: Plan, a: Args): Promise<unknown> {
       add(`${pre}first run`, t2 - t1);
       await model.release();
       ks?.close();
+      env.parallelDigest = platformDigest;
       return t2 - t;
     };
     const rounds = a.rounds ?? 9;
     const plainT: number[] = [];
     const keyT: number[] = [];
     const ksT: number[] = [];
-    await plainCold(); await lockedCold(false); await lockedCold(true);
+    const besideT: number[] = [];
+    await plainCold(); await lockedCold(false); await lockedCold(true); await lockedCold(false, true);
     for (const k of Object.keys(phases)) phases[k] = [];
     for (let i = 0; i < rounds; i++) {
       // Rotate the order each round so that load drift does not favour one side.
-      const order = [0, 1, 2].map((j) => (j + i) % 3);
+      const order = [0, 1, 2, 3].map((j) => (j + i) % 4);
       for (const o of order) {
         if (o === 0) plainT.push(await plainCold());
         else if (o === 1) keyT.push(await lockedCold(false));
-        else ksT.push(await lockedCold(true));
+        else if (o === 2) ksT.push(await lockedCold(true));
+        else besideT.push(await lockedCold(false, true));
       }
     }
-    const ratio = (xs: number[]): Summary => summarize(xs.map((v, i) => v / plainT[i]));
+    const ratio = (xs: number[], over = plainT): Summary => summarize(xs.map((v, i) => v / over[i]));
     const ph: Record<string, number> = {};
     for (const [k, v] of Object.entries(phases)) ph[k] = summarize(v).median;
     rows.push({
       case: c.id, model: c.model, label: c.label, modelBytes: m.bytes, rounds,
       plainMs: summarize(plainT), keyMs: summarize(keyT), keystoreMs: summarize(ksT),
       keyRatio: ratio(keyT), keystoreRatio: ratio(ksT), phases: ph,
+      besideMs: summarize(besideT), besideRatio: ratio(besideT), besideOverKey: ratio(besideT, keyT), platformDigest: platformDigest ?? null,
     });
   }
   return { backend, threads, rows };
