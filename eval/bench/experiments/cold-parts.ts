@@ -10,7 +10,10 @@
  * after it), the restore (XChaCha20 of every sealed byte, per tensor: nonce,
  * subkey, cipher) against the bare cipher over the same bytes in one call (the
  * floor), and the session create from the file's view against a fresh buffer of
- * the same bytes. The machine's load moves every figure; compare within a run.
+ * the same bytes. Medians of wall time and of the process's CPU time (all its
+ * threads: a digest on the thread pool counts; the CPU time of the sequential
+ * parts is what a loaded machine moves least). The machine's load moves every
+ * figure; compare within a run.
  */
 import { readFileSync } from 'node:fs';
 import { randomBytes, sha256Async, signKeyPair } from '../../../keystore/nacl.ts';
@@ -33,10 +36,14 @@ await sha256Async(new Uint8Array(2 << 20)); // finds Node's hashes, as a load do
 const be = await resolveBackend(backend);
 const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const parts: Record<string, number[]> = {};
+const cpu: Record<string, number[]> = {};
 const time = async (k: string, f: () => unknown): Promise<void> => {
+  const c = process.cpuUsage();
   const t = performance.now();
   await f();
   (parts[k] ??= []).push(performance.now() - t);
+  const u = process.cpuUsage(c);
+  (cpu[k] ??= []).push((u.user + u.system) / 1000);
 };
 const file = await openKlmSignedAsync(r.klm, trust);
 const ctx = { modelId: file.manifest.modelId, modelKey, authenticated: true, modelFormat: 'onnx' as const };
@@ -70,5 +77,7 @@ for (let round = 0; round < 16; round++) {
     await s!.release();
   }
 }
-for (const [k, v] of Object.entries(parts)) console.log(`${k.padEnd(44)} ${med(v.slice(1)).toFixed(2)} ms`);
+// Wall time moves with the machine's load; the process's CPU time (every thread of it) much less so.
+console.log(`${'part'.padEnd(56)} wall ms   CPU ms (process, all threads)`);
+for (const [k, v] of Object.entries(parts)) console.log(`${k.padEnd(56)} ${med(v.slice(1)).toFixed(2).padStart(7)}   ${med(cpu[k].slice(1)).toFixed(2).padStart(7)}`);
 console.log(`(${file.manifest.locks.length} lock entries, ${(file.manifest.locks[0] as { tensors: unknown[] }).tensors.length} sealed tensors, model ${(file.model.byteLength / 1e6).toFixed(1)} MB)`);
