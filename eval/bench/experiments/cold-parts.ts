@@ -24,6 +24,8 @@ import { openKlmSignedAsync } from '../../../runtime/klm.ts';
 import { parseEnvelope } from '../../../keystore/envelope.ts';
 import { decodeCbor } from '../../../keystore/cbor.ts';
 import { prepareLocks, restoreModel } from '../../../runtime/keys/index.ts';
+import { sealedXchachaNonce } from '../../../runtime/keys/derive.ts';
+import type { SealedLock } from '../../../runtime/klm.ts';
 import { ROOT } from '../plan.ts';
 import { createDecipheriv, createHash } from 'node:crypto';
 import { PerformanceObserver } from 'node:perf_hooks';
@@ -68,6 +70,20 @@ for (let round = 0; round < 16; round++) {
   const floor = file.model.slice();
   await time('ChaCha20 over the model bytes in one call (floor)', () => createDecipheriv('chacha20', modelKey, new Uint8Array(16)).update(floor));
   await time('copy of the model bytes (slice)', () => file.model.slice());
+  const tensors = (file.manifest.locks[0] as SealedLock).tensors;
+  await time('restore part: a nonce per sealed tensor (SHAKE256)', () => { for (const t of tensors) sealedXchachaNonce(file.manifest.modelId, t.name); });
+  const per = file.model.slice();
+  await time('restore part: a ChaCha20 per tensor, slices copied back, zeroed', () => {
+    for (const t of tensors) {
+      const c = createDecipheriv('chacha20', modelKey, new Uint8Array(16));
+      const v = per.subarray(t.offset, t.offset + t.length);
+      for (let o = 0; o < v.length; o += 1 << 18) {
+        const out = c.update(v.subarray(o, o + (1 << 18)));
+        v.set(out, o);
+        out.fill(0);
+      }
+    }
+  });
   const own = file.model.slice();
   await time('restore (XChaCha20, pinned)', () => restoreModel(own, file.manifest.locks, ctx));
   const own2 = file.model.slice();
