@@ -64,12 +64,12 @@ export interface Env {
    * (`sha256Snapshot` in keystore/nacl.ts), awaited before any backend sees a byte;
    * it saves about the restore's time where a second core is free, and costs a
    * memory copy of the model on the loading thread and one more model size at peak
-   * until garbage collection. Undefined: beside where the digest is WebCrypto's
-   * anyway (Deno, browsers: it copies either way, and the restore then runs in the
-   * wait instead of after it); hashed first under Node, whose own hash reads the
-   * bytes where they lie, with no copy: there beside pays only where a second core
-   * is free (docs/BENCH.md section 2 measures both). Either way only for models of
-   * 1 MiB or more with a lock that rewrites bytes at load, and where WebCrypto is.
+   * until garbage collection. It can only pay where a core is idle during the load:
+   * on a machine whose cores are busy the hashing thread takes its time from the
+   * loading thread, and beside measured slower (docs/BENCH.md section 2 and its
+   * notes measure both). Undefined (the default): hashed first. Beside applies only
+   * to models of 1 MiB or more with a lock that rewrites bytes at load, where
+   * WebCrypto is.
    * Read by the thread that loads (in worker mode the caller's value is passed on).
    */
   parallelDigest?: boolean;

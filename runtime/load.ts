@@ -8,7 +8,7 @@
 import {
   BackendUnavailableError, CanaryMismatchError, DisabledError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
 } from '../keystore/errors.ts';
-import { equalBytes, prepareNativeHashes, sha256Async, sha256InPlace, sha256Snapshot, wipe } from '../keystore/nacl.ts';
+import { equalBytes, prepareNativeHashes, sha256Async, sha256Snapshot, wipe } from '../keystore/nacl.ts';
 import type { BackendSession } from './backend.ts';
 import { AUTO, autoBackends, defaultBackend, registeredBackend, resolveBackend } from './backends.ts';
 import { checkCanary } from './canary.ts';
@@ -223,13 +223,12 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Mod
 }
 
 /**
- * Whether this load hashes beside the restore: `env.parallelDigest`, by default
- * wherever the digest is WebCrypto's anyway (it copies either way, so hashing
- * beside only moves the restore into the wait), and only when a lock rewrites
- * bytes at load (otherwise there is nothing to overlap).
+ * Whether this load hashes beside the restore: only when asked
+ * (`env.parallelDigest`), and only when a lock rewrites bytes at load
+ * (otherwise there is nothing to overlap).
  */
 function digestBeside(file: KlmFile): boolean {
-  return (env.parallelDigest ?? !sha256InPlace()) && rewritesAtLoad(file.manifest.locks);
+  return env.parallelDigest === true && rewritesAtLoad(file.manifest.locks);
 }
 
 /**

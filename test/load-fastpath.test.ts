@@ -67,7 +67,7 @@ test('onPhase reports each load phase once, in order, and the model still matche
   const phases: [LoadPhase, number][] = [];
   const m = await loadModel(res.klm, { modelKey: res.modelKey, onPhase: (p, ms) => phases.push([p, ms]) });
   assert.equal(m.state, 'ready', m.error?.message);
-  // Under Node the digest is hashed first by default (its own hash, no copy); test/load-digest.test.ts covers both orders.
+  // The digest is hashed first by default; test/load-digest.test.ts covers both orders.
   assert.deepEqual(phases.map((p) => p[0]), ['open', 'key', 'digest', 'restore', 'create']);
   for (const [, ms] of phases) assert.ok(ms >= 0 && Number.isFinite(ms));
   const x: TensorMap = { input_1: { dtype: 'float32', dims: [1, 76, 32, 1], data: new Float32Array(76 * 32).map((_, i) => Math.sin(i)) } };

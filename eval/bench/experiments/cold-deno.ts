@@ -10,7 +10,8 @@
  * `loadModel(bytes, { modelKey, trust, consume: true, worker: false })` + one run,
  * on its own copy of the file made before the clock starts; every run's outputs
  * must equal the first one's, bit for bit. Prints per-side medians, the per-round
- * ratio beside / first, and the phases.
+ * ratio beside / first, the phases, and the per-round ratio of the two phases the
+ * schedule changes (digest + restore).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -80,6 +81,10 @@ try {
   console.log(`  digest beside ${med(ms.beside).toFixed(1)} ms   phases ${Object.entries(phases.beside).map(([k, v]) => `${k} ${med(v).toFixed(2)}`).join(', ')}`);
   const sorted = [...ratios].sort((a, b) => a - b);
   console.log(`  beside / first (per round) ${med(ratios).toFixed(3)} (p25–p75 ${sorted[Math.floor(sorted.length / 4)].toFixed(3)}–${sorted[Math.floor((3 * sorted.length) / 4)].toFixed(3)})`);
+  // The phases the schedule changes (digest + restore), apart from the session create, which varies most on a loaded machine.
+  const dr = (side: string, i: number): number => phases[side].digest[i] + phases[side].restore[i];
+  const drRatios = ms.beside.map((_, i) => dr('beside', i) / dr('first', i));
+  console.log(`  digest + restore: first ${med(ms.first.map((_, i) => dr('first', i))).toFixed(2)} ms, beside ${med(ms.beside.map((_, i) => dr('beside', i))).toFixed(2)} ms, beside / first (per round) ${med(drRatios).toFixed(3)}`);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

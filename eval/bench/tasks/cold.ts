@@ -57,7 +57,7 @@ export async function cold(plan: Plan, a: Args): Promise<unknown> {
       return t2 - t;
     };
     // beside: env.parallelDigest true (SHA-256 on another thread while the restore runs), else false
-    // (hashed first); the keystore side loads as the platform's entry leaves it (env.parallelDigest unset).
+    // (hashed first); the keystore side loads as env leaves it (unset: hashed first, the default).
     const platformDigest = env.parallelDigest;
     const lockedCold = async (withKeystore: boolean, beside = false): Promise<number> => {
       const pre = withKeystore ? 'keystore: ' : beside ? 'beside: ' : '';
