@@ -120,6 +120,15 @@ export async function prepareNativeHashes(): Promise<void> {
 }
 
 /**
+ * Whether `sha256Async` hashes model-sized inputs natively where they lie, with
+ * no copy (Node's hash, once `prepareNativeHashes` has found it), rather than
+ * through WebCrypto, which copies its input.
+ */
+export function sha256InPlace(): boolean {
+  return !!nodeSha256;
+}
+
+/**
  * SHA-256 of the bytes `data` holds now, hashed on another thread: WebCrypto's
  * digest takes a copy of its input when it is called (the first step the
  * WebCrypto spec gives it; Node, Deno and browsers do so) and hashes the copy

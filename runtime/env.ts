@@ -67,9 +67,12 @@ export interface Env {
    * until garbage collection. It can only pay where a core is idle during the load:
    * on a machine whose cores are busy the hashing thread takes its time from the
    * loading thread, and beside measured slower (docs/BENCH.md section 2 and its
-   * notes measure both). Undefined (the default): hashed first. Beside applies only
-   * to models of 1 MiB or more with a lock that rewrites bytes at load, where
-   * WebCrypto is.
+   * notes measure both). Undefined (the default): beside only where it costs no
+   * more than hashing first, a load into a private copy (no `consume`) where the
+   * digest is WebCrypto's anyway (browsers, Deno: it copies its input either way);
+   * hashed first otherwise (Node's own hash reads the bytes in place; `consume`
+   * under Deno). Beside applies only to models of 1 MiB or more with a lock that
+   * rewrites bytes at load, where WebCrypto is.
    * Read by the thread that loads (in worker mode the caller's value is passed on).
    */
   parallelDigest?: boolean;

@@ -8,7 +8,7 @@
 import {
   BackendUnavailableError, CanaryMismatchError, DisabledError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
 } from '../keystore/errors.ts';
-import { equalBytes, prepareNativeHashes, sha256Async, sha256Snapshot, wipe } from '../keystore/nacl.ts';
+import { equalBytes, prepareNativeHashes, sha256Async, sha256InPlace, sha256Snapshot, wipe } from '../keystore/nacl.ts';
 import type { BackendSession } from './backend.ts';
 import { AUTO, autoBackends, defaultBackend, registeredBackend, resolveBackend } from './backends.ts';
 import { checkCanary } from './canary.ts';
@@ -223,12 +223,14 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Mod
 }
 
 /**
- * Whether this load hashes beside the restore: only when asked
- * (`env.parallelDigest`), and only when a lock rewrites bytes at load
- * (otherwise there is nothing to overlap).
+ * Whether this load hashes beside the restore, only ever when a lock rewrites
+ * bytes at load (otherwise there is nothing to overlap): as `env.parallelDigest`
+ * says, by default only where it costs no more than hashing first, i.e. on a
+ * private copy (no `consume`) where the digest is WebCrypto's (it copies its
+ * input either way; loads there overlapped the digest with the restore before).
  */
-function digestBeside(file: KlmFile): boolean {
-  return env.parallelDigest === true && rewritesAtLoad(file.manifest.locks);
+function digestBeside(file: KlmFile, consume: boolean): boolean {
+  return rewritesAtLoad(file.manifest.locks) && (env.parallelDigest ?? (!consume && !sha256InPlace()));
 }
 
 /**
@@ -304,7 +306,7 @@ export async function unlockInto(
     // The digest covers what the restore reads: these bytes, as they are now. Hashed first (bytes
     // that fail it are left as they are), or beside the restore on a copy taken here, with nothing
     // in between that could change them (bytes that fail it are wiped with what was restored in them).
-    const before = digest?.begin(target, digestBeside(file));
+    const before = digest?.begin(target, digestBeside(file, consume));
     if (before) {
       await before;
       mark?.('digest');
