@@ -69,9 +69,9 @@ export interface Env {
    * loading thread, and beside measured slower (docs/BENCH.md section 2 and its
    * notes measure both). Undefined (the default): beside only where it costs no
    * more than hashing first, a load into a private copy (no `consume`) where the
-   * digest is WebCrypto's anyway (browsers, Deno: it copies its input either way);
-   * hashed first otherwise (Node's own hash reads the bytes in place; `consume`
-   * under Deno). Beside applies only to models of 1 MiB or more with a lock that
+   * digest is WebCrypto's anyway (browsers: it copies its input either way);
+   * hashed first otherwise (Node's own hash, which Deno offers too, reads the bytes
+   * in place; `consume` in a browser). Beside applies only to models of 1 MiB or more with a lock that
    * rewrites bytes at load, where WebCrypto is.
    * Read by the thread that loads (in worker mode the caller's value is passed on).
    */

@@ -5,13 +5,16 @@
  *
  *   node --import tsx eval/bench/experiments/cold-deno.ts [rounds]
  *
- * Deno has no node:crypto: the digest is WebCrypto's (a copy, hashed on another
- * thread) in both schedules, and XChaCha20 runs in JavaScript. Each load is
+ * Deno reaches node:crypto through its Node compatibility, and keylock finds it
+ * there as under Node: digest first is that createHash, in place; beside is
+ * WebCrypto's digest of a copy on another thread. Each load is
  * `loadModel(bytes, { modelKey, trust, consume: true, worker: false })` + one run,
  * on its own copy of the file made before the clock starts; every run's outputs
  * must equal the first one's, bit for bit. Prints per-side medians, the per-round
  * ratio beside / first, the phases, and the per-round ratio of the two phases the
- * schedule changes (digest + restore).
+ * schedule changes (digest + restore). Last, one load as an app makes it by
+ * default (no `consume`, `env.parallelDigest` unset: hashed first, since the
+ * native hash is found here), checked against the same outputs.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -53,7 +56,15 @@ for (let i = 0; i <= rounds; i++) {
     for (const [p, d] of Object.entries(ph)) (phases[side][p] ??= []).push(d);
   }
 }
-console.log('DENO-RESULT ' + JSON.stringify({ ms, phases }));
+// The default schedule of a load into a private copy (no consume, env.parallelDigest unset): beside, here.
+k.env.parallelDigest = undefined;
+const order = [];
+const d = await k.loadModel(klm, { modelKey: fromHex(keyHex), trust: [fromHex(pubHex)], worker: false, onPhase: (p) => order.push(p) });
+if (d.state !== 'ready') throw d.error;
+const dOut = new Uint8Array(Object.values(await d.run(x))[0].data.buffer);
+if (dOut.length !== ref.length || dOut.some((b, j) => b !== ref[j])) throw new Error('the default load differs');
+await d.release();
+console.log('DENO-RESULT ' + JSON.stringify({ ms, phases, defaultOrder: order }));
 `;
 
 const rounds = Number(process.argv[2] ?? 9);
@@ -73,7 +84,7 @@ try {
     pathToFileURL(join(built.dir, 'keylock.mjs')).href, klmPath, hex(modelKey), hex(signKeyPair(vendorSeed).publicKey), String(rounds)], { encoding: 'utf8', cwd: dir, maxBuffer: 64 << 20 });
   const line = p.stdout.split('\n').find((l) => l.startsWith('DENO-RESULT '));
   if (p.status !== 0 || !line) throw new Error(`deno exited ${p.status}: ${p.stderr.slice(-2000)}`);
-  const { ms, phases } = JSON.parse(line.slice('DENO-RESULT '.length)) as { ms: Record<string, number[]>; phases: Record<string, Record<string, number[]>> };
+  const { ms, phases, defaultOrder } = JSON.parse(line.slice('DENO-RESULT '.length)) as { ms: Record<string, number[]>; phases: Record<string, Record<string, number[]>>; defaultOrder: string[] };
   const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
   const ratios = ms.beside.map((b, i) => b / ms.first[i]);
   console.log(`Deno ${spawnSync(deno, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0]}, PP-OCR rec sealed, ${rounds} rounds, load + first run:`);
@@ -84,6 +95,7 @@ try {
   // The phases the schedule changes (digest + restore), apart from the session create, which varies most on a loaded machine.
   const dr = (side: string, i: number): number => phases[side].digest[i] + phases[side].restore[i];
   const drRatios = ms.beside.map((_, i) => dr('beside', i) / dr('first', i));
+  console.log(`  default load (a private copy, env.parallelDigest unset): same outputs, phases ${defaultOrder.join(' → ')}`);
   console.log(`  digest + restore: first ${med(ms.first.map((_, i) => dr('first', i))).toFixed(2)} ms, beside ${med(ms.beside.map((_, i) => dr('beside', i))).toFixed(2)} ms, beside / first (per round) ${med(drRatios).toFixed(3)}`);
 } finally {
   rmSync(dir, { recursive: true, force: true });
