@@ -3,11 +3,15 @@
  * hashes the bytes as they were when the restore began, the check still gates
  * the backend in every schedule, and a changed byte inside a sealed tensor is
  * caught when the tags are skipped (pinned vendor key), whether the bytes are a
- * private copy or handed over with `consume`.
+ * private copy or handed over with `consume`; and Chromium's WebCrypto takes its
+ * snapshot at the call too, as a browser load hashing beside (its default into
+ * a private copy) relies on.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { decodeCbor, encodeCbor } from '../keystore/cbor.ts';
 import { TamperedError } from '../keystore/errors.ts';
@@ -20,6 +24,7 @@ import { openKlmSigned, type SealedLock } from '../runtime/klm.ts';
 import { loadModel, type LoadPhase } from '../runtime/load.ts';
 import { createOrtSession } from '../runtime/ort.ts';
 import type { TensorMap } from '../runtime/tensor.ts';
+import { chromiumMissing, launchChromium } from '../targets/browser/chromium.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 // 1.3 MB: over the 1 MiB below which the digest is computed in JavaScript on the loading thread.
@@ -113,4 +118,34 @@ test('a changed byte inside a sealed tensor halts the load before any backend se
   const good = await loadModel(res.klm.slice(), { modelKey: res.modelKey, backend: 'digest-spy', trust, consume: true });
   assert.equal(good.state, 'ready', good.error?.message);
   await good.release();
+});
+
+test('Chromium\'s WebCrypto digest also hashes the bytes as they were at the call (what a browser load hashing beside relies on)', { skip: chromiumMissing }, async () => {
+  // A page from 127.0.0.1, a secure context (WebCrypto is only offered in one).
+  const server = createServer((_, res) => res.end('<!doctype html><title>digest</title>'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const browser = await launchChromium(origin);
+  try {
+    const page = await browser.context.newPage();
+    await page.goto(`${origin}/`);
+    const r = await page.evaluate(async () => {
+      if (!globalThis.isSecureContext || !crypto.subtle) return { skipped: true, same: false, changed: false };
+      const data = new Uint8Array(3 << 20);
+      for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+      const want = new Uint8Array(await crypto.subtle.digest('SHA-256', data.slice()));
+      const pending = crypto.subtle.digest('SHA-256', data);
+      data.fill(0x5a); // what the restore does to the bytes next
+      const got = new Uint8Array(await pending);
+      const after = new Uint8Array(await crypto.subtle.digest('SHA-256', data));
+      // No named helper: the page gets this function's text, without the test's bundler helpers.
+      return { skipped: false, same: got.every((v, i) => v === want[i]), changed: !after.every((v, i) => v === want[i]) };
+    });
+    assert.equal(r.skipped, false, 'a page from 127.0.0.1 is a secure context with WebCrypto');
+    assert.ok(r.changed, 'the overwrite changed the bytes');
+    assert.ok(r.same, 'the digest is of the bytes as they were when digest() was called');
+  } finally {
+    await browser.close();
+    server.close();
+  }
 });
