@@ -110,6 +110,40 @@ export async function sha256Async(data: Uint8Array): Promise<Uint8Array> {
   return nobleSha256(data);
 }
 
+/**
+ * Finds the platform's native hashes (Node's SHA-256 and SHAKE256) if not yet
+ * done; `sha256Async` does it on its first call. For a caller that hashes with
+ * `sha256Snapshot` and then derives with `shake256Native`.
+ */
+export async function prepareNativeHashes(): Promise<void> {
+  await nodeHash();
+}
+
+/**
+ * Whether `sha256Async` hashes model-sized inputs natively where they lie, with
+ * no copy (Node's hash, once `prepareNativeHashes` has found it), rather than
+ * through WebCrypto, which copies its input.
+ */
+export function sha256InPlace(): boolean {
+  return !!nodeSha256;
+}
+
+/**
+ * SHA-256 of the bytes `data` holds now, hashed on another thread: WebCrypto's
+ * digest takes a copy of its input when it is called (the first step the
+ * WebCrypto spec gives it; Node, Deno and browsers do so) and hashes the copy
+ * on a thread of its own (Node's thread pool), so the caller may overwrite
+ * `data` as soon as this returns and do other work meanwhile. The price is the
+ * copy: one more input size at peak until garbage collection, and the time of
+ * a memory copy on the calling thread. Undefined where that is not on offer
+ * (no WebCrypto, an input under 1 MiB, bytes in a SharedArrayBuffer that another
+ * thread could change): then hash with `sha256Async` before changing the bytes.
+ */
+export function sha256Snapshot(data: Uint8Array): Promise<Uint8Array> | undefined {
+  if (!subtle || data.byteLength < ASYNC_DIGEST_MIN || !(data.buffer instanceof ArrayBuffer)) return undefined;
+  return subtle.digest('SHA-256', data as Uint8Array<ArrayBuffer>).then((d) => new Uint8Array(d));
+}
+
 /** Constant-time equality of two byte strings (false when lengths differ). */
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.byteLength !== b.byteLength) return false;

@@ -58,6 +58,25 @@ export interface Env {
    */
   checkLoad?: (plan: LoadPlan) => void | Promise<void>;
   /**
+   * Whether a load hashes the model bytes on another thread while it undoes the
+   * load-time locks (`true`), or hashes them first and restores after (`false`).
+   * Beside: WebCrypto's digest on a copy of the bytes taken just before the restore
+   * (`sha256Snapshot` in keystore/nacl.ts), awaited before any backend sees a byte;
+   * it saves about the restore's time where a second core is free, and costs a
+   * memory copy of the model on the loading thread and one more model size at peak
+   * until garbage collection. It can only pay where a core is idle during the load:
+   * on a machine whose cores are busy the hashing thread takes its time from the
+   * loading thread, and beside measured slower (docs/BENCH.md section 2 and its
+   * notes measure both). Undefined (the default): beside only where it costs no
+   * more than hashing first, a load into a private copy (no `consume`) where the
+   * digest is WebCrypto's anyway (browsers: it copies its input either way);
+   * hashed first otherwise (Node's own hash, which Deno offers too, reads the bytes
+   * in place; `consume` in a browser). Beside applies only to models of 1 MiB or more with a lock that
+   * rewrites bytes at load, where WebCrypto is.
+   * Read by the thread that loads (in worker mode the caller's value is passed on).
+   */
+  parallelDigest?: boolean;
+  /**
    * Which implementation the crypto boundary uses here (read-only; keystore/native.ts): Ed25519 and
    * X25519 through node:crypto where present, WebCrypto for verification where not, tweetnacl last,
    * always the same bytes. Detected once, on first use.

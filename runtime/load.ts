@@ -8,7 +8,7 @@
 import {
   BackendUnavailableError, CanaryMismatchError, DisabledError, KeylockError, KeyMismatchError, TamperedError, UnsupportedModelError,
 } from '../keystore/errors.ts';
-import { equalBytes, sha256Async, wipe } from '../keystore/nacl.ts';
+import { equalBytes, prepareNativeHashes, sha256Async, sha256InPlace, sha256Snapshot, wipe } from '../keystore/nacl.ts';
 import type { BackendSession } from './backend.ts';
 import { AUTO, autoBackends, defaultBackend, registeredBackend, resolveBackend } from './backends.ts';
 import { checkCanary } from './canary.ts';
@@ -16,7 +16,7 @@ import { env } from './env.ts';
 import { checkKlmDigest, openKlmSignedAsync, type KlmFile, type Manifest, type Policy } from './klm.ts';
 import { keyCheckValue } from './keys/derive.ts';
 import type { ApplyContext } from './keys/hooks.ts';
-import { prepareLocks, restoreModel, runHooks } from './keys/index.ts';
+import { prepareLocks, restoreModel, rewritesAtLoad, runHooks } from './keys/index.ts';
 import { Model } from './model.ts';
 import { checkRecordOptions, type RecordOptions } from './recorder.ts';
 import { isLicenceSource, watchLicence } from './licence.ts';
@@ -55,8 +55,9 @@ export interface ModelKeySource {
 /**
  * Steps of `loadModel`, in order, for `LoadOptions.onPhase`: `open` (envelope,
  * signature, manifest), `key` (model key from the keystore and key check
- * value), `restore` (undo load-time locks on a private copy), `digest` (the
- * wait for SHA-256 of the model bytes, started after `open`),
+ * value), `restore` (undo load-time locks on a private copy), `digest` (SHA-256
+ * of the model bytes: before the restore, or, hashed beside it on another
+ * thread (`env.parallelDigest`), the wait for it after),
  * `create` (backend session), `canary` (recorded canary runs, only when the
  * manifest has one).
  */
@@ -167,16 +168,9 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Mod
   if (opts.record) checkRecordOptions(opts.record);
   const mark = phaseClock(opts.onPhase);
   let file: KlmFile;
-  let verified: Promise<void>;
   try {
     file = await openKlmSignedAsync(klm, ks ? ks.vendorKeys : opts.trust);
     mark?.('open');
-    // The digest (native code: Node's hash, else WebCrypto) is started here; where it runs on
-    // another thread (WebCrypto) it overlaps the key check and the restore. unlockInto awaits it
-    // before any backend sees the bytes.
-    const f = file;
-    verified = sha256Async(f.model).then((d) => checkKlmDigest(f, d));
-    verified.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
   } catch (e) {
     const m = new Model(undefined);
     m.halt(asKeylockError(e));
@@ -184,6 +178,9 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Mod
     return m;
   }
   const model = new Model(file.manifest);
+  // unlockInto hashes the bytes it restores, just before it restores them, and awaits the check
+  // before any backend sees a byte.
+  const digest = new DigestCheck(file);
   const format = file.manifest.modelFormat;
   const backend = asked === AUTO ? autoBackends(format) : asked ?? defaultBackend(format);
   const { modelId, policy } = file.manifest;
@@ -195,13 +192,13 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Mod
     } else {
       modelKey = new Uint8Array(opts.modelKey!);
     }
-    await unlockInto(model, file, modelKey, backend, threads, mark, verified, opts.consume === true);
+    await unlockInto(model, file, modelKey, backend, threads, mark, digest, opts.consume === true);
     // Only a device that had failures writes on success: a good run needs no write access.
     if (ks && ks.failureCount(modelId) > 0) await ks.resetFailures(modelId);
   } catch (e) {
     // Bytes that do not match the signed digest are reported as such, whatever else failed while
     // the digest was computed, and (as a file that is not the vendor's) never counted as a failure.
-    const tampered = await verified.then(() => undefined, asKeylockError);
+    const tampered = await digest.settled().then(() => undefined, asKeylockError);
     const err = tampered ?? asKeylockError(e);
     if (tampered) {
       model.halt(tampered);
@@ -232,15 +229,57 @@ export async function loadModel(klm: Uint8Array, opts: LoadOptions): Promise<Mod
 }
 
 /**
+ * Whether this load hashes beside the restore, only ever when a lock rewrites
+ * bytes at load (otherwise there is nothing to overlap): as `env.parallelDigest`
+ * says, by default only where it costs no more than hashing first, i.e. on a
+ * private copy (no `consume`) where the digest is WebCrypto's (it copies its
+ * input either way; loads there overlapped the digest with the restore before).
+ */
+function digestBeside(file: KlmFile, consume: boolean): boolean {
+  return rewritesAtLoad(file.manifest.locks) && (env.parallelDigest ?? (!consume && !sha256InPlace()));
+}
+
+/**
+ * The check of a `.klm`'s signed digest in one load, over exactly the bytes the
+ * restore reads: `begin` hashes them as they are just before the restore, and
+ * `settled` is the check's outcome (over the file's untouched model bytes when
+ * the load failed before its restore began).
+ */
+export class DigestCheck {
+  #done?: Promise<void>;
+  constructor(private readonly file: KlmFile) {}
+
+  /**
+   * Starts the SHA-256 of `bytes` (which the caller restores in place next).
+   * Beside (`beside`, and WebCrypto takes the input): a copy is hashed on
+   * another thread and undefined is returned: `bytes` may be rewritten at once.
+   * Otherwise the returned promise settles once `bytes` are hashed and checked;
+   * only then may they be rewritten.
+   */
+  begin(bytes: Uint8Array, beside: boolean): Promise<void> | undefined {
+    const snapshot = beside ? sha256Snapshot(bytes) : undefined;
+    this.#done = (snapshot ?? sha256Async(bytes)).then((d) => checkKlmDigest(this.file, d));
+    this.#done.catch(() => undefined); // awaited by the load; never an unhandled rejection meanwhile
+    return snapshot ? undefined : this.#done;
+  }
+
+  /** The check's outcome; starts it on the file's model bytes if `begin` was not called. */
+  settled(): Promise<void> {
+    return (this.#done ??= sha256Async(this.file.model).then((d) => checkKlmDigest(this.file, d)));
+  }
+}
+
+/**
  * Shared by every key source: key check, restore, session, hooks, canary, on
  * the registered backend `backend`, or, given a list (`auto`), on the first of
  * those candidates that inits, creates a session and reproduces the canary.
- * `verified`, when given, is the pending digest check of `file`: it is awaited
- * after the restore and before the backend sees any byte.
+ * `digest`, when given, checks the signed digest of the bytes restored: before
+ * the restore, or hashed beside it on another thread, and in both cases
+ * settled before the backend sees any byte.
  */
 export async function unlockInto(
   model: Model, file: KlmFile, modelKey: Uint8Array, backend: string | readonly string[], threads?: number, mark?: (p: LoadPhase) => void,
-  verified?: Promise<void>, consume = false,
+  digest?: DigestCheck, consume = false,
 ): Promise<void> {
   const { manifest } = file;
   checkKey(manifest, modelKey);
@@ -263,22 +302,27 @@ export async function unlockInto(
   }
   const recording = defaultBackend(manifest.modelFormat);
   // With a pinned signer, the digest awaited below covers every byte restore reads.
-  const ctx: ApplyContext = { modelId: manifest.modelId, modelKey, authenticated: file.trusted && verified !== undefined, modelFormat: manifest.modelFormat };
+  const ctx: ApplyContext = { modelId: manifest.modelId, modelKey, authenticated: file.trusted && digest !== undefined, modelFormat: manifest.modelFormat };
   await prepareLocks(manifest.locks);
+  await prepareNativeHashes(); // the restore's nonces use Node's SHAKE256 where there is one
   let bytes: Uint8Array | undefined;
   let canaryFailure: KeylockError | undefined;
   try {
-    if (consume && verified) {
-      // Restoring in the caller's bytes changes what the digest reads: it is settled first.
-      await verified;
+    const target = consume ? file.model : new Uint8Array(file.model); // otherwise a private copy: the caller's buffer is never changed
+    // The digest covers what the restore reads: these bytes, as they are now. Hashed first (bytes
+    // that fail it are left as they are), or beside the restore on a copy taken here, with nothing
+    // in between that could change them (bytes that fail it are wiped with what was restored in them).
+    const before = digest?.begin(target, digestBeside(file, consume));
+    if (before) {
+      await before;
       mark?.('digest');
     }
-    bytes = consume ? file.model : new Uint8Array(file.model); // otherwise a private copy: the caller's buffer is never changed
+    bytes = target;
     const restoring = restoreModel(bytes, manifest.locks, ctx);
     if (restoring) await restoring; // AES-256-GCM on WebCrypto
     mark?.('restore');
-    if (verified && !consume) {
-      await verified;
+    if (digest && !before) {
+      await digest.settled();
       mark?.('digest');
     }
     for (let i = 0; i < candidates.length; i++) {

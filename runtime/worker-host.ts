@@ -81,6 +81,7 @@ export function serveModel(port: HostPort): void {
     env.threads = o.env.threads;
     if (o.env.wasmPaths !== undefined) env.wasmPaths = o.env.wasmPaths;
     if (o.env.tfliteWasmPaths !== undefined) env.tfliteWasmPaths = o.env.tfliteWasmPaths;
+    if (o.env.parallelDigest !== undefined) env.parallelDigest = o.env.parallelDigest;
     const opts: LoadOptions = {
       backend: o.backend, threads: o.threads, warmup: o.warmup, trust: o.trust,
       // The bytes arrived as this thread's own copy (cloned or transferred): restored in place, then wiped.

@@ -69,7 +69,7 @@ export interface WireLoadOptions {
   /** `worker: 'auto'`: time a few runs after the load and report the fastest (`loaded.runMs`). */
   probe?: boolean;
   /** The caller's platform settings the worker's load reads (its own entry set none of them): the rpi default thread count, where the wasm files are. */
-  env: { backend?: string; threads: number; wasmPaths?: string; tfliteWasmPaths?: string };
+  env: { backend?: string; threads: number; wasmPaths?: string; tfliteWasmPaths?: string; parallelDigest?: boolean };
 }
 
 /**
@@ -447,7 +447,7 @@ export async function loadInWorker(klm: Uint8Array, opts: LoadOptions, probe = f
     vendorKeys: ks ? ks.vendorKeys.map((k) => k.slice()) : undefined,
     modelKey: opts.modelKey ? new Uint8Array(opts.modelKey) : undefined,
     trust: opts.trust?.map((k) => k.slice()),
-    env: { backend: env.backend, threads: env.threads, wasmPaths: env.wasmPaths, tfliteWasmPaths: env.tfliteWasmPaths },
+    env: { backend: env.backend, threads: env.threads, wasmPaths: env.wasmPaths, tfliteWasmPaths: env.tfliteWasmPaths, parallelDigest: env.parallelDigest },
   };
   const transfer: ArrayBuffer[] = [];
   if (consume) transfer.push(klm.buffer as ArrayBuffer);

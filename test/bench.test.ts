@@ -37,7 +37,8 @@ test('a quick bench run computes every ratio and writes BENCH.md and bench.json'
   }
   const cold = r.cold[0].rows[0];
   assert.ok(finite(cold.keyRatio.median) && finite(cold.keystoreRatio.median));
-  for (const p of ['open', 'digest', 'key', 'restore', 'create', 'first run', 'plain create', 'keystore: keystore open']) {
+  assert.ok(finite(cold.besideRatio!.median) && finite(cold.besideOverKey!.median), 'the digest-beside load is measured in the same rounds');
+  for (const p of ['open', 'digest', 'key', 'restore', 'create', 'first run', 'plain create', 'keystore: keystore open', 'beside: restore', 'beside: digest']) {
     assert.ok(cold.phases[p] !== undefined && cold.phases[p] >= 0, `phase ${p}`);
   }
   assert.ok(finite(r.throughput!.sealed.median) && finite(r.throughput!.sealedSpeedup.median) && finite(r.throughput!.deeplock.median));

@@ -59,6 +59,14 @@ export function restoreModel(model: Uint8Array, locks: readonly LockEntry[], ctx
   }
 }
 
+/** Whether undoing the load-time locks rewrites any model byte (what a digest beside the restore can overlap). */
+export function rewritesAtLoad(locks: readonly LockEntry[]): boolean {
+  return locks.some((l) => {
+    const s = SCHEME[l.scheme];
+    return s.restore !== undefined && (s.rewrites?.(l) ?? true);
+  });
+}
+
 /** Run-time hooks of every lock, in lock order. */
 export function runHooks(locks: readonly LockEntry[], ctx: ApplyContext): RunHooks[] {
   const hooks: RunHooks[] = [];

@@ -48,6 +48,8 @@ export interface DeviceScheme<E extends { scheme: string }> {
    * a Promise where the platform's cipher is asynchronous (WebCrypto).
    */
   restore?(model: Uint8Array, entry: E, ctx: ApplyContext): void | Promise<void>;
+  /** Whether `restore` changes bytes for this entry; default: it does wherever there is a `restore`. */
+  rewrites?(entry: E): boolean;
   /** What the lock needs on every run (input rewrites, key feeds); undefined when nothing. */
   hooks?(entry: E, ctx: ApplyContext): RunHooks | undefined;
 }

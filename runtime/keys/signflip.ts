@@ -150,6 +150,7 @@ export const signflipScheme: DeviceScheme<SignflipLock> = {
     return { scheme: 'signflip', mode: f.oneOf('mode', ['input', 'fold'] as const), units: f.uint('units'), layers };
   },
   restore: restoreSignflip,
+  rewrites: (l) => l.mode === 'fold',
   hooks(l, ctx) {
     return l.mode === 'input' ? signflipHooks(l, ctx) : undefined;
   },
