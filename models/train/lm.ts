@@ -272,8 +272,10 @@ export function bitsPerChar(m: Lm, data: Int32Array, maxWindows = 1024, chunk = 
 export interface LmFitOptions {
   steps: number;
   batch: number;
-  /** Peak Adam step size; linear warm-up over the first 5 % of steps, cosine decay to 10 % after. */
+  /** Peak Adam step size; linear warm-up over the first `warmup` share of steps, cosine decay to 10 % after. */
   lr: number;
+  /** Share of the steps spent warming up (default 0.05). */
+  warmup?: number;
   /** Seed of the window offsets. */
   seed: number;
   progress?: Progress;
@@ -289,8 +291,8 @@ export interface LmFitOptions {
 export interface LmFitResult { seconds: number; finalLoss: number; steps: number }
 
 /** Step size at `step` (0-based) of `steps`. */
-export function lmLearningRate(step: number, steps: number, peak: number): number {
-  const warm = Math.max(1, Math.round(steps * 0.05));
+export function lmLearningRate(step: number, steps: number, peak: number, warmup = 0.05): number {
+  const warm = Math.max(1, Math.round(steps * warmup));
   if (step < warm) return peak * (step + 1) / warm;
   const f = (step - warm) / Math.max(1, steps - warm);
   return peak * (0.1 + 0.9 * 0.5 * (1 + Math.cos(Math.PI * f)));
@@ -317,7 +319,7 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
       x.set(data.subarray(s, s + t), i * t);
       y.set(data.subarray(s + 1, s + t + 1), i * t);
     }
-    (optimizer as unknown as { learningRate: number }).learningRate = lmLearningRate(step, o.steps, o.lr);
+    (optimizer as unknown as { learningRate: number }).learningRate = lmLearningRate(step, o.steps, o.lr, o.warmup);
     let hits: tf.Tensor | undefined;
     const loss = tf.tidy(() => {
       const xs = tf.tensor2d(x, [o.batch, t], 'int32');
@@ -357,16 +359,19 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
   return { seconds: (performance.now() - t0) / 1000, finalLoss: ema / Math.LN2, steps: o.steps };
 }
 
-/** The reference recipe (steps, batch, peak step size, seeds). */
-export const LM_RECIPE = { steps: 1200, batch: 32, lr: 3e-3, seed: 17, windowSeed: 1017 } as const;
+/** The reference recipe (steps, batch, peak step size, warm-up share, seeds). */
+export const LM_RECIPE = { steps: 1200, batch: 32, lr: 3e-3, warmup: 0.05, seed: 17, windowSeed: 1017 } as const;
+
+/** What a caller may change in the recipe (trials, CI). */
+export interface LmRecipeOptions { config?: LmConfig; steps?: number; batch?: number; lr?: number; warmup?: number; progress?: Progress }
 
 /** Trains the reference (or `config`) model from the seeded init. */
-export function trainLm(corpus: LmCorpus, opts: { config?: LmConfig; steps?: number; progress?: Progress } = {}): { lm: Lm; fit: LmFitResult } {
+export function trainLm(corpus: LmCorpus, opts: LmRecipeOptions = {}): { lm: Lm; fit: LmFitResult } {
   const c = opts.config ?? LM_CONFIG;
   const lm = makeLm(c, initLmWeights(c, LM_RECIPE.seed));
   const fit = fitLm(lm, corpus.train, {
-    steps: opts.steps ?? LM_RECIPE.steps, batch: LM_RECIPE.batch, lr: LM_RECIPE.lr, seed: LM_RECIPE.windowSeed,
-    progress: opts.progress, label: 'lm', heldOut: corpus.heldOut,
+    steps: opts.steps ?? LM_RECIPE.steps, batch: opts.batch ?? LM_RECIPE.batch, lr: opts.lr ?? LM_RECIPE.lr, warmup: opts.warmup ?? LM_RECIPE.warmup,
+    seed: LM_RECIPE.windowSeed, progress: opts.progress, label: 'lm', heldOut: corpus.heldOut,
   });
   return { lm, fit };
 }
