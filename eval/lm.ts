@@ -314,8 +314,24 @@ async function keySearch(fold: { klm: Uint8Array; locked: Uint8Array; modelKey: 
 }
 
 
+/** The sizes of a run (quick: the CI ones); the fine-tuning budget is shared with eval/partial-inline.ts. */
+export function lmSizes(quick: boolean): Sizes {
+  return quick ? { ...FULL, ...QUICK } : FULL;
+}
+
 /** The model: the cached one `npm run train -- --lm` wrote (trained here if missing), or a tiny one in quick mode. */
-async function theModel(ctx: SectionContext, corpus: LmCorpus): Promise<{ onnx: Uint8Array; tflite: Uint8Array; meta: Record<string, unknown>; source: string }> {
+export async function theModel(ctx: SectionContext, corpus: LmCorpus): Promise<LmModelFiles> {
+  // The sections of one run share the model (quick mode trains it once).
+  const key = `${ctx.quick}:${ctx.cache}`;
+  let p = models.get(key);
+  if (!p) { p = loadOrTrain(ctx, corpus); models.set(key, p); }
+  return p;
+}
+
+interface LmModelFiles { onnx: Uint8Array; tflite: Uint8Array; meta: Record<string, unknown>; source: string }
+const models = new Map<string, Promise<LmModelFiles>>();
+
+async function loadOrTrain(ctx: SectionContext, corpus: LmCorpus): Promise<LmModelFiles> {
   if (ctx.quick) {
     const { lm, fit } = trainLm(corpus, { config: QUICK.config, steps: QUICK.trainSteps });
     const w = lmWeights(lm);
