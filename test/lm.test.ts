@@ -15,7 +15,7 @@ import { encodeModelKey, encodeVendorSecret } from '../keystore/keyfiles.ts';
 import { sha256 } from '../keystore/nacl.ts';
 import { lockModel } from '../models/lock/index.ts';
 import { initTfjsWasm } from '../models/tfjs/setup.ts';
-import { encodeText, initLmWeights, LM_TINY, lmForward, makeLm, disposeLm, VOCAB, type Lm } from '../models/train/lm.ts';
+import { encodeText, initLmWeights, LM_TINY, lmForward, lmForwardFrom, lmStreamTo, makeLm, disposeLm, VOCAB, type Lm } from '../models/train/lm.ts';
 import { LM_INPUT, LM_OUTPUT, lmToOnnx, lmToTflite, lmWeightsFromOnnx } from '../models/train/lm-export.ts';
 import { checkLmExports } from '../models/train/lm-train.ts';
 import { writeTflite } from '../models/tflite/writer.ts';
@@ -77,6 +77,27 @@ test('attention is causal: changing a later token leaves earlier logits bit for 
   const before = (c.context - 1) * VOCAB.length;
   assert.deepEqual(yb.subarray(0, before), ya.subarray(0, before));
   assert.notDeepEqual(yb.subarray(before), ya.subarray(before));
+});
+
+test('a forward pass resumed at block l from the stream entering it gives the full pass\'s logits bit for bit', () => {
+  const c2 = { ...c, layers: 2 };
+  const w2 = initLmWeights(c2, 6);
+  for (const v of w2.values()) if (v.length > c2.width) for (let i = 0; i < v.length; i++) v[i] *= 15;
+  const m = makeLm(c2, w2);
+  try {
+    const ids = tf.tensor2d(Int32Array.from(text.subarray(0, 2 * c2.context)), [2, c2.context], 'int32');
+    const full = tf.tidy(() => lmForward(m, ids)).dataSync() as Float32Array;
+    for (let l = 0; l <= c2.layers; l++) {
+      const h = lmStreamTo(m, ids, l);
+      const y = tf.tidy(() => lmForwardFrom(m, h, l));
+      assert.deepEqual(y.dataSync(), full, `from block ${l}`);
+      h.dispose();
+      y.dispose();
+    }
+    ids.dispose();
+  } finally {
+    disposeLm(m);
+  }
 });
 
 test('generate: with the key a locked model (signflip input + sealed) generates what the plain file does; the copy does not', async () => {

@@ -2,7 +2,8 @@
  * Seeded short trials of the language model's recipe, the runs behind the
  * choice of LM_CONFIG and LM_RECIPE (docs/RESULTS.md, "Transformer language
  * model"). Each trial trains from the seeded init on the seeded windows and
- * prints one JSON line: the recipe, seconds, steps per second and held-out
+ * prints one JSON line: the recipe, wall and CPU seconds (one thread: the CPU time
+ * is about the wall time on an idle core), steps per CPU second and held-out
  * bits per character (1024 windows).
  *
  *   node --import tsx models/train/lm-sweep.ts 'steps=300,lr=3e-3' 'steps=300,lr=1e-2,width=96,hidden=384'
@@ -38,7 +39,7 @@ async function main(): Promise<void> {
     const { lm, fit } = trainLm(corpus, tr);
     const bpc = bitsPerChar(lm, corpus.heldOut);
     disposeLm(lm);
-    console.log(JSON.stringify({ trial: specs[i], weights: lmParamCount(tr.config), ...tr, seconds: +fit.seconds.toFixed(1), stepsPerSecond: +(tr.steps / fit.seconds).toFixed(2), trainBpc: +fit.finalLoss.toFixed(3), heldOutBpc: +bpc.toFixed(3) }));
+    console.log(JSON.stringify({ trial: specs[i], weights: lmParamCount(tr.config), ...tr, seconds: +fit.seconds.toFixed(1), cpuSeconds: +fit.cpuSeconds.toFixed(1), stepsPerCpuSecond: +(tr.steps / fit.cpuSeconds).toFixed(2), trainBpc: +fit.finalLoss.toFixed(3), heldOutBpc: +bpc.toFixed(3) }));
   }
 }
 

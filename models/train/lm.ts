@@ -207,32 +207,63 @@ function linear(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor {
   return tf.reshape(tf.add(tf.matMul(tf.reshape(x, [n * t, d]), w as tf.Tensor2D), b), [n, t, w.shape[1]!]);
 }
 
-/** Logits [N, T, vocab] for token ids [N, T] (int32). */
-export function lmForward(m: Lm, ids: tf.Tensor2D): tf.Tensor3D {
+/** The residual stream after the embeddings, [N, T, width], for token ids [N, T] (int32). */
+export function lmEmbed(m: Lm, ids: tf.Tensor2D): tf.Tensor3D {
   const { config: c, params: p } = m;
   return tf.tidy(() => {
     const [n, t] = ids.shape;
     if (t !== c.context) throw new RangeError(`lm: expected ${c.context} tokens per row, got ${t}`);
-    const dh = c.width / c.heads;
     // One-hot × table equals a gather; tfjs's wasm backend has no gradient kernel for gather.
-    let h = tf.add(tf.reshape(tf.matMul(tf.reshape(tf.oneHot(ids, VOCAB_SIZE), [n * t, VOCAB_SIZE]), p['tok.weight'] as tf.Tensor2D), [n, t, c.width]), p['pos.weight']);
-    const mask = tf.tensor2d(causalMask(t), [t, t]);
-    const scale = 1 / Math.sqrt(dh);
-    for (let l = 0; l < c.layers; l++) {
-      const q = (k: string): tf.Tensor => p[`h${l}.${k}`];
-      const a = layerNorm(h, q('ln1.weight'), q('ln1.bias'));
-      const heads = (x: tf.Tensor, perm: number[]): tf.Tensor4D => tf.transpose(tf.reshape(x, [n, t, c.heads, dh]), perm) as tf.Tensor4D;
-      const qh = heads(linear(a, q('attn.q.weight'), q('attn.q.bias')), [0, 2, 1, 3]);
-      const kt = heads(linear(a, q('attn.k.weight'), q('attn.k.bias')), [0, 2, 3, 1]);
-      const vh = heads(linear(a, q('attn.v.weight'), q('attn.v.bias')), [0, 2, 1, 3]);
-      const s = tf.add(tf.mul(tf.matMul(qh, kt), scale), mask);
-      const o = tf.reshape(tf.transpose(tf.matMul(tf.softmax(s, -1), vh), [0, 2, 1, 3]), [n, t, c.width]);
-      h = tf.add(h, linear(o, q('attn.o.weight'), q('attn.o.bias')));
-      const b = layerNorm(h, q('ln2.weight'), q('ln2.bias'));
-      h = tf.add(h, linear(gelu(linear(b, q('mlp.fc.weight'), q('mlp.fc.bias'))), q('mlp.proj.weight'), q('mlp.proj.bias')));
-    }
+    return tf.add(tf.reshape(tf.matMul(tf.reshape(tf.oneHot(ids, VOCAB_SIZE), [n * t, VOCAB_SIZE]), p['tok.weight'] as tf.Tensor2D), [n, t, c.width]), p['pos.weight']) as tf.Tensor3D;
+  });
+}
+
+/** Block `l` on the residual stream h [N, T, width] (call inside a tidy). */
+function lmBlock(m: Lm, h: tf.Tensor, l: number): tf.Tensor {
+  const { config: c, params: p } = m;
+  const [n, t] = h.shape;
+  const dh = c.width / c.heads;
+  const mask = tf.tensor2d(causalMask(t), [t, t]);
+  const scale = 1 / Math.sqrt(dh);
+  const q = (k: string): tf.Tensor => p[`h${l}.${k}`];
+  const a = layerNorm(h, q('ln1.weight'), q('ln1.bias'));
+  const heads = (x: tf.Tensor, perm: number[]): tf.Tensor4D => tf.transpose(tf.reshape(x, [n, t, c.heads, dh]), perm) as tf.Tensor4D;
+  const qh = heads(linear(a, q('attn.q.weight'), q('attn.q.bias')), [0, 2, 1, 3]);
+  const kt = heads(linear(a, q('attn.k.weight'), q('attn.k.bias')), [0, 2, 3, 1]);
+  const vh = heads(linear(a, q('attn.v.weight'), q('attn.v.bias')), [0, 2, 1, 3]);
+  const s = tf.add(tf.mul(tf.matMul(qh, kt), scale), mask);
+  const o = tf.reshape(tf.transpose(tf.matMul(tf.softmax(s, -1), vh), [0, 2, 1, 3]), [n, t, c.width]);
+  const h1 = tf.add(h, linear(o, q('attn.o.weight'), q('attn.o.bias')));
+  const b = layerNorm(h1, q('ln2.weight'), q('ln2.bias'));
+  return tf.add(h1, linear(gelu(linear(b, q('mlp.fc.weight'), q('mlp.fc.bias'))), q('mlp.proj.weight'), q('mlp.proj.bias')));
+}
+
+/**
+ * Logits [N, T, vocab] from the residual stream `h0` entering block `from` (0: the embeddings'
+ * output; `layers`: the final LayerNorm and head only). A search that changes only blocks ≥ `from`
+ * computes the stream before them once ({@link lmStreamTo}).
+ */
+export function lmForwardFrom(m: Lm, h0: tf.Tensor3D, from: number): tf.Tensor3D {
+  const p = m.params;
+  return tf.tidy(() => {
+    let h: tf.Tensor = h0;
+    for (let l = from; l < m.config.layers; l++) h = lmBlock(m, h, l);
     return linear(layerNorm(h, p['lnf.weight'], p['lnf.bias']), p['head.weight'], p['head.bias']) as tf.Tensor3D;
   });
+}
+
+/** The residual stream entering block `to` (`to` = layers: what the final LayerNorm gets). */
+export function lmStreamTo(m: Lm, ids: tf.Tensor2D, to: number): tf.Tensor3D {
+  return tf.tidy(() => {
+    let h: tf.Tensor = lmEmbed(m, ids);
+    for (let l = 0; l < to; l++) h = lmBlock(m, h, l);
+    return h as tf.Tensor3D;
+  });
+}
+
+/** Logits [N, T, vocab] for token ids [N, T] (int32). */
+export function lmForward(m: Lm, ids: tf.Tensor2D): tf.Tensor3D {
+  return tf.tidy(() => lmForwardFrom(m, lmEmbed(m, ids), 0));
 }
 
 /** Mean cross-entropy in nats of logits [N,T,V] against targets [N,T]. */
@@ -288,7 +319,8 @@ export interface LmFitOptions {
 }
 
 /** What a run measured. */
-export interface LmFitResult { seconds: number; finalLoss: number; steps: number }
+/** What a run measured; `cpuSeconds` is the process's CPU time (tfjs wasm runs on one thread: about the wall time on an idle core). */
+export interface LmFitResult { seconds: number; cpuSeconds: number; finalLoss: number; steps: number }
 
 /** Step size at `step` (0-based) of `steps`. */
 export function lmLearningRate(step: number, steps: number, peak: number, warmup = 0.05): number {
@@ -308,6 +340,7 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
   const x = new Int32Array(o.batch * t);
   const y = new Int32Array(o.batch * t);
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const clip = o.clip ?? 1;
   let ema = NaN;
   let emaAcc = NaN;
@@ -326,7 +359,8 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
       const ys = tf.tensor2d(y, [o.batch, t], 'int32');
       const { value, grads } = tf.variableGrads(() => {
         const logits = lmForward(m, xs);
-        hits = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, -1), ys), 'int32')));
+        // Accuracy for the progress line only.
+        if (o.progress) hits = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, -1), ys), 'int32')));
         return crossEntropy(logits, ys);
       }, vars);
       // Clip by global norm: a copied file's garbage weights must not blow the first steps up.
@@ -339,8 +373,8 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
     });
     const l = loss.dataSync()[0];
     loss.dispose();
-    const acc = hits!.dataSync()[0] / (o.batch * t);
-    hits!.dispose();
+    const acc = hits ? hits.dataSync()[0] / (o.batch * t) : NaN;
+    hits?.dispose();
     ema = Number.isNaN(ema) ? l : 0.95 * ema + 0.05 * l;
     emaAcc = Number.isNaN(emaAcc) ? acc : 0.95 * emaAcc + 0.05 * acc;
     // One progress line per block of steps, so a log (not a terminal) shows the run as it goes.
@@ -356,7 +390,8 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
     }
   }
   optimizer.dispose();
-  return { seconds: (performance.now() - t0) / 1000, finalLoss: ema / Math.LN2, steps: o.steps };
+  const cpu = process.cpuUsage(cpu0);
+  return { seconds: (performance.now() - t0) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6, finalLoss: ema / Math.LN2, steps: o.steps };
 }
 
 /** The reference recipe (steps, batch, peak step size, warm-up share, seeds). */
