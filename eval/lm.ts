@@ -392,7 +392,7 @@ export const lmSection: Section = async (ctx) => {
   };
   const model = await timed('model', () => theModel(ctx, corpus));
   ctx.progress.tick('lm: model ready');
-  const meta = model.meta as { config: LmConfig; steps: number; seconds: number; heldOutBpc: number; onnxMaxDiff: number; tfliteMaxDiff: number; onnxBpc: number };
+  const meta = model.meta as { config: LmConfig; steps: number; batch?: number; lr?: number; seconds: number; cpuSeconds?: number; heldOutBpc: number; onnxMaxDiff: number; tfliteMaxDiff: number; onnxBpc: number };
   checks.push(check('lm: ONNX export matches tfjs', meta.onnxMaxDiff < 1e-3, `max |Δ logit| ${meta.onnxMaxDiff.toExponential(2)} < 1e-3`));
   checks.push(check('lm: TFLite export matches tfjs', meta.tfliteMaxDiff < 1e-3, `max |Δ logit| ${meta.tfliteMaxDiff.toExponential(2)} < 1e-3`));
 
@@ -409,7 +409,7 @@ export const lmSection: Section = async (ctx) => {
   md.push(`Command: \`npm run eval -- --lm\` (model: ${model.source}; \`npm run eval -- --quick\` runs the same section on a tiny configuration as a CI check). ` +
     `Machine loaded (2 cores shared by several jobs): seconds are indicative only.`, '');
   md.push(`Model: decoder-only transformer, ${c.layers} layers, width ${c.width}, ${c.heads} heads, MLP ${c.hidden}, context ${c.context} characters, vocabulary newline + a–z ` +
-    `(${lmShapes(c).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)} weights); trained ${meta.steps} Adam steps (${meta.seconds.toFixed(0)} s, tfjs wasm, one thread) on ` +
+    `(${lmShapes(c).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)} weights); trained ${meta.steps} Adam steps${meta.batch ? ` of ${meta.batch}×${c.context} characters, peak step size ${meta.lr}` : ''} (${meta.seconds.toFixed(0)} s wall${meta.cpuSeconds ? `, ${meta.cpuSeconds.toFixed(0)} s CPU` : ''}, tfjs wasm, one thread) on ` +
     `an-array-of-english-words 2.0.0 (${corpus.trainWords.length} words; ${corpus.heldOutWords.length} held out by word). ` +
     `Held-out ${meta.heldOutBpc.toFixed(3)} bits/char (tfjs, ${'1024'} windows of ${c.context}, every position scored). ` +
     `Exports: ONNX under onnxruntime-web max |Δ logit| ${meta.onnxMaxDiff.toExponential(2)} and TFLite under tfjs-tflite ${meta.tfliteMaxDiff.toExponential(2)} against tfjs.`, '');
