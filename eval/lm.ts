@@ -1,7 +1,7 @@
 /**
  * Section "lm": the locks on a transformer language model, and the attacks on it.
  *
- *   npm run eval -- --lm                 # = --only lm (full: the model `npm run train -- --lm` made, ~15 min)
+ *   npm run eval -- --lm                 # = --only lm,lm-advparams (the model `npm run train -- --lm` made; section times in the markdown)
  *   npm run eval -- --quick              # includes a tiny config trained in-process (seconds)
  *
  * The model is keylock's character-level transformer (models/train/lm.ts),

@@ -417,7 +417,7 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
 }
 
 /** The reference recipe (steps, batch, peak step size, warm-up share, seeds). */
-export const LM_RECIPE = { steps: 1200, batch: 32, lr: 3e-3, warmup: 0.05, seed: 17, windowSeed: 1017 } as const;
+export const LM_RECIPE = { steps: 3000, batch: 32, lr: 1e-2, warmup: 0.05, seed: 17, windowSeed: 1017 } as const;
 
 /** What a caller may change in the recipe (trials, CI). */
 export interface LmRecipeOptions { config?: LmConfig; steps?: number; batch?: number; lr?: number; warmup?: number; progress?: Progress }
