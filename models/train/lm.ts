@@ -338,6 +338,8 @@ export interface LmFitOptions {
   heldOut?: Int32Array;
   /** Gradient clipping by global norm (default 1). */
   clip?: number;
+  /** Names of the weights to train (default: all; the others stay as they are). */
+  train?: ReadonlySet<string>;
 }
 
 /** What a run measured. */
@@ -357,7 +359,8 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
   const t = m.config.context;
   if (data.length < t + 2) throw new RangeError(`lm: expected at least ${t + 2} training tokens, got ${data.length}`);
   const rand = mulberry32(o.seed);
-  const vars = Object.values(m.params);
+  const vars = Object.entries(m.params).filter(([n]) => !o.train || o.train.has(n)).map(([, v]) => v);
+  if (!vars.length) throw new RangeError('lm: expected at least one weight to train, got none');
   const optimizer = tf.train.adam(o.lr, 0.9, 0.99);
   const x = new Int32Array(o.batch * t);
   const y = new Int32Array(o.batch * t);
