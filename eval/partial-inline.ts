@@ -203,8 +203,11 @@ export function lmSets(names: readonly string[], layers: number): LmSet[] {
   return sets;
 }
 
-/** `bpc`: fine-tuning every tensor; `bpcOnly`: training only the inline tensors, the plaintext ones frozen (NaN: not run). */
-interface LmRun { set: string; names: number; share: number; fraction: number; start: number; bpc: number; bpcOnly: number; scratch: number }
+/**
+ * `bpc`: fine-tuning every tensor; `bpcOnly`: training only the inline tensors, the plaintext ones
+ * frozen; `bpcOnlyHi`: the same at 10× the step size (a few tensors take larger steps). NaN: not run.
+ */
+interface LmRun { set: string; names: number; share: number; fraction: number; start: number; bpc: number; bpcOnly: number; bpcOnlyHi: number; scratch: number }
 
 /** Tolerance in bits/char for "within noise of all inline" (one seed). */
 const LM_NOISE = 0.03;
@@ -235,7 +238,7 @@ export const partialInlineLmSection: Section = async (ctx) => {
   const sets = quick ? all.filter((s) => s.names.length === 0 || s.names.length === names.length || s.label.startsWith('attention (')) : all;
   const fractions = quick ? [0.01] : [0.01, 0.1];
   const isPartial = (s: LmSet): boolean => s.names.length > 0 && s.names.length < names.length;
-  progress.plan(fractions.length * (sets.length + 1 + sets.filter(isPartial).length));
+  progress.plan(fractions.length * (sets.length + 1 + 2 * sets.filter(isPartial).length));
   const runs: LmRun[] = [];
   const evalWindows = z.evalWindows;
   const plainBpc = (() => {
@@ -245,11 +248,11 @@ export const partialInlineLmSection: Section = async (ctx) => {
   for (const [fi, fraction] of fractions.entries()) {
     const data = trainSubset(corpus, fraction);
     const runSeed = ctx.seed + 100 * (fi + 1);
-    const train = (w: Map<string, Float32Array>, only?: ReadonlySet<string>): { start: number; bpc: number } => {
+    const train = (w: Map<string, Float32Array>, only?: ReadonlySet<string>, lr = z.finetune.lr): { start: number; bpc: number } => {
       const m = makeLm(c, w);
       try {
         const start = bitsPerChar(m, corpus.heldOut, evalWindows);
-        fitLm(m, data, { ...z.finetune, seed: runSeed, train: only });
+        fitLm(m, data, { ...z.finetune, lr, seed: runSeed, train: only });
         return { start, bpc: bitsPerChar(m, corpus.heldOut, evalWindows) };
       } finally {
         disposeLm(m);
@@ -265,17 +268,20 @@ export const partialInlineLmSection: Section = async (ctx) => {
       const r = train(w);
       progress.tick(`partial-inline-lm: ${fraction * 100}% inline ${set.label} ${r.bpc.toFixed(3)}`);
       let bpcOnly = NaN;
+      let bpcOnlyHi = NaN;
       if (isPartial(set)) {
         bpcOnly = train(w, sealed).bpc;
         progress.tick(`partial-inline-lm: ${fraction * 100}% inline ${set.label}, training those only ${bpcOnly.toFixed(3)}`);
+        bpcOnlyHi = train(w, sealed, 10 * z.finetune.lr).bpc;
+        progress.tick(`partial-inline-lm: ${fraction * 100}% inline ${set.label}, training those only at 10× the step ${bpcOnlyHi.toFixed(3)}`);
       }
       const share = set.names.reduce((n, x) => n + sizes.get(x)!, 0) / total;
-      runs.push({ set: set.label, names: set.names.length, share, fraction, ...r, bpcOnly, scratch });
+      runs.push({ set: set.label, names: set.names.length, share, fraction, ...r, bpcOnly, bpcOnlyHi, scratch });
     }
   }
 
   // advantage = scratch − attack in bits/char: > 0, the plaintext layers helped the attacker.
-  const adv = (r: LmRun): number => r.scratch - (Number.isNaN(r.bpcOnly) ? r.bpc : Math.min(r.bpc, r.bpcOnly));
+  const adv = (r: LmRun): number => r.scratch - Math.min(...[r.bpc, r.bpcOnly, r.bpcOnlyHi].filter((x) => !Number.isNaN(x)));
   const sgn = (d: number): string => `${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(3)}`;
   const rowsOf = (label: string): LmRun[] => runs.filter((r) => r.set === label);
   const allRows = rowsOf('all');
@@ -300,27 +306,32 @@ export const partialInlineLmSection: Section = async (ctx) => {
     `The question of the section above, on the transformer of "Transformer language model" (${c.layers} block${c.layers === 1 ? '' : 's'}, width ${c.width}, ${total} weights; model: ${model.source}). ` +
     'The attacker gets the plain weights of every tensor not sealed inline (a memory image between runs holds them) and replaces the inline tensors (ciphertext) by a seeded draw of the architecture\'s own init ' +
     `(N(0, 0.02), LayerNorm gains 1, biases 0); then trains with the LM fine-tuning attack's budget (${z.finetune.steps} Adam steps of ${z.finetune.batch}×${c.context} characters, peak step size ${z.finetune.lr}) ` +
-    `on the first ${fractions.map((f) => `${f * 100} %`).join(' or ')} of the training words, two ways: every tensor, or only the inline tensors with the plaintext ones frozen (a partial set only). Scratch: every tensor drawn (another seed), same data and budget. ` +
-    `Held-out bits/char over ${evalWindows} windows (tfjs; lower is better); the key holder's model: ${plainBpc.toFixed(3)}. Advantage = scratch − the better of the two ways, in bits/char (> 0: the plaintext layers helped; ≤ 0: the attack is no better than scratch).`,
+    `on the first ${fractions.map((f) => `${f * 100} %`).join(' or ')} of the training words, three ways: every tensor; only the inline tensors, the plaintext ones frozen; the same at 10× the step size (${10 * z.finetune.lr}; the last two for a partial set only). Scratch: every tensor drawn (another seed), same data and budget. ` +
+    `Held-out bits/char over ${evalWindows} windows (tfjs; lower is better); the key holder's model: ${plainBpc.toFixed(3)}. Advantage = scratch − the best of the three ways, in bits/char (> 0: the plaintext layers helped; ≤ 0: the attack is no better than scratch).`,
     '',
-    `| sealed inline | tensors | share of weights | start (no training) | ${fractions.map((f) => `${f * 100} %: every tensor | ${f * 100} %: inline ones only | ${f * 100} %: advantage`).join(' | ')} |`,
-    `| --- | ---: | ---: | ---: | ${fractions.map(() => '---: | ---: | ---:').join(' | ')} |`,
+    `| sealed inline | tensors | share of weights | start (no training) | ${fractions.map((f) => `${f * 100} %: every tensor | ${f * 100} %: inline ones only | ${f * 100} %: inline only, 10× step | ${f * 100} %: advantage`).join(' | ')} |`,
+    `| --- | ---: | ---: | ---: | ${fractions.map(() => '---: | ---: | ---: | ---:').join(' | ')} |`,
   ];
   for (const s of sets) {
     const rs = rowsOf(s.label);
     if (!rs.length) continue;
-    lines.push(`| ${s.label} | ${rs[0].names} | ${(rs[0].share * 100).toFixed(1)}% | ${rs[0].start.toFixed(3)} | ${fractions.map((f) => { const r = rs.find((x) => x.fraction === f); return r ? `${r.bpc.toFixed(3)} | ${Number.isNaN(r.bpcOnly) ? '–' : r.bpcOnly.toFixed(3)} | ${sgn(adv(r))}` : 'n/a | n/a | n/a'; }).join(' | ')} |`);
+    lines.push(`| ${s.label} | ${rs[0].names} | ${(rs[0].share * 100).toFixed(1)}% | ${rs[0].start.toFixed(3)} | ${fractions.map((f) => { const r = rs.find((x) => x.fraction === f); const o = (x: number): string => (Number.isNaN(x) ? '–' : x.toFixed(3)); return r ? `${r.bpc.toFixed(3)} | ${o(r.bpcOnly)} | ${o(r.bpcOnlyHi)} | ${sgn(adv(r))}` : 'n/a | n/a | n/a | n/a'; }).join(' | ')} |`);
   }
-  lines.push(`| scratch | – | – | – | ${fractions.map((f) => `${runs.find((r) => r.fraction === f)!.scratch.toFixed(3)} | – | –`).join(' | ')} |`, '');
+  lines.push(`| scratch | – | – | – | ${fractions.map((f) => `${runs.find((r) => r.fraction === f)!.scratch.toFixed(3)} | – | – | –`).join(' | ')} |`, '');
+  const within = bySize.filter((rs) => rs[0].share < 1 && excess(rs) <= LM_NOISE);
+  const pctOf = (rs: LmRun[]): string => `${(rs[0].share * 100).toFixed(1)}%`;
   lines.push(
     `- All tensors inline is ${allRows.map((r) => sgn(adv(r))).join(' / ')} bits/char from scratch (the noise of one seed). ` +
-    `The smallest set within ${LM_NOISE} bits/char of it at every data share is **${enough[0].set}** (${(enough[0].share * 100).toFixed(1)}% of the weights)` +
-    (partial && partial[0].set !== enough[0].set ? `; the closest partial set, ${partial[0].set} (${(partial[0].share * 100).toFixed(1)}%), leaves up to ${partial && excess(partial).toFixed(3)} bits/char more.` : '.'),
+    (within.length
+      ? `Partial sets within ${LM_NOISE} bits/char of it at every data share: ${within.map((rs) => `**${rs[0].set}** (${pctOf(rs)})`).join(', ')}; the smallest is ${enough[0].set}.`
+      : `No partial set comes within ${LM_NOISE} bits/char of it at every data share; the closest, ${partial[0].set} (${pctOf(partial)}), leaves up to ${excess(partial).toFixed(3)} bits/char more.`),
   );
   const names0 = (label: string): string[] => sets.find((x) => x.label === label)!.names;
   lines.push(enough[0].share === 1
-    ? '- Suggested default for the transformer too: seal every tensor inline (`sealedInline: true`, `keylock lock --inline`). Every partial set leaves a memory image layers that fine-tune to a better model than scratch.'
-    : `- Suggested default for the transformer: seal at least ${enough[0].set} inline (\`sealedInline: [${names0(enough[0].set).map((n) => `'${n}'`).join(', ')}]\`), ${(enough[0].share * 100).toFixed(1)}% of the weights; \`sealedInline: true\` costs the decryption of the rest per run for no measured gain.`);
+    ? '- Suggested default for the transformer too: seal every tensor inline (`sealedInline: true`, `keylock lock --inline`). Every partial set leaves a memory image layers that train to a better model than scratch.'
+    : `- Within this budget the smallest sufficient set is ${enough[0].set}: \`sealedInline: [${names0(enough[0].set).map((n) => `'${n}'`).join(', ')}]\`, ${pctOf(enough)} of the weights. ` +
+      `The attackers have the fine-tuning attack's budget (${z.finetune.steps} steps): a set that holds here because its tensors are not re-learned within it is a bound for that budget, not for an attacker with more steps or a better repair, ` +
+      'so the default stays every tensor inline (`sealedInline: true`); a vendor who needs the per-run cost down can seal a sufficient set knowing that limit.');
   lines.push('', '![advantage of the fine-tuning attack per set sealed inline](img/partial-inline-lm.svg)');
   const svg = barChart({
     title: 'Transformer: fine-tuning from the layers left at load vs scratch',
