@@ -334,7 +334,7 @@ export const partialInlineLmSection: Section = async (ctx) => {
       'so the default stays every tensor inline (`sealedInline: true`); a vendor who needs the per-run cost down can seal a sufficient set knowing that limit.');
   lines.push('', '![advantage of the fine-tuning attack per set sealed inline](img/partial-inline-lm.svg)');
   const svg = barChart({
-    title: 'Transformer: fine-tuning from the layers left at load vs scratch',
+    title: "Transformer: the attacker's advantage over scratch, by the set sealed inline",
     yLabel: 'advantage, bits/char (scratch − attack)',
     categories: sets.map((x) => x.label.replace(/ \(.*\)$/, '')),
     series: fractions.map((f) => ({ name: `${f * 100} % of the training words`, values: sets.map((x) => { const r = rowsOf(x.label).find((y) => y.fraction === f); return r ? adv(r) : null; }) })),
