@@ -1,7 +1,7 @@
 /**
  * Section "lm": the locks on a transformer language model, and the attacks on it.
  *
- *   npm run eval -- --lm                 # = --only lm (full: the model `npm run train -- --lm` made, ~15 min)
+ *   npm run eval -- --lm                 # = --only lm,lm-advparams (the model `npm run train -- --lm` made; section times in the markdown)
  *   npm run eval -- --quick              # includes a tiny config trained in-process (seconds)
  *
  * The model is keylock's character-level transformer (models/train/lm.ts),
@@ -28,7 +28,7 @@ import { randomBytes } from '../keystore/nacl.ts';
 import { lockModel, type LockRequest } from '../models/lock/index.ts';
 import { initTfjsWasm } from '../models/tfjs/setup.ts';
 import {
-  bitsPerChar, disposeLm, fitLm, lmForward, initLmWeights, LM_CONFIG, LM_RECIPE, LM_TINY, lmShapes, lmWeights, loadLmCorpus, makeLm, trainLm, trainSubset,
+  bitsPerChar, disposeLm, fitLm, lmForwardFrom, lmStreamTo, initLmWeights, LM_CONFIG, LM_RECIPE, LM_TINY, lmShapes, lmWeights, loadLmCorpus, makeLm, trainLm, trainSubset,
   VOCAB_SIZE, type Lm, type LmConfig, type LmCorpus,
 } from '../models/train/lm.ts';
 import { LM_INPUT, LM_NEXT_OUTPUT, LM_OUTPUT, lmToOnnx, lmToTflite, lmWeightsFromOnnx } from '../models/train/lm-export.ts';
@@ -127,12 +127,13 @@ const vendorSeed = labelKey('lm/vendor');
 
 /** Part 1: the lock table. Returns the rows and the fold-mode signflip lock (ONNX) for the key search. */
 async function lockTable(files: { onnx: Uint8Array; tflite: Uint8Array }, c: LmConfig, corpus: LmCorpus, z: Sizes, ctx: SectionContext, checks: Check[]):
-  Promise<{ rows: LockRow[]; plainBpc: Record<string, number>; plainText: Record<string, string>; fold?: { klm: Uint8Array; locked: Uint8Array; modelKey: Uint8Array } }> {
+  Promise<{ rows: LockRow[]; plainBpc: Record<string, number>; plainText: Record<string, string>; fold?: { klm: Uint8Array; locked: Uint8Array; modelKey: Uint8Array }; lockedOnnx: Record<string, Uint8Array> }> {
   const t = c.context;
   const rows: LockRow[] = [];
   const plainBpc: Record<string, number> = {};
   const plainText: Record<string, string> = {};
   let fold: { klm: Uint8Array; locked: Uint8Array; modelKey: Uint8Array } | undefined;
+  const lockedOnnx: Record<string, Uint8Array> = {};
   for (const format of ['onnx', 'tflite'] as const) {
     const windows = format === 'onnx' ? z.evalWindows : z.tfliteWindows;
     const perRun = format === 'onnx' ? windows : 1;
@@ -182,9 +183,10 @@ async function lockTable(files: { onnx: Uint8Array; tflite: Uint8Array }, c: LmC
       const note = res.report.filter((l) => /^signflip: (MatMul|FULLY)|^advparams: modified/.test(l)).length;
       rows.push({ format, lock: k.label, identical, wrongKey, noKeyBpc, withKey, noKey, note: note ? `${note} keyed layers` : '' });
       if (format === 'onnx' && k.label === 'signflip (fold)') fold = { klm: res.klm, locked: res.locked, modelKey: res.modelKey };
+      if (format === 'onnx') lockedOnnx[k.label] = res.locked;
     }
   }
-  return { rows, plainBpc, plainText, fold };
+  return { rows, plainBpc, plainText, fold, lockedOnnx };
 }
 
 /** The attacker's repair of a random-looking copy: non-finite or |w| > 1 values replaced by the architecture's own init. */
@@ -254,12 +256,26 @@ async function keySearch(fold: { klm: Uint8Array; locked: Uint8Array; modelKey: 
   for (let i = 0; i < n; i++) yIds.set(stolen.subarray(i * t + 1, i * t + t + 1), i * t);
   const y = tf.oneHot(tf.tensor2d(yIds, [n, t], 'int32'), VOCAB_SIZE);
   let queries = 0;
+  // The layers are searched last to first, so the residual stream entering the block being
+  // searched is fixed while that layer is: it is computed once per layer, and each query runs
+  // from that block on (the same logits as a full forward pass).
+  let from = 0;
+  let stream = lmStreamTo(lm, x, 0);
+  const restart = (block: number): void => {
+    stream.dispose();
+    from = block;
+    stream = lmStreamTo(lm, x, block);
+  };
   const loss = (): number => {
     queries++;
-    const l = tf.tidy(() => tf.mean(tf.neg(tf.sum(tf.mul(y, tf.logSoftmax(lmForward(lm, x), -1)), -1))));
+    const l = tf.tidy(() => tf.mean(tf.neg(tf.sum(tf.mul(y, tf.logSoftmax(lmForwardFrom(lm, stream, from), -1)), -1))));
     const v = l.dataSync()[0];
     l.dispose();
     return Number.isFinite(v) ? v : Infinity;
+  };
+  const blockOf = (name: string): number => {
+    const m = /^h(\d+)\./.exec(name);
+    return m ? Number(m[1]) : name.startsWith('head.') || name.startsWith('lnf.') ? c.layers : 0;
   };
   const flip = (layer: SignflipLock['layers'][number], j: number): void => {
     for (const r of layer.ranges) {
@@ -280,6 +296,7 @@ async function keySearch(fold: { klm: Uint8Array; locked: Uint8Array; modelKey: 
     let changed = 0;
     for (const layer of order) {
       ctx.progress.tick(`lm: key search sweep ${sweep + 1}, ${layer.weight}`);
+      restart(Math.min(...layer.ranges.map((r) => blockOf(r.name))));
       const g = guess.get(layer.weight)!;
       for (let j = 0; j < layer.channels; j++) {
         flip(layer, j);
@@ -309,13 +326,30 @@ async function keySearch(fold: { klm: Uint8Array; locked: Uint8Array; modelKey: 
   }
   x.dispose();
   y.dispose();
+  stream.dispose();
   disposeLm(lm);
   return { bits: total, agree, queries, before, after, seconds: (performance.now() - t0) / 1000, qk, qkAgree };
 }
 
 
+/** The sizes of a run (quick: the CI ones); the fine-tuning budget is shared with eval/partial-inline.ts. */
+export function lmSizes(quick: boolean): Sizes {
+  return quick ? { ...FULL, ...QUICK } : FULL;
+}
+
 /** The model: the cached one `npm run train -- --lm` wrote (trained here if missing), or a tiny one in quick mode. */
-async function theModel(ctx: SectionContext, corpus: LmCorpus): Promise<{ onnx: Uint8Array; tflite: Uint8Array; meta: Record<string, unknown>; source: string }> {
+export async function theModel(ctx: SectionContext, corpus: LmCorpus): Promise<LmModelFiles> {
+  // The sections of one run share the model (quick mode trains it once).
+  const key = `${ctx.quick}:${ctx.cache}`;
+  let p = models.get(key);
+  if (!p) { p = loadOrTrain(ctx, corpus); models.set(key, p); }
+  return p;
+}
+
+interface LmModelFiles { onnx: Uint8Array; tflite: Uint8Array; meta: Record<string, unknown>; source: string }
+const models = new Map<string, Promise<LmModelFiles>>();
+
+async function loadOrTrain(ctx: SectionContext, corpus: LmCorpus): Promise<LmModelFiles> {
   if (ctx.quick) {
     const { lm, fit } = trainLm(corpus, { config: QUICK.config, steps: QUICK.trainSteps });
     const w = lmWeights(lm);
@@ -346,21 +380,28 @@ export const lmSection: Section = async (ctx) => {
   const lockSteps = CASES.onnx.length + CASES.tflite.length;
   ctx.progress.plan(lockSteps + z.fractions.length * 4 + c.layers * 6 + 1 + 1);
   const checks: Check[] = [];
-  const model = await theModel(ctx, corpus);
+  // Wall and CPU seconds of each part (tfjs and onnxruntime-web run on one thread: CPU ≈ wall on an idle core).
+  const times: { part: string; wall: number; cpu: number }[] = [];
+  const timed = async <T>(part: string, f: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    const c0 = process.cpuUsage();
+    try { return await f(); } finally {
+      const cu = process.cpuUsage(c0);
+      times.push({ part, wall: (performance.now() - t0) / 1000, cpu: (cu.user + cu.system) / 1e6 });
+    }
+  };
+  const model = await timed('model', () => theModel(ctx, corpus));
   ctx.progress.tick('lm: model ready');
-  const meta = model.meta as { config: LmConfig; steps: number; seconds: number; heldOutBpc: number; onnxMaxDiff: number; tfliteMaxDiff: number; onnxBpc: number };
+  const meta = model.meta as { config: LmConfig; steps: number; batch?: number; lr?: number; seconds: number; cpuSeconds?: number; heldOutBpc: number; onnxMaxDiff: number; tfliteMaxDiff: number; onnxBpc: number };
   checks.push(check('lm: ONNX export matches tfjs', meta.onnxMaxDiff < 1e-3, `max |Δ logit| ${meta.onnxMaxDiff.toExponential(2)} < 1e-3`));
   checks.push(check('lm: TFLite export matches tfjs', meta.tfliteMaxDiff < 1e-3, `max |Δ logit| ${meta.tfliteMaxDiff.toExponential(2)} < 1e-3`));
 
-  const locks = await lockTable(model, c, corpus, z, ctx, checks);
-  // The same locked files as in the table (same model keys), as a copier would hold them.
+  const locks = await timed('lock table', () => lockTable(model, c, corpus, z, ctx, checks));
+  // The locked files of the table, as a copier would hold them.
   const copies: Record<string, Uint8Array> = {};
-  for (const label of ['signflip (input)', 'deeplock', 'sealed']) {
-    const k = CASES.onnx.find((x) => x.label === label)!;
-    copies[label] = (await lockModel(model.onnx, { ...k.req, vendorSeed, modelKey: labelKey(`lm/onnx/${label}`), modelId: 'lm-onnx-eval' })).locked;
-  }
-  const tune = await finetune(copies, c, corpus, z, ctx);
-  const search = locks.fold ? await keySearch(locks.fold, c, corpus, z, ctx) : undefined;
+  for (const label of ['signflip (input)', 'deeplock', 'sealed']) copies[label] = locks.lockedOnnx[label];
+  const tune = await timed('fine-tuning', () => finetune(copies, c, corpus, z, ctx));
+  const search = locks.fold ? await timed('key search', () => keySearch(locks.fold!, c, corpus, z, ctx)) : undefined;
   ctx.progress.tick('lm: done');
 
   // ---- markdown
@@ -368,7 +409,7 @@ export const lmSection: Section = async (ctx) => {
   md.push(`Command: \`npm run eval -- --lm\` (model: ${model.source}; \`npm run eval -- --quick\` runs the same section on a tiny configuration as a CI check). ` +
     `Machine loaded (2 cores shared by several jobs): seconds are indicative only.`, '');
   md.push(`Model: decoder-only transformer, ${c.layers} layers, width ${c.width}, ${c.heads} heads, MLP ${c.hidden}, context ${c.context} characters, vocabulary newline + a–z ` +
-    `(${lmShapes(c).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)} weights); trained ${meta.steps} Adam steps (${meta.seconds.toFixed(0)} s, tfjs wasm, one thread) on ` +
+    `(${lmShapes(c).reduce((n, [, s]) => n + s.reduce((a, b) => a * b, 1), 0)} weights); trained ${meta.steps} Adam steps${meta.batch ? ` of ${meta.batch}×${c.context} characters, peak step size ${meta.lr}` : ''} (${meta.seconds.toFixed(0)} s wall${meta.cpuSeconds ? `, ${meta.cpuSeconds.toFixed(0)} s CPU` : ''}, tfjs wasm, one thread) on ` +
     `an-array-of-english-words 2.0.0 (${corpus.trainWords.length} words; ${corpus.heldOutWords.length} held out by word). ` +
     `Held-out ${meta.heldOutBpc.toFixed(3)} bits/char (tfjs, ${'1024'} windows of ${c.context}, every position scored). ` +
     `Exports: ONNX under onnxruntime-web max |Δ logit| ${meta.onnxMaxDiff.toExponential(2)} and TFLite under tfjs-tflite ${meta.tfliteMaxDiff.toExponential(2)} against tfjs.`, '');
@@ -405,6 +446,10 @@ export const lmSection: Section = async (ctx) => {
       `Bits equal to the key: ${search.agree}/${search.bits} (${(100 * search.agree / search.bits).toFixed(1)}%); ` +
       `query/key channel pairs whose relative sign is right: ${search.qkAgree}/${search.qk} (attention sees q_j·k_j only, so that is what a search can find for those two layers).`, '');
   }
+  md.push('### Section times', '',
+    `Wall / CPU seconds of this run's parts (the machine was loaded; tfjs and onnxruntime-web run on one thread, so the CPU seconds are about what an idle core takes): ` +
+    `${times.map((x) => `${x.part} ${x.wall.toFixed(0)} / ${x.cpu.toFixed(0)} s`).join(', ')}. ` +
+    'The key search runs each query from the block being searched on, the residual stream before it computed once per layer; the copies fine-tuned are the lock table\'s own files.', '');
   md.push('### Where each scheme applies', '',
     '- `sealed`, `deeplock`: every float32 weight, on both formats; the file is noise without the key.',
     '- `signflip` keys every MatMul (ONNX) or FULLY_CONNECTED (TFLite) with a weight: the q, k, v and output projections of attention, both MLP layers and the head. ' +
@@ -487,8 +532,10 @@ export const lmAdvparamsSection: Section = async (ctx) => {
   };
   const plain = await run(next);
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const res = await lockModel(next, { schemes: ['advparams'], data, seed: 1, vendorSeed, modelKey: labelKey('lm/onnx/advparams-next'), modelId: 'lm-next-eval' });
   const lockSeconds = (performance.now() - t0) / 1000;
+  const lockCpu = process.cpuUsage(c0);
   ctx.progress.tick('lm-advparams: locked');
   const m = await loadModel(res.klm, { modelKey: res.modelKey, backend: 'wasm' });
   if (m.state !== 'ready') throw m.error!;
@@ -538,7 +585,7 @@ export const lmAdvparamsSection: Section = async (ctx) => {
     '## Transformer language model: AdvParams on the next-character head', '',
     `Command: \`npm run eval -- --lm\` (section \`lm-advparams\`). The language model's weights exported as a next-character classifier ` +
     `(float32 ids [N, ${t}] → logits of the last position [N, ${VOCAB_SIZE}]), locked with \`advparams\` at its default knobs, seed 1, ` +
-    `encryption set ${samples} training windows labelled with their next character (${lockSeconds.toFixed(0)} s to lock, machine loaded). ` +
+    `encryption set ${samples} training windows labelled with their next character (${lockSeconds.toFixed(0)} s wall, ${((lockCpu.user + lockCpu.system) / 1e6).toFixed(0)} s CPU to lock, machine loaded). ` +
     `Bits/char of the next character after ${windows} held-out windows (onnxruntime-web wasm).`, '',
     `- Lock report: ${modified.replace(/^advparams: /, '')}; ${enc.replace(/^advparams: /, '')}.`,
     `- With the key: ${sameBits(withKey, plain) ? 'bit-identical to the plain head' : 'DIFFERENT from the plain head'}; a wrong key ${wrongStopped ? 'is stopped before inference' : 'is NOT stopped'}.`,

@@ -22,7 +22,7 @@ import { createStepBar } from '../models/train/progress.ts';
 import type { Section, SectionResult } from './section.ts';
 import { publishedSection } from './published.ts';
 import { finetuneSection } from './finetune.ts';
-import { partialInlineSection } from './partial-inline.ts';
+import { partialInlineLmSection, partialInlineSection } from './partial-inline.ts';
 import { fidelitySection } from './fidelity.ts';
 import { locksSection } from './locks.ts';
 import { lmAdvparamsSection, lmSection } from './lm.ts';
@@ -60,6 +60,7 @@ export async function sections(): Promise<(Entry | string)[]> {
     { id: 'fidelity', run: fidelitySection, quick: true },
     { id: 'lm', run: lmSection, quick: true },
     { id: 'lm-advparams', run: lmAdvparamsSection, quick: true },
+    { id: 'partial-inline-lm', run: partialInlineLmSection, quick: true },
   ];
 }
 

@@ -15,7 +15,7 @@ import { encodeModelKey, encodeVendorSecret } from '../keystore/keyfiles.ts';
 import { sha256 } from '../keystore/nacl.ts';
 import { lockModel } from '../models/lock/index.ts';
 import { initTfjsWasm } from '../models/tfjs/setup.ts';
-import { encodeText, initLmWeights, LM_TINY, lmForward, makeLm, disposeLm, VOCAB, type Lm } from '../models/train/lm.ts';
+import { encodeText, initLmWeights, LM_TINY, lmForward, lmForwardFrom, lmMatMul, lmStreamTo, makeLm, disposeLm, VOCAB, type Lm } from '../models/train/lm.ts';
 import { LM_INPUT, LM_OUTPUT, lmToOnnx, lmToTflite, lmWeightsFromOnnx } from '../models/train/lm-export.ts';
 import { checkLmExports } from '../models/train/lm-train.ts';
 import { writeTflite } from '../models/tflite/writer.ts';
@@ -77,6 +77,41 @@ test('attention is causal: changing a later token leaves earlier logits bit for 
   const before = (c.context - 1) * VOCAB.length;
   assert.deepEqual(yb.subarray(0, before), ya.subarray(0, before));
   assert.notDeepEqual(yb.subarray(before), ya.subarray(before));
+});
+
+test('a forward pass resumed at block l from the stream entering it gives the full pass\'s logits bit for bit', () => {
+  const c2 = { ...c, layers: 2 };
+  const w2 = initLmWeights(c2, 6);
+  for (const v of w2.values()) if (v.length > c2.width) for (let i = 0; i < v.length; i++) v[i] *= 15;
+  const m = makeLm(c2, w2);
+  try {
+    const ids = tf.tensor2d(Int32Array.from(text.subarray(0, 2 * c2.context)), [2, c2.context], 'int32');
+    const full = tf.tidy(() => lmForward(m, ids)).dataSync() as Float32Array;
+    for (let l = 0; l <= c2.layers; l++) {
+      const h = lmStreamTo(m, ids, l);
+      const y = tf.tidy(() => lmForwardFrom(m, h, l));
+      assert.deepEqual(y.dataSync(), full, `from block ${l}`);
+      h.dispose();
+      y.dispose();
+    }
+    ids.dispose();
+  } finally {
+    disposeLm(m);
+  }
+});
+
+test('the training matmul (explicit transposes in its gradient) has tf.matMul\'s value and gradients', () => {
+  for (const [sa, sb] of [[[5, 7], [7, 3]], [[2, 3, 4, 6], [2, 3, 6, 5]]]) {
+    const a = tf.randomNormal(sa, 0, 1, 'float32', 1);
+    const b = tf.randomNormal(sb, 0, 1, 'float32', 2);
+    const r = tf.randomNormal([...sa.slice(0, -1), sb[sb.length - 1]], 0, 1, 'float32', 3);
+    const ours = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(lmMatMul(x, y), r)))([a, b]);
+    const ref = tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x, y), r)))([a, b]);
+    const close = (p: tf.Tensor, q: tf.Tensor): number => tf.max(tf.abs(tf.sub(p, q))).dataSync()[0];
+    assert.ok(close(lmMatMul(a, b), tf.matMul(a, b)) === 0, `value ${sa} × ${sb}`);
+    assert.deepEqual(ours.map((g) => g.shape), [sa, sb]);
+    for (let i = 0; i < 2; i++) assert.ok(close(ours[i], ref[i]) < 1e-4, `gradient ${i} of ${sa} × ${sb}: ${close(ours[i], ref[i])}`);
+  }
 });
 
 test('generate: with the key a locked model (signflip input + sealed) generates what the plain file does; the copy does not', async () => {

@@ -105,7 +105,7 @@ export function lmDoc(c: LmConfig, steps: number): string {
   return `keylock reference language model: decoder-only transformer, ${c.layers} layers, width ${c.width}, ${c.heads} heads, MLP ${c.hidden}, ` +
     `context ${c.context} characters, vocabulary newline + a–z. Trained with tfjs 4.22.0 (wasm) on an-array-of-english-words 2.0.0 ` +
     `(words joined by newlines, ${LM_HELD_OUT * 100}% of words held out, split seed 0x${LM_SPLIT_SEED.toString(16)}), ${steps} Adam steps of ` +
-    `${LM_RECIPE.batch}×${c.context} characters, seed ${LM_RECIPE.seed}. Input '${LM_INPUT}' int32 [N,${c.context}]; output '${LM_OUTPUT}' float32 [N,${c.context},${VOCAB_SIZE}].`;
+    `${LM_RECIPE.batch}×${c.context} characters, peak step size ${LM_RECIPE.lr}, seed ${LM_RECIPE.seed}. Input '${LM_INPUT}' int32 [N,${c.context}]; output '${LM_OUTPUT}' float32 [N,${c.context},${VOCAB_SIZE}].`;
 }
 
 export async function lmTrainMain(argv: { out?: string; steps?: string }): Promise<void> {
@@ -128,10 +128,10 @@ export async function lmTrainMain(argv: { out?: string; steps?: string }): Promi
   disposeLm(lm);
   writeFileSync(join(out, LM_FILES.onnx), onnx);
   writeFileSync(join(out, LM_FILES.tflite), tflite);
-  const meta = { config: c, steps, seconds: fit.seconds, trainBpc: fit.finalLoss, heldOutBpc: bpc, ...check, doc };
+  const meta = { config: c, steps, batch: LM_RECIPE.batch, lr: LM_RECIPE.lr, warmup: LM_RECIPE.warmup, seconds: fit.seconds, cpuSeconds: fit.cpuSeconds, trainBpc: fit.finalLoss, heldOutBpc: bpc, ...check, doc };
   writeFileSync(join(out, LM_FILES.meta), `${JSON.stringify(meta, null, 1)}\n`);
   console.log(`lm: ${relative(process.cwd(), join(out, LM_FILES.onnx))} ${onnx.byteLength} bytes, ${relative(process.cwd(), join(out, LM_FILES.tflite))} ${tflite.byteLength} bytes, ` +
-    `${fit.seconds.toFixed(1)} s training, held-out ${bpc.toFixed(3)} bits/char (tfjs, 1024 windows), ${check.onnxBpc.toFixed(3)} (onnxruntime-web, ${check.windows} windows), ` +
+    `${fit.seconds.toFixed(1)} s training (${fit.cpuSeconds.toFixed(1)} s CPU), held-out ${bpc.toFixed(3)} bits/char (tfjs, 1024 windows), ${check.onnxBpc.toFixed(3)} (onnxruntime-web, ${check.windows} windows), ` +
     `max |logit ort − tfjs| ${check.onnxMaxDiff.toExponential(2)}, max |logit tflite − tfjs| ${check.tfliteMaxDiff.toExponential(2)} (${check.tfliteWindows} windows)`);
   if (!(check.onnxMaxDiff < 1e-3) || !(check.tfliteMaxDiff < 1e-3)) {
     throw new Error(`lm: expected exported logits within 1e-3 of tfjs, got ONNX ${check.onnxMaxDiff}, TFLite ${check.tfliteMaxDiff}`);

@@ -201,38 +201,91 @@ function gelu(x: tf.Tensor): tf.Tensor {
   return tf.mul(tf.mul(x, 0.5), tf.add(t, 1));
 }
 
+/** The permutation that swaps the last two axes. */
+function swapLast(rank: number): number[] {
+  return [...Array.from({ length: rank - 2 }, (_, i) => i), rank - 1, rank - 2];
+}
+
+/**
+ * a × b (same rank, same leading axes) whose gradients transpose explicitly: tfjs's wasm
+ * BatchMatMul with a transpose flag (what tf.matMul's own gradient uses) measured about 9×
+ * slower here than a Transpose followed by a plain BatchMatMul, and the backward pass was most
+ * of a training step. Same products, so the same model; the rounding of the gradients may differ.
+ */
+export const lmMatMul = tf.customGrad(((a: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc): { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[] } => {
+  save([a, b]);
+  return {
+    value: tf.matMul(a, b),
+    gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      const [sa, sb] = saved;
+      return [tf.matMul(dy, tf.transpose(sb, swapLast(sb.rank))), tf.matMul(tf.transpose(sa, swapLast(sa.rank)), dy)];
+    },
+  };
+}) as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (a: tf.Tensor, b: tf.Tensor) => tf.Tensor;
+
 /** [N·T, in] × [in, out] + bias, reshaped back to [N, T, out]. */
 function linear(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor {
   const [n, t, d] = x.shape;
-  return tf.reshape(tf.add(tf.matMul(tf.reshape(x, [n * t, d]), w as tf.Tensor2D), b), [n, t, w.shape[1]!]);
+  return tf.reshape(tf.add(lmMatMul(tf.reshape(x, [n * t, d]), w), b), [n, t, w.shape[1]!]);
 }
 
-/** Logits [N, T, vocab] for token ids [N, T] (int32). */
-export function lmForward(m: Lm, ids: tf.Tensor2D): tf.Tensor3D {
+/** The residual stream after the embeddings, [N, T, width], for token ids [N, T] (int32). */
+export function lmEmbed(m: Lm, ids: tf.Tensor2D): tf.Tensor3D {
   const { config: c, params: p } = m;
   return tf.tidy(() => {
     const [n, t] = ids.shape;
     if (t !== c.context) throw new RangeError(`lm: expected ${c.context} tokens per row, got ${t}`);
-    const dh = c.width / c.heads;
     // One-hot × table equals a gather; tfjs's wasm backend has no gradient kernel for gather.
-    let h = tf.add(tf.reshape(tf.matMul(tf.reshape(tf.oneHot(ids, VOCAB_SIZE), [n * t, VOCAB_SIZE]), p['tok.weight'] as tf.Tensor2D), [n, t, c.width]), p['pos.weight']);
-    const mask = tf.tensor2d(causalMask(t), [t, t]);
-    const scale = 1 / Math.sqrt(dh);
-    for (let l = 0; l < c.layers; l++) {
-      const q = (k: string): tf.Tensor => p[`h${l}.${k}`];
-      const a = layerNorm(h, q('ln1.weight'), q('ln1.bias'));
-      const heads = (x: tf.Tensor, perm: number[]): tf.Tensor4D => tf.transpose(tf.reshape(x, [n, t, c.heads, dh]), perm) as tf.Tensor4D;
-      const qh = heads(linear(a, q('attn.q.weight'), q('attn.q.bias')), [0, 2, 1, 3]);
-      const kt = heads(linear(a, q('attn.k.weight'), q('attn.k.bias')), [0, 2, 3, 1]);
-      const vh = heads(linear(a, q('attn.v.weight'), q('attn.v.bias')), [0, 2, 1, 3]);
-      const s = tf.add(tf.mul(tf.matMul(qh, kt), scale), mask);
-      const o = tf.reshape(tf.transpose(tf.matMul(tf.softmax(s, -1), vh), [0, 2, 1, 3]), [n, t, c.width]);
-      h = tf.add(h, linear(o, q('attn.o.weight'), q('attn.o.bias')));
-      const b = layerNorm(h, q('ln2.weight'), q('ln2.bias'));
-      h = tf.add(h, linear(gelu(linear(b, q('mlp.fc.weight'), q('mlp.fc.bias'))), q('mlp.proj.weight'), q('mlp.proj.bias')));
-    }
+    return tf.add(tf.reshape(lmMatMul(tf.reshape(tf.oneHot(ids, VOCAB_SIZE), [n * t, VOCAB_SIZE]), p['tok.weight']), [n, t, c.width]), p['pos.weight']) as tf.Tensor3D;
+  });
+}
+
+/** Block `l` on the residual stream h [N, T, width] (call inside a tidy). */
+function lmBlock(m: Lm, h: tf.Tensor, l: number): tf.Tensor {
+  const { config: c, params: p } = m;
+  const [n, t] = h.shape;
+  const dh = c.width / c.heads;
+  const mask = tf.tensor2d(causalMask(t), [t, t]);
+  const scale = 1 / Math.sqrt(dh);
+  const q = (k: string): tf.Tensor => p[`h${l}.${k}`];
+  const a = layerNorm(h, q('ln1.weight'), q('ln1.bias'));
+  const heads = (x: tf.Tensor, perm: number[]): tf.Tensor4D => tf.transpose(tf.reshape(x, [n, t, c.heads, dh]), perm) as tf.Tensor4D;
+  const qh = heads(linear(a, q('attn.q.weight'), q('attn.q.bias')), [0, 2, 1, 3]);
+  const kt = heads(linear(a, q('attn.k.weight'), q('attn.k.bias')), [0, 2, 3, 1]);
+  const vh = heads(linear(a, q('attn.v.weight'), q('attn.v.bias')), [0, 2, 1, 3]);
+  const s = tf.add(tf.mul(lmMatMul(qh, kt), scale), mask);
+  const o = tf.reshape(tf.transpose(lmMatMul(tf.softmax(s, -1), vh), [0, 2, 1, 3]), [n, t, c.width]);
+  const h1 = tf.add(h, linear(o, q('attn.o.weight'), q('attn.o.bias')));
+  const b = layerNorm(h1, q('ln2.weight'), q('ln2.bias'));
+  return tf.add(h1, linear(gelu(linear(b, q('mlp.fc.weight'), q('mlp.fc.bias'))), q('mlp.proj.weight'), q('mlp.proj.bias')));
+}
+
+/**
+ * Logits [N, T, vocab] from the residual stream `h0` entering block `from` (0: the embeddings'
+ * output; `layers`: the final LayerNorm and head only). A search that changes only blocks ≥ `from`
+ * computes the stream before them once ({@link lmStreamTo}).
+ */
+export function lmForwardFrom(m: Lm, h0: tf.Tensor3D, from: number): tf.Tensor3D {
+  const p = m.params;
+  return tf.tidy(() => {
+    let h: tf.Tensor = h0;
+    for (let l = from; l < m.config.layers; l++) h = lmBlock(m, h, l);
     return linear(layerNorm(h, p['lnf.weight'], p['lnf.bias']), p['head.weight'], p['head.bias']) as tf.Tensor3D;
   });
+}
+
+/** The residual stream entering block `to` (`to` = layers: what the final LayerNorm gets). */
+export function lmStreamTo(m: Lm, ids: tf.Tensor2D, to: number): tf.Tensor3D {
+  return tf.tidy(() => {
+    let h: tf.Tensor = lmEmbed(m, ids);
+    for (let l = 0; l < to; l++) h = lmBlock(m, h, l);
+    return h as tf.Tensor3D;
+  });
+}
+
+/** Logits [N, T, vocab] for token ids [N, T] (int32). */
+export function lmForward(m: Lm, ids: tf.Tensor2D): tf.Tensor3D {
+  return tf.tidy(() => lmForwardFrom(m, lmEmbed(m, ids), 0));
 }
 
 /** Mean cross-entropy in nats of logits [N,T,V] against targets [N,T]. */
@@ -272,8 +325,10 @@ export function bitsPerChar(m: Lm, data: Int32Array, maxWindows = 1024, chunk = 
 export interface LmFitOptions {
   steps: number;
   batch: number;
-  /** Peak Adam step size; linear warm-up over the first 5 % of steps, cosine decay to 10 % after. */
+  /** Peak Adam step size; linear warm-up over the first `warmup` share of steps, cosine decay to 10 % after. */
   lr: number;
+  /** Share of the steps spent warming up (default 0.05). */
+  warmup?: number;
   /** Seed of the window offsets. */
   seed: number;
   progress?: Progress;
@@ -283,14 +338,17 @@ export interface LmFitOptions {
   heldOut?: Int32Array;
   /** Gradient clipping by global norm (default 1). */
   clip?: number;
+  /** Names of the weights to train (default: all; the others stay as they are). */
+  train?: ReadonlySet<string>;
 }
 
 /** What a run measured. */
-export interface LmFitResult { seconds: number; finalLoss: number; steps: number }
+/** What a run measured; `cpuSeconds` is the process's CPU time (tfjs wasm runs on one thread: about the wall time on an idle core). */
+export interface LmFitResult { seconds: number; cpuSeconds: number; finalLoss: number; steps: number }
 
 /** Step size at `step` (0-based) of `steps`. */
-export function lmLearningRate(step: number, steps: number, peak: number): number {
-  const warm = Math.max(1, Math.round(steps * 0.05));
+export function lmLearningRate(step: number, steps: number, peak: number, warmup = 0.05): number {
+  const warm = Math.max(1, Math.round(steps * warmup));
   if (step < warm) return peak * (step + 1) / warm;
   const f = (step - warm) / Math.max(1, steps - warm);
   return peak * (0.1 + 0.9 * 0.5 * (1 + Math.cos(Math.PI * f)));
@@ -301,11 +359,13 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
   const t = m.config.context;
   if (data.length < t + 2) throw new RangeError(`lm: expected at least ${t + 2} training tokens, got ${data.length}`);
   const rand = mulberry32(o.seed);
-  const vars = Object.values(m.params);
+  const vars = Object.entries(m.params).filter(([n]) => !o.train || o.train.has(n)).map(([, v]) => v);
+  if (!vars.length) throw new RangeError('lm: expected at least one weight to train, got none');
   const optimizer = tf.train.adam(o.lr, 0.9, 0.99);
   const x = new Int32Array(o.batch * t);
   const y = new Int32Array(o.batch * t);
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const clip = o.clip ?? 1;
   let ema = NaN;
   let emaAcc = NaN;
@@ -317,14 +377,15 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
       x.set(data.subarray(s, s + t), i * t);
       y.set(data.subarray(s + 1, s + t + 1), i * t);
     }
-    (optimizer as unknown as { learningRate: number }).learningRate = lmLearningRate(step, o.steps, o.lr);
+    (optimizer as unknown as { learningRate: number }).learningRate = lmLearningRate(step, o.steps, o.lr, o.warmup);
     let hits: tf.Tensor | undefined;
     const loss = tf.tidy(() => {
       const xs = tf.tensor2d(x, [o.batch, t], 'int32');
       const ys = tf.tensor2d(y, [o.batch, t], 'int32');
       const { value, grads } = tf.variableGrads(() => {
         const logits = lmForward(m, xs);
-        hits = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, -1), ys), 'int32')));
+        // Accuracy for the progress line only.
+        if (o.progress) hits = tf.keep(tf.sum(tf.cast(tf.equal(tf.argMax(logits, -1), ys), 'int32')));
         return crossEntropy(logits, ys);
       }, vars);
       // Clip by global norm: a copied file's garbage weights must not blow the first steps up.
@@ -337,8 +398,8 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
     });
     const l = loss.dataSync()[0];
     loss.dispose();
-    const acc = hits!.dataSync()[0] / (o.batch * t);
-    hits!.dispose();
+    const acc = hits ? hits.dataSync()[0] / (o.batch * t) : NaN;
+    hits?.dispose();
     ema = Number.isNaN(ema) ? l : 0.95 * ema + 0.05 * l;
     emaAcc = Number.isNaN(emaAcc) ? acc : 0.95 * emaAcc + 0.05 * acc;
     // One progress line per block of steps, so a log (not a terminal) shows the run as it goes.
@@ -354,19 +415,23 @@ export function fitLm(m: Lm, data: Int32Array, o: LmFitOptions): LmFitResult {
     }
   }
   optimizer.dispose();
-  return { seconds: (performance.now() - t0) / 1000, finalLoss: ema / Math.LN2, steps: o.steps };
+  const cpu = process.cpuUsage(cpu0);
+  return { seconds: (performance.now() - t0) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6, finalLoss: ema / Math.LN2, steps: o.steps };
 }
 
-/** The reference recipe (steps, batch, peak step size, seeds). */
-export const LM_RECIPE = { steps: 1200, batch: 32, lr: 3e-3, seed: 17, windowSeed: 1017 } as const;
+/** The reference recipe (steps, batch, peak step size, warm-up share, seeds). */
+export const LM_RECIPE = { steps: 3000, batch: 32, lr: 1e-2, warmup: 0.05, seed: 17, windowSeed: 1017 } as const;
+
+/** What a caller may change in the recipe (trials, CI). */
+export interface LmRecipeOptions { config?: LmConfig; steps?: number; batch?: number; lr?: number; warmup?: number; progress?: Progress }
 
 /** Trains the reference (or `config`) model from the seeded init. */
-export function trainLm(corpus: LmCorpus, opts: { config?: LmConfig; steps?: number; progress?: Progress } = {}): { lm: Lm; fit: LmFitResult } {
+export function trainLm(corpus: LmCorpus, opts: LmRecipeOptions = {}): { lm: Lm; fit: LmFitResult } {
   const c = opts.config ?? LM_CONFIG;
   const lm = makeLm(c, initLmWeights(c, LM_RECIPE.seed));
   const fit = fitLm(lm, corpus.train, {
-    steps: opts.steps ?? LM_RECIPE.steps, batch: LM_RECIPE.batch, lr: LM_RECIPE.lr, seed: LM_RECIPE.windowSeed,
-    progress: opts.progress, label: 'lm', heldOut: corpus.heldOut,
+    steps: opts.steps ?? LM_RECIPE.steps, batch: opts.batch ?? LM_RECIPE.batch, lr: opts.lr ?? LM_RECIPE.lr, warmup: opts.warmup ?? LM_RECIPE.warmup,
+    seed: LM_RECIPE.windowSeed, progress: opts.progress, label: 'lm', heldOut: corpus.heldOut,
   });
   return { lm, fit };
 }
