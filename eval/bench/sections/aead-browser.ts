@@ -20,16 +20,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
-import { secretboxDetached } from '../../../keystore/nacl.ts';
-import { sealedNonce, sealedSecretboxKey } from '../../../runtime/keys/derive.ts';
 import type { SealedLock } from '../../../runtime/keys/sealed.ts';
-import { sealRanges } from '../../../models/lock/onnx/sealed.ts';
+import { sealedFixtures, TENSORS } from './aead-fixtures.ts';
 import { chromiumMissing, launchChromium } from '../../../targets/browser/chromium.ts';
 import { serve } from '../../../targets/browser/serve.ts';
-import { seededFloats } from '../stats.ts';
 
 const root = fileURLToPath(new URL('../../..', import.meta.url));
-const TENSORS = 8;
 const INSECURE_HOST = 'keylock.test';
 
 interface BrowserRow { name: string; what: string; ms: number; mbps: number; ratio: number }
@@ -125,26 +121,10 @@ window.keylockAeadBench = async ({ rounds }) => {
 export async function measureBrowser(quick: boolean): Promise<BrowserAeadResult | { skipped: string }> {
   if (chromiumMissing) return { skipped: chromiumMissing };
   const total = (quick ? 4 : 8) << 20;
-  const per = total / TENSORS;
   const rounds = quick ? 3 : 11;
   const modelKey = new Uint8Array(32).fill(9);
   const modelId = 'bench-aead-browser';
-  const size = TENSORS * (per + 3) + 1;
-  const plain = new Uint8Array(seededFloats(Math.ceil(size / 4), 13).buffer, 0, size);
-  const ranges = Array.from({ length: TENSORS }, (_, i) => ({ name: `t${i}`, offset: i * (per + 3) + 1, length: per, dtype: 'float32' }));
-  const xcModel = plain.slice();
-  const xc = sealRanges(xcModel, ranges, { modelId, modelKey, opts: { sealedCipher: 'xchacha20-poly1305' } });
-  const aesModel = plain.slice();
-  const aes = sealRanges(aesModel, ranges, { modelId, modelKey, opts: { sealedCipher: 'aes-256-gcm' } });
-  const xsModel = plain.slice();
-  const xsKey = sealedSecretboxKey(modelKey);
-  const xs: SealedLock = { scheme: 'sealed', tensors: [] };
-  for (const r of ranges) {
-    const d = xsModel.subarray(r.offset, r.offset + r.length);
-    const { cipher, mac } = secretboxDetached(d, sealedNonce(modelId, r.name), xsKey);
-    d.set(cipher);
-    xs.tensors.push({ ...r, mac: mac.slice() });
-  }
+  const { plain, xc: { model: xcModel, lock: xc }, aes: { model: aesModel, lock: aes }, xs: { model: xsModel, lock: xs } } = sealedFixtures(total, 13, modelId, modelKey);
   const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
   const json = (e: SealedLock): unknown => ({ ...e, ...(e.salt ? { salt: hex(e.salt) } : {}), tensors: e.tensors.map((t) => ({ ...t, mac: hex(t.mac) })) });
 

@@ -21,14 +21,12 @@ import { createDecipheriv, createCipheriv, randomBytes as nodeRandom } from 'nod
 import { fileURLToPath } from 'node:url';
 import { prepareAead, aeadNative, prepareAesGcm } from '../../../keystore/aead.ts';
 import { measureBrowser, renderBrowser, type BrowserAeadResult } from './aead-browser.ts';
-import { secretboxDetached, sha256Async } from '../../../keystore/nacl.ts';
+import { sha256Async } from '../../../keystore/nacl.ts';
 import { prepareSecretboxWasm, secretboxWasmReady } from '../../../keystore/wasm/secretbox.ts';
-import { sealedNonce, sealedSecretboxKey } from '../../../runtime/keys/derive.ts';
-import { restoreSealed, type SealedLock } from '../../../runtime/keys/sealed.ts';
-import { sealRanges } from '../../../models/lock/onnx/sealed.ts';
-import { quantile, seededFloats } from '../stats.ts';
+import { restoreSealed } from '../../../runtime/keys/sealed.ts';
+import { sealedFixtures, TENSORS } from './aead-fixtures.ts';
+import { quantile } from '../stats.ts';
 
-const TENSORS = 8;
 const PEER_CHUNK = 64 << 10;
 
 interface Row { name: string; what: string; ms: number; mbps: number; ratio?: number }
@@ -77,7 +75,6 @@ function peer(alg: 'aes-256-gcm' | 'chacha20-poly1305', model: Uint8Array, range
 /** `browser`: measure in Chromium too (default: on full runs; a quick run, as `npm test`'s bench test makes, skips it and says so). */
 export async function measure(quick: boolean, browser = !quick): Promise<AeadResult> {
   const total = 32 << 20;
-  const per = total / TENSORS;
   const rounds = quick ? 5 : 25;
   await sha256Async(new Uint8Array(2 << 20)); // finds the native SHAKE256, as a model load does
   const native = await prepareAead();
@@ -85,23 +82,9 @@ export async function measure(quick: boolean, browser = !quick): Promise<AeadRes
   const wasm = await prepareSecretboxWasm() && secretboxWasmReady();
   const modelKey = new Uint8Array(32).fill(7);
   const modelId = 'bench-aead';
-  const size = TENSORS * (per + 3) + 1;
-  const plain = new Uint8Array(seededFloats(Math.ceil(size / 4), 11).buffer, 0, size);
-  const ranges = Array.from({ length: TENSORS }, (_, i) => ({ name: `t${i}`, offset: i * (per + 3) + 1, length: per, dtype: 'float32' }));
-
-  const xcModel = plain.slice();
-  const xc = sealRanges(xcModel, ranges, { modelId, modelKey, opts: { sealedCipher: 'xchacha20-poly1305' } });
-  const aesModel = plain.slice();
-  const aes = sealRanges(aesModel, ranges, { modelId, modelKey, opts: { sealedCipher: 'aes-256-gcm' } });
-  const xsModel = plain.slice();
-  const xsKey = sealedSecretboxKey(modelKey);
-  const xs: SealedLock = { scheme: 'sealed', tensors: [] };
-  for (const r of ranges) {
-    const d = xsModel.subarray(r.offset, r.offset + r.length);
-    const { cipher, mac } = secretboxDetached(d, sealedNonce(modelId, r.name), xsKey);
-    d.set(cipher);
-    xs.tensors.push({ ...r, mac: mac.slice() });
-  }
+  const { plain, xc: { model: xcModel, lock: xc }, aes: { model: aesModel, lock: aes }, xs: { model: xsModel, lock: xs } } = sealedFixtures(total, 11, modelId, modelKey);
+  const ranges = xc.tensors;
+  const size = plain.byteLength;
   const variants: Variant[] = [
     { name: 'keylock sealed, XChaCha20-Poly1305', what: `tag checked (${native ? 'node:crypto' : 'JavaScript'})`, template: xcModel, run: (m) => restoreSealed(m, xc, { modelId, modelKey }) },
     { name: 'keylock sealed, XChaCha20, pinned key', what: 'no tag: the signed digest authenticates', template: xcModel, run: (m) => restoreSealed(m, xc, { modelId, modelKey, authenticated: true }) },
