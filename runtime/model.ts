@@ -126,6 +126,43 @@ export type ModelEvent = 'halt' | 'disable' | 'expiring';
 
 type Listener = (e: KeylockError) => void;
 
+/**
+ * @internal What a loaded model tells and stops, shared by the in-thread `Model`
+ * and the caller's side of a worker (`WorkerModel`): the `halt`/`disable`/
+ * `expiring` listeners, what to stop when the model halts or is released (e.g.
+ * the licence watch's timer), and the check made before every run (e.g. the
+ * licence's end; a reason halts the model).
+ */
+export class ModelWatches {
+  private listeners: Record<ModelEvent, Listener[]> = { halt: [], disable: [], expiring: [] };
+  private stoppers: (() => void)[] = [];
+  guard?: () => void;
+
+  on(event: ModelEvent, fn: Listener): void {
+    if (!Object.hasOwn(this.listeners, event)) throw new TypeError(`unknown model event "${String(event)}"; expected halt, disable or expiring`);
+    this.listeners[event].push(fn);
+  }
+
+  emit(event: ModelEvent, e: KeylockError): void {
+    for (const fn of this.listeners[event]) fn(e);
+  }
+
+  /** Keeps `stop` (and `guard`) while the model is ready; stops at once otherwise. */
+  watch(ready: boolean, stop: () => void, guard?: () => void): void {
+    if (!ready) { stop(); return; }
+    this.stoppers.push(stop);
+    if (guard) this.guard = guard;
+  }
+
+  /** Stops every watch and drops the guard. */
+  stop(): void {
+    const s = this.stoppers;
+    this.stoppers = [];
+    this.guard = undefined;
+    for (const f of s) f();
+  }
+}
+
 /** A settled run slot of a bounded run that never started. */
 const NOTHING: Promise<undefined> = Promise.resolve(undefined);
 
@@ -176,13 +213,9 @@ export class Model implements LockedModel {
   private last: Promise<unknown> = Promise.resolve();
   /** Runs started and not yet settled; with none, a run starts at once instead of behind the last. */
   private pending = 0;
-  private listeners: Record<ModelEvent, Listener[]> = { halt: [], disable: [], expiring: [] };
+  private watches = new ModelWatches();
   private misses = 0;
   private aborts = 0;
-  /** Stopped when the model halts or is released (e.g. the licence watch's timer). */
-  private stoppers: (() => void)[] = [];
-  /** Checked before every run (e.g. the licence's end); a reason halts the model. */
-  private guard?: () => void;
   private lat = new Float64Array(WINDOW);
   private runs = 0;
   private recorder?: Recorder;
@@ -225,38 +258,28 @@ export class Model implements LockedModel {
 
   /** Subscribes to `halt`, `disable` or `expiring`; see `LockedModel.on`. */
   on(event: ModelEvent, fn: Listener): this {
-    if (!Object.hasOwn(this.listeners, event)) throw new TypeError(`unknown model event "${String(event)}"; expected halt, disable or expiring`);
-    this.listeners[event].push(fn);
+    this.watches.on(event, fn);
     return this;
   }
 
   /** @internal Tells `expiring` listeners (the licence watch). */
   emit(event: 'expiring', e: KeylockError): void {
-    for (const fn of this.listeners[event]) fn(e);
+    this.watches.emit(event, e);
   }
 
   /** @internal Something to stop when the model halts or is released; `guard` runs before every run. */
   watch(stop: () => void, guard?: () => void): void {
-    if (this._state !== 'ready') { stop(); return; }
-    this.stoppers.push(stop);
-    if (guard) this.guard = guard;
-  }
-
-  private stopWatches(): void {
-    const s = this.stoppers;
-    this.stoppers = [];
-    this.guard = undefined;
-    for (const f of s) f();
+    this.watches.watch(this._state === 'ready', stop, guard);
   }
 
   /** @internal Moves to halted (or disabled) and wipes run-time key material. */
   halt(e: KeylockError, state: 'halted' | 'disabled' = 'halted'): void {
-    this.stopWatches();
+    this.watches.stop();
     this._state = state;
     this._error = e;
     void this.takeSession()?.release().catch(() => undefined);
     this.recorder?.close();
-    for (const fn of this.listeners[state === 'disabled' ? 'disable' : 'halt']) fn(e);
+    this.watches.emit(state === 'disabled' ? 'disable' : 'halt', e);
   }
 
   /** @internal `backend`: the registered name the session was created by. */
@@ -325,7 +348,7 @@ export class Model implements LockedModel {
    * not match the declared names, dtypes and shapes.
    */
   run(inputs: TensorMap, opts?: RunOptions): Promise<TensorMap> {
-    if (this.guard) this.guard();
+    this.watches.guard?.();
     if (this._state !== 'ready' || !this.session) return Promise.reject(this.notReady());
     if (opts && (opts.signal || opts.deadlineMs !== undefined)) return this.runBounded(inputs, opts);
     // Runs are serialized (hooks reuse their buffers); an idle model starts at once. (Measured:
@@ -467,7 +490,7 @@ export class Model implements LockedModel {
 
   /** Releases the backend session and wipes key material. */
   async release(): Promise<void> {
-    this.stopWatches();
+    this.watches.stop();
     const s = this.takeSession();
     this.recorder?.close();
     if (this._state === 'ready') { this._state = 'halted'; this._error = new KeylockError('released', 'the model was released'); }

@@ -34,7 +34,7 @@ import { env, type WorkerLike } from './env.ts';
 import { peekModelFormat, type IOSpec, type Manifest } from './klm.ts';
 import { isLicenceSource, watchLicence } from './licence.ts';
 import type { LoadOptions, ModelKeySource } from './load.ts';
-import { latencyFigures, Model, WINDOW, type LockedModel, type ModelEvent, type ModelState, type RunOptions, type RunStats, type SkippedBackend } from './model.ts';
+import { latencyFigures, Model, ModelWatches, WINDOW, type LockedModel, type ModelEvent, type ModelState, type RunOptions, type RunStats, type SkippedBackend } from './model.ts';
 import type { TensorMap } from './tensor.ts';
 
 export type { WorkerLike } from './env.ts';
@@ -133,7 +133,7 @@ export class WorkerModel implements LockedModel {
   private _manifest?: Manifest;
   private _backend?: string;
   private _skipped: SkippedBackend[] = [];
-  private listeners: Record<ModelEvent, ((e: KeylockError) => void)[]> = { halt: [], disable: [], expiring: [] };
+  private watches = new ModelWatches();
   private queue: Job[] = [];
   private inflight?: Job;
   private nextId = 1;
@@ -141,8 +141,6 @@ export class WorkerModel implements LockedModel {
   private runs = 0;
   private misses = 0;
   private aborts = 0;
-  private stoppers: (() => void)[] = [];
-  private guard?: () => void;
   /** Set when this side ends the worker (release, halt): its exit is then no crash. */
   private ending = false;
   private released?: () => void;
@@ -176,21 +174,18 @@ export class WorkerModel implements LockedModel {
   chosenByAuto(): void { this.autoChosen = true; }
 
   on(event: ModelEvent, fn: (e: KeylockError) => void): this {
-    if (!Object.hasOwn(this.listeners, event)) throw new TypeError(`unknown model event "${String(event)}"; expected halt, disable or expiring`);
-    this.listeners[event].push(fn);
+    this.watches.on(event, fn);
     return this;
   }
 
   /** @internal */
   emit(event: 'expiring', e: KeylockError): void {
-    for (const fn of this.listeners[event]) fn(e);
+    this.watches.emit(event, e);
   }
 
   /** @internal See `Model.watch`. */
   watch(stop: () => void, guard?: () => void): void {
-    if (this._state !== 'ready') { stop(); return; }
-    this.stoppers.push(stop);
-    if (guard) this.guard = guard;
+    this.watches.watch(this._state === 'ready', stop, guard);
   }
 
   /** @internal The load's outcome, from the worker. */
@@ -214,17 +209,10 @@ export class WorkerModel implements LockedModel {
     if (this._state !== 'ready') return;
     this._state = state;
     this._error = e;
-    this.stopWatches();
+    this.watches.stop();
     this.failAll(e);
     this.end();
-    for (const fn of this.listeners[state === 'disabled' ? 'disable' : 'halt']) fn(e);
-  }
-
-  private stopWatches(): void {
-    const s = this.stoppers;
-    this.stoppers = [];
-    this.guard = undefined;
-    for (const f of s) f();
+    this.watches.emit(state === 'disabled' ? 'disable' : 'halt', e);
   }
 
   /** Asks the worker to wipe and release, then ends it (at once if it does not answer within a second). */
@@ -265,7 +253,7 @@ export class WorkerModel implements LockedModel {
   }
 
   run(inputs: TensorMap, opts?: RunOptions): Promise<TensorMap> {
-    if (this.guard) this.guard();
+    this.watches.guard?.();
     if (this._state !== 'ready') return Promise.reject(this._error ?? new KeylockError('halted', 'the model is not ready'));
     if (inputs === null || typeof inputs !== 'object') return Promise.reject(new InputMismatchError(`run: expected a map of input names to tensors, got ${inputs === null ? 'null' : typeof inputs}`));
     const deadlineMs = opts?.deadlineMs;
@@ -368,7 +356,7 @@ export class WorkerModel implements LockedModel {
   }
 
   async release(): Promise<void> {
-    this.stopWatches();
+    this.watches.stop();
     if (this._state === 'ready') {
       this._state = 'halted';
       this._error = new KeylockError('released', 'the model was released');
